@@ -1,0 +1,314 @@
+#include "config.h"
+
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "check.h"
+
+typedef enum { T_INT, T_LONG, T_U64, T_DOUBLE, T_STR, T_STALENESS } field_type_t;
+
+typedef struct {
+    const char *section;
+    const char *key;
+    field_type_t type;
+    size_t offset;
+    size_t size; /* T_STR: buffer size */
+    double min, max;
+} field_t;
+
+#define F(sec, key, type, member, lo, hi) \
+    {sec, key, type, offsetof(job_config_t, member), sizeof(((job_config_t *)0)->member), lo, hi}
+
+static const field_t fields[] = {
+    F("job", "name", T_STR, name, 0, 0),
+    F("job", "seed", T_U64, seed, 0, 0),
+    F("job", "epochs", T_INT, epochs, 1, 100000),
+    F("job", "batch_size", T_INT, batch_size, 1, 1 << 20),
+    F("job", "staleness", T_STALENESS, staleness, 0, 1 << 30),
+    F("job", "max_steps", T_LONG, max_steps, 0, 1e15),
+    F("job", "progress_interval_s", T_DOUBLE, progress_interval_s, 0.05, 3600),
+    F("data", "format", T_STR, data_format, 0, 0),
+    F("data", "dir", T_STR, data_dir, 0, 0),
+    F("data", "train_images", T_STR, train_images, 0, 0),
+    F("data", "train_labels", T_STR, train_labels, 0, 0),
+    F("data", "test_images", T_STR, test_images, 0, 0),
+    F("data", "test_labels", T_STR, test_labels, 0, 0),
+    F("data", "train_limit", T_LONG, train_limit, 0, 1e12),
+    F("data", "test_limit", T_LONG, test_limit, 0, 1e12),
+    F("data", "mean", T_DOUBLE, mean, -1e6, 1e6),
+    F("data", "std", T_DOUBLE, std, 1e-9, 1e6),
+    F("optimizer", "type", T_STR, opt_type, 0, 0),
+    F("optimizer", "lr", T_DOUBLE, lr, 0, 1e6),
+    F("optimizer", "beta1", T_DOUBLE, beta1, 0, 0.999999),
+    F("optimizer", "beta2", T_DOUBLE, beta2, 0, 0.99999999),
+    F("optimizer", "eps", T_DOUBLE, eps, 0, 1),
+    F("optimizer", "momentum", T_DOUBLE, momentum, 0, 0.999999),
+    F("optimizer", "weight_decay", T_DOUBLE, weight_decay, 0, 1e3),
+    F("backend", "type", T_STR, backend, 0, 0),
+    F("backend", "threads", T_INT, threads, 1, 1024),
+    F("net", "timeout_s", T_DOUBLE, timeout_s, 0.1, 1e6),
+    F("net", "max_message_mb", T_LONG, max_message_mb, 1, 1 << 20),
+    F("net", "interface", T_STR, interface, 0, 0),
+    F("model", "input", T_INT, input_dim, 1, 1 << 28),
+};
+#undef F
+
+void config_defaults(job_config_t *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->name, sizeof cfg->name, "job");
+    cfg->seed = 1234;
+    cfg->epochs = 1;
+    cfg->batch_size = 64;
+    cfg->staleness = 0;
+    cfg->progress_interval_s = 2.0;
+    snprintf(cfg->data_format, sizeof cfg->data_format, "idx");
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "/usr/share/datasets/fashion-mnist");
+    snprintf(cfg->train_images, sizeof cfg->train_images, "train-images-idx3-ubyte.gz");
+    snprintf(cfg->train_labels, sizeof cfg->train_labels, "train-labels-idx1-ubyte.gz");
+    snprintf(cfg->test_images, sizeof cfg->test_images, "t10k-images-idx3-ubyte.gz");
+    snprintf(cfg->test_labels, sizeof cfg->test_labels, "t10k-labels-idx1-ubyte.gz");
+    cfg->mean = 0.0;
+    cfg->std = 1.0;
+    snprintf(cfg->opt_type, sizeof cfg->opt_type, "adam");
+    cfg->lr = 1e-3;
+    cfg->beta1 = 0.9;
+    cfg->beta2 = 0.999;
+    cfg->eps = 1e-8;
+    cfg->momentum = 0.9;
+    snprintf(cfg->backend, sizeof cfg->backend, "cpu");
+    cfg->threads = 1;
+    cfg->timeout_s = 300;
+    cfg->max_message_mb = 1024;
+}
+
+/* Parses `value` into the field; 0 or -TS_EINVAL with a message. */
+static int set_field(job_config_t *cfg, const field_t *f, const char *value, char *err, size_t errlen) {
+    char *base = (char *)cfg + f->offset;
+    char *end = NULL;
+    errno = 0;
+    switch (f->type) {
+    case T_STR:
+        if (strlen(value) >= f->size) {
+            snprintf(err, errlen, "[%s] %s: value longer than %zu characters", f->section, f->key,
+                     f->size - 1);
+            return -TS_EINVAL;
+        }
+        snprintf(base, f->size, "%s", value);
+        return 0;
+    case T_STALENESS:
+        if (!strcasecmp(value, "inf") || !strcasecmp(value, "asp")) {
+            *(int *)base = CFG_STALENESS_INF;
+            return 0;
+        }
+        if (!strcasecmp(value, "bsp")) {
+            *(int *)base = 0;
+            return 0;
+        }
+        /* fall through: a number */
+        __attribute__((fallthrough));
+    case T_INT:
+    case T_LONG: {
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0' || v < f->min || v > f->max) {
+            snprintf(err, errlen, "[%s] %s: expected an integer in [%.0f, %.0f]%s, got '%s'", f->section,
+                     f->key, f->min, f->max, f->type == T_STALENESS ? " or 'inf'" : "", value);
+            return -TS_EINVAL;
+        }
+        if (f->type == T_LONG) *(long *)base = (long)v;
+        else *(int *)base = (int)v;
+        return 0;
+    }
+    case T_U64: {
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || end == value || *end != '\0' || value[0] == '-') {
+            snprintf(err, errlen, "[%s] %s: expected an unsigned integer, got '%s'", f->section, f->key,
+                     value);
+            return -TS_EINVAL;
+        }
+        *(uint64_t *)base = v;
+        return 0;
+    }
+    case T_DOUBLE: {
+        double v = strtod(value, &end);
+        if (errno || end == value || *end != '\0' || !isfinite(v) || v < f->min || v > f->max) {
+            snprintf(err, errlen, "[%s] %s: expected a number in [%g, %g], got '%s'", f->section, f->key,
+                     f->min, f->max, value);
+            return -TS_EINVAL;
+        }
+        *(double *)base = v;
+        return 0;
+    }
+    }
+    return -TS_EINVAL;
+}
+
+static layer_cfg_t *find_layer(job_config_t *cfg, const char *name) {
+    for (int i = 0; i < cfg->n_layers; i++)
+        if (!strcmp(cfg->layers[i].name, name)) return &cfg->layers[i];
+    return NULL;
+}
+
+/* Sets a key of a `[layer NAME]` section, creating the layer on first sight (file order). */
+static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, const char *value,
+                         char *err, size_t errlen) {
+    if (!*lname || strlen(lname) >= sizeof cfg->layers[0].name) {
+        snprintf(err, errlen, "[layer %s]: layer name must be 1-%zu characters", lname,
+                 sizeof cfg->layers[0].name - 1);
+        return -TS_EINVAL;
+    }
+    layer_cfg_t *l = find_layer(cfg, lname);
+    if (!l) {
+        if (cfg->n_layers == CFG_MAX_LAYERS) {
+            snprintf(err, errlen, "[layer %s]: more than %d layers", lname, CFG_MAX_LAYERS);
+            return -TS_EINVAL;
+        }
+        l = &cfg->layers[cfg->n_layers++];
+        memset(l, 0, sizeof *l);
+        snprintf(l->name, sizeof l->name, "%s", lname);
+    }
+    if (!strcmp(key, "type")) {
+        if (strlen(value) >= sizeof l->type) {
+            snprintf(err, errlen, "[layer %s] type: too long", lname);
+            return -TS_EINVAL;
+        }
+        snprintf(l->type, sizeof l->type, "%s", value);
+        return 0;
+    }
+    if (!strcmp(key, "out")) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno || end == value || *end || v < 1 || v > (1L << 28)) {
+            snprintf(err, errlen, "[layer %s] out: expected a positive integer, got '%s'", lname, value);
+            return -TS_EINVAL;
+        }
+        l->out = (int)v;
+        return 0;
+    }
+    snprintf(err, errlen, "[layer %s]: unknown key '%s' (known: type, out)", lname, key);
+    return -TS_EINVAL;
+}
+
+static int config_set(job_config_t *cfg, const char *section, const char *key, const char *value,
+                      char *err, size_t errlen) {
+    if (!strncmp(section, "layer ", 6)) return set_layer_key(cfg, section + 6, key, value, err, errlen);
+    int known_section = 0;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (strcmp(fields[i].section, section)) continue;
+        known_section = 1;
+        if (!strcmp(fields[i].key, key)) return set_field(cfg, &fields[i], value, err, errlen);
+    }
+    if (!known_section)
+        snprintf(err, errlen,
+                 "unknown section [%s] (known: job, data, optimizer, backend, net, model, layer NAME)",
+                 section);
+    else snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
+    return -TS_EINVAL;
+}
+
+typedef struct {
+    job_config_t *cfg;
+    char msg[512];
+} parse_ctx_t;
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value) {
+    parse_ctx_t *ctx = user;
+    if (!name) return 1; /* section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
+    return config_set(ctx->cfg, section, name, value, ctx->msg, sizeof ctx->msg) == 0;
+}
+
+int config_load(job_config_t *cfg, const char *path, char *err, size_t errlen) {
+    parse_ctx_t ctx = {.cfg = cfg, .msg = ""};
+    if (strlen(path) >= sizeof cfg->path) {
+        snprintf(err, errlen, "job file path too long: %s", path);
+        return -TS_EINVAL;
+    }
+    snprintf(cfg->path, sizeof cfg->path, "%s", path);
+    int rc = ini_parse(path, on_ini_key, &ctx);
+    if (rc == -1) {
+        snprintf(err, errlen, "cannot open job file %s: %s", path, strerror(errno));
+        return -TS_EIO;
+    }
+    if (rc == -2) {
+        snprintf(err, errlen, "out of memory parsing %s", path);
+        return -TS_ENOMEM;
+    }
+    if (rc > 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, rc, ctx.msg[0] ? ctx.msg : "syntax error");
+        return -TS_EINVAL;
+    }
+    return 0;
+}
+
+int config_apply_override(job_config_t *cfg, const char *assignment, char *err, size_t errlen) {
+    const char *eq = strchr(assignment, '=');
+    const char *dot = NULL; /* the last '.' before '=': `layer NAME.key=value` names a layer */
+    for (const char *p = assignment; eq && p < eq; p++)
+        if (*p == '.') dot = p;
+    if (!eq || !dot || dot == assignment || dot + 1 == eq) {
+        snprintf(err, errlen, "override '%s': expected section.key=value (e.g. job.epochs=3)",
+                 assignment);
+        return -TS_EINVAL;
+    }
+    char section[64], key[64];
+    size_t slen = (size_t)(dot - assignment), klen = (size_t)(eq - dot - 1);
+    if (slen >= sizeof section || klen >= sizeof key) {
+        snprintf(err, errlen, "override '%s': section or key too long", assignment);
+        return -TS_EINVAL;
+    }
+    memcpy(section, assignment, slen);
+    section[slen] = '\0';
+    memcpy(key, dot + 1, klen);
+    key[klen] = '\0';
+    char msg[512];
+    int rc = config_set(cfg, section, key, eq + 1, msg, sizeof msg);
+    if (rc) snprintf(err, errlen, "override '%s': %s", assignment, msg);
+    return rc;
+}
+
+int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
+    static const char *opts[] = {"sgd", "momentum", "adam", "adamw", "adagrad"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) ok |= !strcmp(cfg->opt_type, opts[i]);
+    if (!ok) {
+        snprintf(err, errlen, "%s: [optimizer] type '%s' unknown (sgd, momentum, adam, adamw, adagrad)",
+                 cfg->path, cfg->opt_type);
+        return -TS_EINVAL;
+    }
+    if (strcmp(cfg->data_format, "idx")) {
+        snprintf(err, errlen, "%s: [data] format '%s' unknown (idx)", cfg->path, cfg->data_format);
+        return -TS_EINVAL;
+    }
+    if (cfg->input_dim <= 0) {
+        snprintf(err, errlen, "%s: [model] input must be set", cfg->path);
+        return -TS_EINVAL;
+    }
+    if (cfg->n_layers == 0) {
+        snprintf(err, errlen, "%s: no [layer NAME] sections: the model is empty", cfg->path);
+        return -TS_EINVAL;
+    }
+    for (int i = 0; i < cfg->n_layers; i++) {
+        const layer_cfg_t *l = &cfg->layers[i];
+        if (!l->type[0]) {
+            snprintf(err, errlen, "%s: [layer %s] has no type", cfg->path, l->name);
+            return -TS_EINVAL;
+        }
+        if (!strcmp(l->type, "linear") && l->out <= 0) {
+            snprintf(err, errlen, "%s: [layer %s] linear needs out = N", cfg->path, l->name);
+            return -TS_EINVAL;
+        }
+    }
+    return 0;
+}
+
+int config_load_all(job_config_t *cfg, const char *path, int argc, char **argv, char *err,
+                    size_t errlen) {
+    config_defaults(cfg);
+    int rc = config_load(cfg, path, err, errlen);
+    for (int i = 0; rc == 0 && i < argc; i++) rc = config_apply_override(cfg, argv[i], err, errlen);
+    return rc ? rc : config_validate(cfg, err, errlen);
+}

@@ -1,0 +1,67 @@
+#include "program.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "log.h"
+
+static void usage(const char *prog) {
+    fprintf(stderr,
+            "usage: %s JOB [--run-dir DIR] [section.key=value ...]\n"
+            "Started by mpirun (see `tessera train --help`), one rank per process:\n"
+            "  mpirun -np 1 tessera-scheduler JOB : -np S tessera-ps JOB : -np W tessera-worker JOB\n",
+            prog);
+}
+
+void program_start(program_t *p, role_t role, int *argc, char ***argv) {
+    memset(p, 0, sizeof *p);
+    MPI_CHECK(MPI_Init(argc, argv));
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    log_init_from_env();
+    log_set_identity(role_name(role), rank);
+
+    int n = *argc;
+    char **a = *argv;
+    char **overrides = XCALLOC((size_t)n, sizeof *overrides);
+    int n_over = 0, bad = 0;
+    for (int i = 1; i < n && !bad; i++) {
+        if (!strcmp(a[i], "--run-dir") && i + 1 < n) p->run_dir = a[++i];
+        else if (!strcmp(a[i], "-h") || !strcmp(a[i], "--help")) bad = 1;
+        else if (a[i][0] == '-') bad = 1;
+        else if (!p->job_path && !strchr(a[i], '=')) p->job_path = a[i];
+        else overrides[n_over++] = a[i];
+    }
+    char err[1024] = "";
+    int rc = bad || !p->job_path;
+    if (rc) snprintf(err, sizeof err, "bad arguments");
+    else rc = config_load_all(&p->cfg, p->job_path, n_over, overrides, err, sizeof err);
+    free(overrides);
+    if (rc) {
+        if (rank == 0) {
+            if (bad || !p->job_path) usage(a[0]);
+            else log_error("invalid job: %s", err);
+        }
+        MPI_Finalize();
+        exit(2);
+    }
+    if (!p->run_dir) p->run_dir = ".";
+}
+
+void program_check_all(int failed, const char *what) {
+    int any = 0;
+    MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    if (any) {
+        if (!failed) log_error("stopping: another rank failed during %s", what);
+        MPI_Finalize();
+        exit(1);
+    }
+}
+
+int program_finish(int status) {
+    MPI_Finalize();
+    return status;
+}

@@ -1,0 +1,62 @@
+/* Wire framing: a protobuf-c Header frame plus raw tensor frames (see proto/tessera.proto). */
+#ifndef TESSERA_WIRE_H
+#define TESSERA_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "tessera.pb-c.h"
+
+#define WIRE_MAX_TENSOR_FRAMES 4096
+#define WIRE_MAX_HEADER_BYTES (1u << 20)
+
+/* One received message. The header and frames are owned by it; free with wire_msg_free. */
+typedef struct {
+    zmq_msg_t identity; /* ROUTER peer identity, valid when has_identity */
+    int has_identity;
+    Tessera__Header *hdr; /* NULL when frame 0 was not a valid header */
+    size_t nframes;       /* tensor frames (frames 1..n) */
+    zmq_msg_t *frames;
+} wire_msg_t;
+
+/* A tensor frame to send. With `ffn` set, ownership of `data` passes to ZeroMQ, which calls
+ * ffn(data, hint) when done; with `ffn` NULL the caller keeps `data` alive and unchanged until the
+ * peer has answered (the protocol guarantees this for request/reply pairs). */
+typedef struct {
+    const void *data;
+    size_t nbytes;
+    zmq_free_fn *ffn;
+    void *hint;
+} wire_buf_t;
+
+/* Receives one whole multipart message from `sock` (blocking; poll first) and validates it: the
+ * header parses, carries the current protocol version, and describes exactly the tensor frames that
+ * follow (F32, 2-D shape, byte length equal to shape and frame size), all within `max_bytes`.
+ * Returns 0; -TS_EPROTO for a malformed message (m->has_identity tells whether it can be answered,
+ * *code gets the error code to answer with, `err` the message); -TS_EIO for a socket error.
+ * On every return, `m` must be released with wire_msg_free. */
+int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code,
+              char *err, size_t errlen);
+
+void wire_msg_free(wire_msg_t *m);
+
+/* Sets the protocol version and kind on a fresh header. */
+void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind);
+
+/* Sends `hdr` then `n` tensor frames (zero-copy), prefixed by `identity` when not NULL (ROUTER).
+ * Returns 0 or -TS_EIO. Frames with an ffn are released even when sending fails. */
+int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const wire_buf_t *bufs,
+              size_t n);
+
+/* Sends an error reply to request `request_id`. Returns 0 or -TS_EIO. */
+int wire_send_error(void *sock, zmq_msg_t *identity, uint64_t request_id, Tessera__ErrorCode code,
+                    const char *message);
+
+/* Sends a reply with no payload of `kind` (KIND_OK usually). */
+int wire_send_simple(void *sock, zmq_msg_t *identity, uint64_t request_id, Tessera__Kind kind);
+
+const char *wire_kind_name(int kind);
+const char *wire_error_name(int code);
+
+#endif

@@ -1,0 +1,106 @@
+/* CPU backend: OpenBLAS for GEMM, plain loops for the rest. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+static void *cpu_alloc(backend_t *be, size_t bytes) {
+    (void)be;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_free(backend_t *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(backend_t *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    memcpy(dst, src, bytes);
+}
+
+static void cpu_sync(backend_t *be) { (void)be; }
+
+static void cpu_gemm(backend_t *be, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                     const float *b, float beta, float *c) {
+    (void)be;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
+                alpha, a, ta ? m : k, b, tb ? k : n, beta, c, n);
+}
+
+static void cpu_add_bias(backend_t *be, float *y, const float *bias, int rows, int cols) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        float *row = y + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) row[c] += bias[c];
+    }
+}
+
+static void cpu_sum_rows(backend_t *be, float *out, const float *x, int rows, int cols) {
+    (void)be;
+    memset(out, 0, sizeof(float) * (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) out[c] += row[c];
+    }
+}
+
+static void cpu_relu_fwd(backend_t *be, const float *x, float *y, size_t n) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void cpu_relu_bwd(backend_t *be, const float *y, const float *dy, float *dx, size_t n) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void cpu_softmax_xent(backend_t *be, const float *logits, const int32_t *labels, int rows,
+                             int classes, float scale, float *loss, int32_t *pred, float *dlogits) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *x = logits + (size_t)r * classes;
+        int arg = 0;
+        for (int c = 1; c < classes; c++)
+            if (x[c] > x[arg]) arg = c;
+        float mx = x[arg], sum = 0.0f;
+        for (int c = 0; c < classes; c++) sum += expf(x[c] - mx);
+        loss[r] = logf(sum) - (x[labels[r]] - mx);
+        pred[r] = arg;
+        if (dlogits) {
+            float *d = dlogits + (size_t)r * classes, inv = 1.0f / sum;
+            for (int c = 0; c < classes; c++) d[c] = expf(x[c] - mx) * inv * scale;
+            d[labels[r]] -= scale;
+        }
+    }
+}
+
+static const backend_ops_t cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .sync = cpu_sync,
+    .gemm = cpu_gemm,
+    .add_bias = cpu_add_bias,
+    .sum_rows = cpu_sum_rows,
+    .relu_fwd = cpu_relu_fwd,
+    .relu_bwd = cpu_relu_bwd,
+    .softmax_xent = cpu_softmax_xent,
+};
+
+backend_t *backend_cpu_create(int threads) {
+    backend_t *be = calloc(1, sizeof *be);
+    if (!be) return NULL;
+    be->ops = &cpu_ops;
+    be->threads = threads > 0 ? threads : 1;
+    be->host_memory = 1;
+    openblas_set_num_threads(be->threads);
+    return be;
+}

@@ -1,0 +1,71 @@
+/* tessera-ps: one parameter-server shard. */
+#include <stdio.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "cluster.h"
+#include "model.h"
+#include "program.h"
+#include "server.h"
+#include "shard_map.h"
+
+int main(int argc, char **argv) {
+    program_t prog;
+    program_start(&prog, ROLE_PS, &argc, &argv);
+    const job_config_t *cfg = &prog.cfg;
+    char err[1024] = "";
+
+    model_spec_t spec;
+    int rc = model_spec_init(&spec, cfg, err, sizeof err);
+    if (rc) log_error("invalid model: %s", err);
+    program_check_all(rc != 0, "setup");
+
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER);
+    int router_linger = 2000; /* let the last replies out, but never hang on a vanished peer */
+    zmq_setsockopt(router, ZMQ_LINGER, &router_linger, sizeof router_linger);
+    cluster_t cl;
+    rc = cluster_bootstrap(&cl, ROLE_PS, router, cfg->interface, err, sizeof err);
+    if (rc) log_error("bootstrap failed: %s", err);
+    program_check_all(rc != 0, "bootstrap");
+
+    uint64_t *rows = XCALLOC((size_t)spec.n_tensors, sizeof *rows);
+    for (int t = 0; t < spec.n_tensors; t++) rows[t] = spec.tensors[t].rows;
+    shard_map_t map;
+    shard_map_init(&map, rows, spec.n_tensors, cl.n_ps);
+    free(rows);
+
+    void *sched = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sched, ZMQ_LINGER, &linger, sizeof linger);
+    ZMQ_CHECK(zmq_connect(sched, cl.sched_endpoint));
+
+    optim_t opt;
+    optim_from_config(&opt, cfg);
+    ps_config_t pc = {.spec = &spec,
+                      .map = &map,
+                      .shard = cl.index,
+                      .n_workers = cl.n_workers,
+                      .staleness = cfg->staleness,
+                      .opt = opt,
+                      .seed = cfg->seed,
+                      .max_message_bytes = (size_t)cfg->max_message_mb << 20,
+                      .heartbeat_s = 1.0};
+    ps_server_t *srv = ps_server_create(&pc, router, sched, err, sizeof err);
+    if (!srv) {
+        log_error("cannot start shard: %s", err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s", cl.index, cl.n_ps,
+             cl.n_workers, cfg->staleness, cfg->opt_type);
+    rc = ps_server_run(srv);
+
+    ps_server_free(srv);
+    zmq_close(sched);
+    zmq_close(router);
+    zmq_ctx_term(zctx);
+    shard_map_free(&map);
+    model_spec_free(&spec);
+    cluster_free(&cl);
+    return program_finish(rc ? 1 : 0);
+}

@@ -1,0 +1,388 @@
+#include "server.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "config.h"
+#include "util.h"
+#include "wire.h"
+
+typedef struct {
+    int tensor;
+    uint64_t row_begin, rows, cols;
+    size_t n; /* elements */
+    float *p, *s0, *s1;
+    long steps;
+} slice_t;
+
+typedef struct {
+    zmq_msg_t identity;
+    uint64_t request_id;
+    int64_t want; /* the clock the parameters must reflect */
+} waiting_pull_t;
+
+struct ps_server {
+    ps_config_t cfg;
+    void *router, *sched;
+    int n_slices;
+    slice_t *slices;
+    int64_t *clock;     /* per worker: iterations whose gradients have arrived */
+    zmq_msg_t *pending; /* BSP: [worker * n_slices + slice], gradients of the open clock */
+    int *has_pending;   /* per worker */
+    int n_pending;
+    waiting_pull_t *waiting;
+    int n_waiting, max_waiting;
+    atomic_int inflight; /* PARAMS frames still referenced by ZeroMQ */
+    int stop;
+    uint64_t pushes, errors, heartbeat_id;
+    double last_heartbeat;
+};
+
+ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err,
+                              size_t errlen) {
+    if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
+        snprintf(err, errlen, "invalid shard %d of %d with %d workers", cfg->shard, cfg->map->n_shards,
+                 cfg->n_workers);
+        return NULL;
+    }
+    ps_server_t *s = XCALLOC(1, sizeof *s);
+    s->cfg = *cfg;
+    s->router = router;
+    s->sched = sched;
+    s->slices = XCALLOC((size_t)cfg->spec->n_tensors, sizeof *s->slices);
+    int slots = optim_slots(&cfg->opt);
+    for (int t = 0; t < cfg->spec->n_tensors; t++) {
+        row_range_t r = shard_map_range(cfg->map, t, cfg->shard);
+        if (r.row_end == r.row_begin) continue;
+        slice_t *sl = &s->slices[s->n_slices++];
+        sl->tensor = t;
+        sl->row_begin = r.row_begin;
+        sl->rows = r.row_end - r.row_begin;
+        sl->cols = cfg->spec->tensors[t].cols;
+        sl->n = (size_t)(sl->rows * sl->cols);
+        sl->p = XMALLOC(sl->n * sizeof(float));
+        model_spec_init_rows(cfg->spec, t, r.row_begin, r.row_end, cfg->seed, sl->p);
+        if (slots > 0) sl->s0 = XCALLOC(sl->n, sizeof(float));
+        if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
+    }
+    s->clock = XCALLOC((size_t)cfg->n_workers, sizeof *s->clock);
+    s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
+    s->pending = XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
+    s->max_waiting = 4 * cfg->n_workers + 64;
+    s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
+    atomic_init(&s->inflight, 0);
+    int maxmsg = 0; /* per-frame limit; a peer that exceeds it is disconnected by ZeroMQ */
+    int64_t lim = (int64_t)cfg->max_message_bytes;
+    maxmsg = ZMQ_CHECK(zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &lim, sizeof lim));
+    if (maxmsg) {
+        snprintf(err, errlen, "cannot set ZMQ_MAXMSGSIZE");
+        ps_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void ps_server_free(ps_server_t *s) {
+    if (!s) return;
+    /* ZeroMQ may still reference parameter memory until queued replies are written. */
+    for (int spins = 0; atomic_load(&s->inflight) > 0 && spins < 100000; spins++) usleep(10);
+    for (int i = 0; i < s->n_slices; i++) {
+        free(s->slices[i].p);
+        free(s->slices[i].s0);
+        free(s->slices[i].s1);
+    }
+    for (int w = 0; w < s->cfg.n_workers; w++)
+        if (s->has_pending[w])
+            for (int i = 0; i < s->n_slices; i++) zmq_msg_close(&s->pending[w * s->n_slices + i]);
+    for (int i = 0; i < s->n_waiting; i++) zmq_msg_close(&s->waiting[i].identity);
+    free(s->slices);
+    free(s->clock);
+    free(s->pending);
+    free(s->has_pending);
+    free(s->waiting);
+    free(s);
+}
+
+static void release_params(void *data, void *hint) {
+    (void)data;
+    atomic_fetch_sub((atomic_int *)hint, 1);
+}
+
+/* Parameter memory must not change while ZeroMQ still sends it. Replies in flight are always being
+ * read by a waiting worker, so this is short; a peer that never reads cannot stall us for long. */
+static void wait_inflight(ps_server_t *s) {
+    double start = 0;
+    while (atomic_load(&s->inflight) > 0) {
+        if (start == 0) start = now_s();
+        else if (now_s() - start > 1.0) {
+            log_warn("parameter replies still queued after 1 s; updating anyway inflight=%d",
+                     atomic_load(&s->inflight));
+            return;
+        }
+        usleep(5);
+    }
+}
+
+static int64_t min_clock(const ps_server_t *s) {
+    int64_t m = s->clock[0];
+    for (int w = 1; w < s->cfg.n_workers; w++)
+        if (s->clock[w] < m) m = s->clock[w];
+    return m;
+}
+
+/* Sends this shard's parameter slices, zero-copy, as the reply to `request_id`. */
+static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock) {
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
+    h.request_id = request_id;
+    h.clock = clock;
+    int n = s->n_slices;
+    Tessera__TensorDesc *descs = XCALLOC((size_t)(n ? n : 1), sizeof *descs);
+    Tessera__TensorDesc **dptr = XCALLOC((size_t)(n ? n : 1), sizeof *dptr);
+    uint64_t *shapes = XCALLOC((size_t)(n ? n : 1) * 2, sizeof *shapes);
+    wire_buf_t *bufs = XCALLOC((size_t)(n ? n : 1), sizeof *bufs);
+    for (int i = 0; i < n; i++) {
+        slice_t *sl = &s->slices[i];
+        tessera__tensor_desc__init(&descs[i]);
+        descs[i].id = (uint32_t)sl->tensor;
+        descs[i].name = s->cfg.spec->tensors[sl->tensor].name;
+        descs[i].dtype = TESSERA__DTYPE__DTYPE_F32;
+        shapes[2 * i] = sl->rows;
+        shapes[2 * i + 1] = sl->cols;
+        descs[i].n_shape = 2;
+        descs[i].shape = &shapes[2 * i];
+        descs[i].row_begin = sl->row_begin;
+        descs[i].nbytes = sl->n * sizeof(float);
+        dptr[i] = &descs[i];
+        bufs[i] = (wire_buf_t){sl->p, sl->n * sizeof(float), release_params, &s->inflight};
+    }
+    h.n_tensors = (size_t)n;
+    h.tensors = dptr;
+    atomic_fetch_add(&s->inflight, n);
+    wire_send(s->router, identity, &h, bufs, (size_t)n);
+    free(descs);
+    free(dptr);
+    free(shapes);
+    free(bufs);
+}
+
+/* Answers every waiting pull whose clock the consistency model now allows. */
+static void serve_waiting(ps_server_t *s) {
+    int64_t mc = min_clock(s);
+    int keep = 0;
+    for (int i = 0; i < s->n_waiting; i++) {
+        waiting_pull_t *wp = &s->waiting[i];
+        int ready = s->cfg.staleness == CFG_STALENESS_INF || mc >= wp->want - s->cfg.staleness;
+        if (ready) {
+            send_params(s, &wp->identity, wp->request_id, wp->want);
+            zmq_msg_close(&wp->identity);
+        } else {
+            s->waiting[keep++] = *wp;
+        }
+    }
+    s->n_waiting = keep;
+}
+
+static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want) {
+    if (s->n_waiting == s->max_waiting) return -TS_ESTATE;
+    waiting_pull_t *wp = &s->waiting[s->n_waiting++];
+    zmq_msg_init(&wp->identity);
+    zmq_msg_copy(&wp->identity, identity);
+    wp->request_id = request_id;
+    wp->want = want;
+    return 0;
+}
+
+/* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
+static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
+    if ((int)h->n_tensors != s->n_slices) {
+        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices", h->n_tensors,
+                 s->cfg.shard, s->n_slices);
+        return -TS_EINVAL;
+    }
+    for (int i = 0; i < s->n_slices; i++) {
+        const slice_t *sl = &s->slices[i];
+        const Tessera__TensorDesc *d = h->tensors[i];
+        if (d->id != (uint32_t)sl->tensor || d->row_begin != sl->row_begin || d->shape[0] != sl->rows ||
+            d->shape[1] != sl->cols) {
+            snprintf(err, errlen,
+                     "tensor %zu (id %u rows %llu+%llu cols %llu) does not match shard %d's slice of "
+                     "tensor %d (%s rows %llu+%llu cols %llu)",
+                     (size_t)i, d->id, (unsigned long long)d->row_begin, (unsigned long long)d->shape[0],
+                     (unsigned long long)d->shape[1], s->cfg.shard, sl->tensor,
+                     s->cfg.spec->tensors[sl->tensor].name, (unsigned long long)sl->row_begin,
+                     (unsigned long long)sl->rows, (unsigned long long)sl->cols);
+            return -TS_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* BSP: all workers' gradients of one clock are in; sum them in worker order and step once. */
+static void apply_bsp(ps_server_t *s) {
+    int W = s->cfg.n_workers;
+    const float **g = XCALLOC((size_t)W, sizeof *g);
+    wait_inflight(s);
+    for (int i = 0; i < s->n_slices; i++) {
+        slice_t *sl = &s->slices[i];
+        for (int w = 0; w < W; w++) g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
+        optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
+    }
+    for (int w = 0; w < W; w++) {
+        for (int i = 0; i < s->n_slices; i++) zmq_msg_close(&s->pending[w * s->n_slices + i]);
+        s->has_pending[w] = 0;
+    }
+    s->n_pending = 0;
+    free(g);
+}
+
+static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    char err[512];
+    int w = h->sender;
+    if (w < 0 || w >= s->cfg.n_workers) {
+        snprintf(err, sizeof err, "push from sender %d; workers are 0..%d", w, s->cfg.n_workers - 1);
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        return;
+    }
+    if (h->clock != s->clock[w]) {
+        snprintf(err, sizeof err, "push for clock %lld but worker %d is at clock %lld", (long long)h->clock,
+                 w, (long long)s->clock[w]);
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        return;
+    }
+    if (s->cfg.staleness == 0 && s->has_pending[w]) {
+        snprintf(err, sizeof err, "worker %d already pushed clock %lld; BSP waits for the others", w,
+                 (long long)h->clock - 1);
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        return;
+    }
+    if (check_push_tensors(s, h, err, sizeof err)) {
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        return;
+    }
+    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1)) {
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+                        "too many waiting pulls");
+        return;
+    }
+    s->pushes++;
+    s->clock[w]++;
+    if (s->cfg.staleness == 0) {
+        /* Keep the frames (no copy) until every worker's gradient of this clock is in. */
+        for (int i = 0; i < s->n_slices; i++) {
+            zmq_msg_t *dst = &s->pending[w * s->n_slices + i];
+            zmq_msg_init(dst);
+            zmq_msg_move(dst, &m->frames[i]);
+        }
+        s->has_pending[w] = 1;
+        if (++s->n_pending == s->cfg.n_workers) apply_bsp(s);
+    } else {
+        /* SSP/ASP: each worker's gradient is one step of its own, applied straight from the frame. */
+        wait_inflight(s);
+        for (int i = 0; i < s->n_slices; i++) {
+            slice_t *sl = &s->slices[i];
+            const float *g = zmq_msg_data(&m->frames[i]);
+            optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
+        }
+    }
+    serve_waiting(s);
+}
+
+static void handle_pull(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    if (h->clock < 0 || h->n_tensors) {
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                        "pull needs clock >= 0 and no tensors");
+        return;
+    }
+    if (add_waiting(s, &m->identity, h->request_id, h->clock)) {
+        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+                        "too many waiting pulls");
+        return;
+    }
+    serve_waiting(s);
+}
+
+static void handle_message(ps_server_t *s) {
+    wire_msg_t m;
+    Tessera__ErrorCode code;
+    char err[512];
+    int rc = wire_recv(s->router, 1, s->cfg.max_message_bytes, &m, &code, err, sizeof err);
+    if (rc) {
+        s->errors++;
+        log_warn("rejected message error=%s detail=\"%s\"", wire_error_name(code), err);
+        if (rc == -TS_EPROTO && m.has_identity)
+            wire_send_error(s->router, &m.identity, m.hdr ? m.hdr->request_id : 0, code, err);
+        wire_msg_free(&m);
+        return;
+    }
+    switch (m.hdr->kind) {
+    case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
+    case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
+    case TESSERA__KIND__KIND_PING: wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK); break;
+    case TESSERA__KIND__KIND_SHUTDOWN:
+        wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
+        s->stop = 1;
+        break;
+    default:
+        s->errors++;
+        snprintf(err, sizeof err, "a shard does not handle %s", wire_kind_name(m.hdr->kind));
+        wire_send_error(s->router, &m.identity, m.hdr->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+    }
+    wire_msg_free(&m);
+}
+
+static void heartbeat(ps_server_t *s) {
+    double t = now_s();
+    if (t - s->last_heartbeat < s->cfg.heartbeat_s) return;
+    s->last_heartbeat = t;
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_HEARTBEAT);
+    h.request_id = ++s->heartbeat_id;
+    h.sender = s->cfg.shard;
+    h.role = "ps";
+    wire_send(s->sched, NULL, &h, NULL, 0);
+}
+
+int ps_server_run(ps_server_t *s) {
+    zmq_pollitem_t items[2] = {{s->router, 0, ZMQ_POLLIN, 0}, {s->sched, 0, ZMQ_POLLIN, 0}};
+    int nitems = s->sched ? 2 : 1;
+    if (s->sched) heartbeat(s);
+    while (!s->stop) {
+        int rc = zmq_poll(items, nitems, s->sched ? (long)(s->cfg.heartbeat_s * 1000) : 1000);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) continue;
+            log_error("zmq_poll failed error=\"%s\"", zmq_strerror(zmq_errno()));
+            return -TS_EIO;
+        }
+        /* Drain what is queued before polling again: one poll per message is slow. */
+        for (int budget = 0; budget < 256 && !s->stop; budget++) {
+            int events = 0;
+            size_t len = sizeof events;
+            if (zmq_getsockopt(s->router, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+            handle_message(s);
+        }
+        if (s->sched) {
+            for (;;) { /* heartbeat acknowledgements */
+                wire_msg_t m;
+                Tessera__ErrorCode code;
+                char err[256];
+                int events = 0;
+                size_t len = sizeof events;
+                if (zmq_getsockopt(s->sched, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+                wire_recv(s->sched, 0, 1 << 20, &m, &code, err, sizeof err);
+                wire_msg_free(&m);
+            }
+            heartbeat(s);
+        }
+    }
+    log_info("shard stopping pushes=%llu rejected=%llu slices=%d", (unsigned long long)s->pushes,
+             (unsigned long long)s->errors, s->n_slices);
+    return 0;
+}

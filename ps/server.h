@@ -1,0 +1,39 @@
+/* A parameter-server shard: holds its row block of every dense tensor with the optimizer state,
+ * applies gradients, and answers pulls under the job's consistency model (BSP, SSP, ASP). */
+#ifndef TESSERA_PS_SERVER_H
+#define TESSERA_PS_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "optim.h"
+#include "shard_map.h"
+
+typedef struct ps_server ps_server_t;
+
+typedef struct {
+    const model_spec_t *spec; /* borrowed; must outlive the server */
+    const shard_map_t *map;   /* borrowed */
+    int shard;
+    int n_workers;
+    int staleness; /* 0 BSP, k SSP, CFG_STALENESS_INF ASP */
+    optim_t opt;
+    uint64_t seed;
+    size_t max_message_bytes;
+    double heartbeat_s; /* to the scheduler, when `sched` is given */
+} ps_config_t;
+
+/* Creates a shard serving on `router` (a bound ROUTER socket, borrowed) and, when `sched` is not
+ * NULL, sending heartbeats on it (a DEALER connected to the scheduler, borrowed). Parameters start
+ * at their deterministic initial values. Returns NULL with a message on failure. */
+ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err,
+                              size_t errlen);
+
+/* Serves until a SHUTDOWN request arrives. Malformed or invalid requests are answered with an error
+ * and never stop the loop. Returns 0, or -TS_EIO when the socket itself fails. */
+int ps_server_run(ps_server_t *s);
+
+void ps_server_free(ps_server_t *s);
+
+#endif

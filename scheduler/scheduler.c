@@ -1,0 +1,276 @@
+#include "scheduler.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "util.h"
+#include "wire.h"
+
+#ifndef TESSERA_VERSION
+#define TESSERA_VERSION "unknown"
+#endif
+
+typedef struct {
+    int64_t step;
+    uint64_t examples;
+    double train_seconds, last_seen;
+    int done, warned;
+    char digest[17];
+} member_t;
+
+typedef struct {
+    const job_config_t *cfg;
+    const cluster_t *cl;
+    const char *run_dir;
+    void *router;
+    member_t *workers, *shards;
+    int n_done;
+    uint64_t steps_total;
+    double win_loss;
+    uint64_t win_correct, win_count, examples_at_print;
+    double t_start, last_print;
+    int epochs_done;
+    double test_accuracy, test_loss;
+    FILE *metrics;
+} sched_t;
+
+static void fmt_duration(double s, char *out, size_t n) {
+    if (s < 0 || s > 1e7) {
+        snprintf(out, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    snprintf(out, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static int64_t min_step(const sched_t *s) {
+    int64_t m = s->workers[0].step;
+    for (int i = 1; i < s->cl->n_workers; i++)
+        if (s->workers[i].step < m) m = s->workers[i].step;
+    return m;
+}
+
+static uint64_t total_examples(const sched_t *s) {
+    uint64_t e = 0;
+    for (int i = 0; i < s->cl->n_workers; i++) e += s->workers[i].examples;
+    return e;
+}
+
+static void print_progress(sched_t *s) {
+    double t = now_s(), dt = t - s->last_print;
+    uint64_t ex = total_examples(s);
+    int64_t step = min_step(s);
+    double rate = dt > 0 ? (double)(ex - s->examples_at_print) / dt : 0;
+    double elapsed = t - s->t_start;
+    double steps_rate = elapsed > 0 ? (double)step / elapsed : 0;
+    char eta[32];
+    fmt_duration(steps_rate > 0 ? (double)((int64_t)s->steps_total - step) / steps_rate : -1, eta, sizeof eta);
+    if (s->win_count > 0)
+        log_info("progress epoch=%d/%d step=%lld/%llu loss=%.4f acc=%.4f examples_per_s=%.0f eta=%s",
+                 s->epochs_done + 1, s->cfg->epochs, (long long)step, (unsigned long long)s->steps_total,
+                 s->win_loss / (double)s->win_count, (double)s->win_correct / (double)s->win_count, rate, eta);
+    s->win_loss = 0;
+    s->win_correct = s->win_count = 0;
+    s->examples_at_print = ex;
+    s->last_print = t;
+}
+
+static void record_epoch(sched_t *s, const Tessera__Report *r) {
+    s->epochs_done = (int)r->epoch;
+    s->test_accuracy = r->test_accuracy;
+    s->test_loss = r->test_loss;
+    double train_loss = r->count ? r->loss_sum / (double)r->count : 0;
+    double train_acc = r->count ? (double)r->correct / (double)r->count : 0;
+    double rate = r->train_seconds > 0 ? (double)r->examples / r->train_seconds : 0;
+    double wall = now_s() - s->t_start;
+    log_info("epoch %u done step=%llu train_loss=%.4f train_accuracy=%.4f test_loss=%.4f "
+             "test_accuracy=%.4f examples_per_s=%.0f wall_s=%.1f",
+             r->epoch, (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy,
+             rate, wall);
+    if (s->metrics) {
+        fprintf(s->metrics, "%u,%llu,%.6f,%.6f,%.6f,%.6f,%.1f,%.3f,%.3f\n", r->epoch,
+                (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy, rate,
+                r->train_seconds, wall);
+        fflush(s->metrics);
+    }
+}
+
+static void handle(sched_t *s) {
+    wire_msg_t m;
+    Tessera__ErrorCode code;
+    char err[512];
+    int rc = wire_recv(s->router, 1, 1 << 20, &m, &code, err, sizeof err);
+    if (rc) {
+        log_warn("rejected message error=%s detail=\"%s\"", wire_error_name(code), err);
+        if (rc == -TS_EPROTO && m.has_identity)
+            wire_send_error(s->router, &m.identity, m.hdr ? m.hdr->request_id : 0, code, err);
+        wire_msg_free(&m);
+        return;
+    }
+    const Tessera__Header *h = m.hdr;
+    const Tessera__Report *r = h->report;
+    int is_worker = h->kind == TESSERA__KIND__KIND_HELLO || h->kind == TESSERA__KIND__KIND_REPORT ||
+                    h->kind == TESSERA__KIND__KIND_EPOCH || h->kind == TESSERA__KIND__KIND_DONE;
+    int bad = 0;
+    if (is_worker && (h->sender < 0 || h->sender >= s->cl->n_workers || !r)) bad = 1;
+    if (h->kind == TESSERA__KIND__KIND_HEARTBEAT && (h->sender < 0 || h->sender >= s->cl->n_ps)) bad = 1;
+    if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING) bad = 1;
+    if (bad) {
+        snprintf(err, sizeof err, "unexpected %s from sender %d", wire_kind_name(h->kind), h->sender);
+        wire_send_error(s->router, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        wire_msg_free(&m);
+        return;
+    }
+    member_t *mem = h->kind == TESSERA__KIND__KIND_HEARTBEAT ? &s->shards[h->sender]
+                    : is_worker                              ? &s->workers[h->sender]
+                                                             : NULL;
+    if (mem) mem->last_seen = now_s();
+    switch (h->kind) {
+    case TESSERA__KIND__KIND_HELLO:
+        if (r->steps_total > s->steps_total) s->steps_total = r->steps_total;
+        break;
+    case TESSERA__KIND__KIND_REPORT:
+        mem->step = (int64_t)r->step;
+        mem->examples = r->examples;
+        mem->train_seconds = r->train_seconds;
+        s->win_loss += r->loss_sum;
+        s->win_correct += r->correct;
+        s->win_count += r->count;
+        break;
+    case TESSERA__KIND__KIND_EPOCH: record_epoch(s, r); break;
+    case TESSERA__KIND__KIND_DONE:
+        if (!mem->done) s->n_done++;
+        mem->done = 1;
+        mem->step = (int64_t)r->step;
+        mem->examples = r->examples;
+        mem->train_seconds = r->train_seconds;
+        snprintf(mem->digest, sizeof mem->digest, "%s", r->param_digest ? r->param_digest : "");
+        break;
+    default: break;
+    }
+    wire_send_simple(s->router, &m.identity, h->request_id, TESSERA__KIND__KIND_OK);
+    wire_msg_free(&m);
+}
+
+static void check_liveness(sched_t *s) {
+    double t = now_s(), limit = s->cfg->timeout_s;
+    for (int i = 0; i < s->cl->n_ps; i++) {
+        member_t *m = &s->shards[i];
+        if (!m->warned && t - m->last_seen > limit) {
+            log_warn("no heartbeat from shard %d for %.0f s", i, t - m->last_seen);
+            m->warned = 1;
+        }
+    }
+}
+
+/* Asks every shard to stop and waits for the acknowledgements. */
+static void stop_shards(sched_t *s, void *zctx) {
+    int n = s->cl->n_ps, acked = 0;
+    void **socks = XCALLOC((size_t)n, sizeof *socks);
+    for (int k = 0; k < n; k++) {
+        socks[k] = zmq_socket(zctx, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(socks[k], ZMQ_LINGER, &linger, sizeof linger);
+        zmq_connect(socks[k], s->cl->ps_endpoints[k]);
+        wire_send_simple(socks[k], NULL, (uint64_t)k + 1, TESSERA__KIND__KIND_SHUTDOWN);
+    }
+    double deadline = now_s() + 10;
+    for (int k = 0; k < n; k++) {
+        zmq_pollitem_t it = {socks[k], 0, ZMQ_POLLIN, 0};
+        long ms = (long)((deadline - now_s()) * 1000);
+        if (ms > 0 && zmq_poll(&it, 1, ms) == 1) {
+            wire_msg_t m;
+            Tessera__ErrorCode code;
+            char err[256];
+            if (wire_recv(socks[k], 0, 1 << 20, &m, &code, err, sizeof err) == 0 &&
+                m.hdr->kind == TESSERA__KIND__KIND_OK)
+                acked++;
+            wire_msg_free(&m);
+        }
+        zmq_close(socks[k]);
+    }
+    free(socks);
+    if (acked != n) log_warn("only %d of %d shards acknowledged shutdown", acked, n);
+}
+
+static int write_summary(sched_t *s, double wall) {
+    uint64_t ex = total_examples(s);
+    double train_s = 0;
+    for (int i = 0; i < s->cl->n_workers; i++)
+        if (s->workers[i].train_seconds > train_s) train_s = s->workers[i].train_seconds;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "job", s->cfg->name);
+    cJSON_AddStringToObject(j, "tessera_version", TESSERA_VERSION);
+    cJSON_AddNumberToObject(j, "test_accuracy", s->test_accuracy);
+    cJSON_AddNumberToObject(j, "test_loss", s->test_loss);
+    cJSON_AddNumberToObject(j, "train_examples_per_sec", train_s > 0 ? (double)ex / train_s : 0);
+    cJSON_AddNumberToObject(j, "train_examples", (double)ex);
+    cJSON_AddNumberToObject(j, "train_seconds", train_s);
+    cJSON_AddNumberToObject(j, "epochs", s->epochs_done);
+    cJSON_AddNumberToObject(j, "steps", (double)min_step(s));
+    cJSON_AddNumberToObject(j, "wall_s", wall);
+    cJSON_AddNumberToObject(j, "workers", s->cl->n_workers);
+    cJSON_AddNumberToObject(j, "servers", s->cl->n_ps);
+    if (s->cfg->staleness == CFG_STALENESS_INF) cJSON_AddStringToObject(j, "staleness", "inf");
+    else cJSON_AddNumberToObject(j, "staleness", s->cfg->staleness);
+    cJSON_AddStringToObject(j, "consistency", s->cfg->staleness == 0 ? "bsp"
+                                              : s->cfg->staleness == CFG_STALENESS_INF ? "asp" : "ssp");
+    cJSON_AddNumberToObject(j, "batch_size", s->cfg->batch_size);
+    cJSON_AddStringToObject(j, "optimizer", s->cfg->opt_type);
+    cJSON_AddNumberToObject(j, "seed", (double)s->cfg->seed);
+    cJSON_AddStringToObject(j, "param_digest", s->workers[0].digest);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/summary.json", s->run_dir);
+    size_t len = strlen(text);
+    text[len] = '\n'; /* cJSON_Print's buffer holds the terminator, so this stays in bounds */
+    int rc = write_file_atomic(path, text, len + 1);
+    if (rc) log_error("cannot write %s: %s", path, strerror(errno));
+    cJSON_free(text);
+    return rc;
+}
+
+int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router,
+                  const char *run_dir) {
+    sched_t s = {.cfg = cfg, .cl = cl, .run_dir = run_dir, .router = router};
+    s.workers = XCALLOC((size_t)cl->n_workers, sizeof *s.workers);
+    s.shards = XCALLOC((size_t)cl->n_ps, sizeof *s.shards);
+    s.t_start = s.last_print = now_s();
+    for (int i = 0; i < cl->n_ps; i++) s.shards[i].last_seen = s.t_start;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    s.metrics = fopen(path, "w");
+    if (!s.metrics) log_error("cannot write %s: %s", path, strerror(errno));
+    else fprintf(s.metrics, "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,examples_per_sec,epoch_train_s,wall_s\n");
+    log_info("job started job=%s workers=%d servers=%d staleness=%d run_dir=%s", cfg->name, cl->n_workers,
+             cl->n_ps, cfg->staleness, run_dir);
+
+    while (s.n_done < cl->n_workers) {
+        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+        long ms = (long)(cfg->progress_interval_s * 1000 / 4);
+        if (zmq_poll(&it, 1, ms > 0 ? ms : 1) < 0 && zmq_errno() != EINTR) {
+            log_error("zmq_poll failed error=\"%s\"", zmq_strerror(zmq_errno()));
+            break;
+        }
+        if (it.revents & ZMQ_POLLIN) handle(&s);
+        if (now_s() - s.last_print >= cfg->progress_interval_s) print_progress(&s);
+        check_liveness(&s);
+    }
+    double wall = now_s() - s.t_start;
+    stop_shards(&s, zctx);
+    int rc = write_summary(&s, wall);
+    for (int i = 1; i < cl->n_workers; i++)
+        if (strcmp(s.workers[i].digest, s.workers[0].digest) && cfg->staleness == 0)
+            log_warn("worker %d ended with different parameters than worker 0 (BSP should agree)", i);
+    log_info("training finished test_accuracy=%.4f epochs=%d steps=%lld wall_s=%.1f summary=%s/summary.json",
+             s.test_accuracy, s.epochs_done, (long long)min_step(&s), wall, run_dir);
+    if (s.metrics) fclose(s.metrics);
+    free(s.workers);
+    free(s.shards);
+    return rc;
+}

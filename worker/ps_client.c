@@ -1,0 +1,177 @@
+#include "ps_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "util.h"
+#include "wire.h"
+
+int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOINT_LEN], int n_shards,
+                   const model_spec_t *spec, const shard_map_t *map, int worker, double timeout_s,
+                   size_t max_message_bytes, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    c->n_shards = n_shards;
+    c->spec = spec;
+    c->map = map;
+    c->worker = worker;
+    c->timeout_s = timeout_s;
+    c->max_message_bytes = max_message_bytes;
+    c->socks = XCALLOC((size_t)n_shards, sizeof *c->socks);
+    c->request_of = XCALLOC((size_t)n_shards, sizeof *c->request_of);
+    for (int k = 0; k < n_shards; k++) {
+        c->socks[k] = zmq_socket(zctx, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(c->socks[k], ZMQ_LINGER, &linger, sizeof linger);
+        if (!c->socks[k] || zmq_connect(c->socks[k], endpoints[k])) {
+            snprintf(err, errlen, "cannot connect to shard %d at %s: %s", k, endpoints[k],
+                     zmq_strerror(zmq_errno()));
+            ps_client_free(c);
+            return -TS_EIO;
+        }
+    }
+    return 0;
+}
+
+void ps_client_free(ps_client_t *c) {
+    if (!c || !c->socks) return;
+    for (int k = 0; k < c->n_shards; k++)
+        if (c->socks[k]) zmq_close(c->socks[k]);
+    free(c->socks);
+    free(c->request_of);
+    memset(c, 0, sizeof *c);
+}
+
+/* Sends one request of `kind` to shard k, with its gradient slices when `grads` is not NULL. */
+static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock, const float *grads) {
+    const model_spec_t *s = c->spec;
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.request_id = c->request_of[k] = ++c->next_request;
+    h.sender = c->worker;
+    h.clock = clock;
+    int nt = 0;
+    Tessera__TensorDesc descs[grads ? s->n_tensors : 1], *dptr[grads ? s->n_tensors : 1];
+    uint64_t shapes[grads ? 2 * s->n_tensors : 2];
+    wire_buf_t bufs[grads ? s->n_tensors : 1];
+    for (int t = 0; grads && t < s->n_tensors; t++) {
+        row_range_t r = shard_map_range(c->map, t, k);
+        if (r.row_end == r.row_begin) continue;
+        const tensor_info_t *ti = &s->tensors[t];
+        tessera__tensor_desc__init(&descs[nt]);
+        descs[nt].id = (uint32_t)t;
+        descs[nt].dtype = TESSERA__DTYPE__DTYPE_F32;
+        shapes[2 * nt] = r.row_end - r.row_begin;
+        shapes[2 * nt + 1] = ti->cols;
+        descs[nt].n_shape = 2;
+        descs[nt].shape = &shapes[2 * nt];
+        descs[nt].row_begin = r.row_begin;
+        descs[nt].nbytes = (r.row_end - r.row_begin) * ti->cols * sizeof(float);
+        dptr[nt] = &descs[nt];
+        bufs[nt] = (wire_buf_t){grads + ti->offset + r.row_begin * ti->cols, descs[nt].nbytes, NULL, NULL};
+        c->bytes_sent += descs[nt].nbytes;
+        nt++;
+    }
+    h.n_tensors = (size_t)nt;
+    h.tensors = dptr;
+    return wire_send(c->socks[k], NULL, &h, bufs, (size_t)nt);
+}
+
+/* Copies the parameter slices of a PARAMS reply from shard k into `params`, checking each against
+ * the shard map. */
+static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params, char *err, size_t errlen) {
+    const model_spec_t *s = c->spec;
+    size_t i = 0;
+    for (int t = 0; t < s->n_tensors; t++) {
+        row_range_t r = shard_map_range(c->map, t, k);
+        if (r.row_end == r.row_begin) continue;
+        const tensor_info_t *ti = &s->tensors[t];
+        const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
+        if (!d || d->id != (uint32_t)t || d->row_begin != r.row_begin ||
+            d->shape[0] != r.row_end - r.row_begin || d->shape[1] != ti->cols) {
+            snprintf(err, errlen, "shard %d sent parameters that do not match the shard map (tensor %s)", k,
+                     ti->name);
+            return -TS_EPROTO;
+        }
+        memcpy(params + ti->offset + r.row_begin * ti->cols, zmq_msg_data(&m->frames[i]), d->nbytes);
+        c->bytes_received += d->nbytes;
+        i++;
+    }
+    if (i != m->hdr->n_tensors) {
+        snprintf(err, errlen, "shard %d sent %zu tensors, expected %zu", k, m->hdr->n_tensors, i);
+        return -TS_EPROTO;
+    }
+    return 0;
+}
+
+/* Waits for the PARAMS reply of every shard. */
+static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen) {
+    int n = c->n_shards, left = n;
+    zmq_pollitem_t items[n];
+    int done[n];
+    for (int k = 0; k < n; k++) {
+        items[k] = (zmq_pollitem_t){c->socks[k], 0, ZMQ_POLLIN, 0};
+        done[k] = 0;
+    }
+    double deadline = now_s() + c->timeout_s;
+    while (left > 0) {
+        long wait_ms = (long)((deadline - now_s()) * 1000);
+        if (wait_ms <= 0) {
+            snprintf(err, errlen, "no reply from %d of %d shards within %.0f s", left, n, c->timeout_s);
+            return -TS_ETIMEDOUT;
+        }
+        if (zmq_poll(items, n, wait_ms) < 0) {
+            if (zmq_errno() == EINTR) continue;
+            snprintf(err, errlen, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+            return -TS_EIO;
+        }
+        for (int k = 0; k < n; k++) {
+            if (done[k] || !(items[k].revents & ZMQ_POLLIN)) continue;
+            wire_msg_t m;
+            Tessera__ErrorCode code;
+            char why[512];
+            int rc = wire_recv(c->socks[k], 0, c->max_message_bytes, &m, &code, why, sizeof why);
+            if (rc) {
+                snprintf(err, errlen, "malformed reply from shard %d: %s", k, why);
+            } else if (m.hdr->request_id != c->request_of[k]) {
+                wire_msg_free(&m); /* a stale reply to an abandoned request */
+                continue;
+            } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR) {
+                snprintf(err, errlen, "shard %d: %s: %s", k, wire_error_name(m.hdr->error_code),
+                         m.hdr->error_message);
+                rc = -TS_EREMOTE;
+            } else if (m.hdr->kind != TESSERA__KIND__KIND_PARAMS) {
+                snprintf(err, errlen, "shard %d answered %s, expected PARAMS", k, wire_kind_name(m.hdr->kind));
+                rc = -TS_EPROTO;
+            } else {
+                rc = take_params(c, k, &m, params, err, errlen);
+            }
+            wire_msg_free(&m);
+            if (rc) return rc;
+            done[k] = 1;
+            left--;
+        }
+    }
+    return 0;
+}
+
+int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, float *params, char *err,
+                        size_t errlen) {
+    for (int k = 0; k < c->n_shards; k++)
+        if (send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    return gather_params(c, params, err, errlen);
+}
+
+int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
+    for (int k = 0; k < c->n_shards; k++)
+        if (send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    return gather_params(c, params, err, errlen);
+}

@@ -1,0 +1,41 @@
+/* The worker's side of the parameter server: one DEALER per shard, requests sent to all shards at
+ * once and the replies gathered as they come. */
+#ifndef TESSERA_PS_CLIENT_H
+#define TESSERA_PS_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "model.h"
+#include "shard_map.h"
+
+typedef struct {
+    int n_shards;
+    void **socks;
+    const model_spec_t *spec; /* borrowed */
+    const shard_map_t *map;   /* borrowed */
+    int worker;
+    double timeout_s;
+    size_t max_message_bytes;
+    uint64_t next_request;
+    uint64_t *request_of; /* per shard: the request awaiting its reply */
+    uint64_t bytes_sent, bytes_received;
+} ps_client_t;
+
+/* Connects to every shard. Returns 0 or -TS_EIO with a message. */
+int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOINT_LEN], int n_shards,
+                   const model_spec_t *spec, const shard_map_t *map, int worker, double timeout_s,
+                   size_t max_message_bytes, char *err, size_t errlen);
+void ps_client_free(ps_client_t *c);
+
+/* Sends the gradients of iteration `clock` (host memory, the model's flat layout; sent zero-copy, so
+ * it must not change until this returns) and writes the parameters for clock + 1 into `params`.
+ * Returns 0, -TS_ETIMEDOUT, -TS_EREMOTE (a shard answered with an error) or -TS_EPROTO, with a message. */
+int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, float *params, char *err,
+                        size_t errlen);
+
+/* Writes the parameters for `clock` into `params`. Same returns. */
+int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen);
+
+#endif

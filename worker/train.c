@@ -1,0 +1,274 @@
+#include "train.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "backend.h"
+#include "check.h"
+#include "data.h"
+#include "model.h"
+#include "ps_client.h"
+#include "util.h"
+#include "wire.h"
+
+#define EVAL_BATCH 1000
+
+typedef struct {
+    const job_config_t *cfg;
+    const cluster_t *cl;
+    void *zctx, *sched;
+    int outstanding; /* scheduler requests not yet acknowledged */
+    uint64_t next_request;
+} worker_t;
+
+static int sched_send(worker_t *w, Tessera__Kind kind, Tessera__Report *rep) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.request_id = ++w->next_request;
+    h.sender = w->cl->index;
+    h.role = "worker";
+    h.report = rep;
+    w->outstanding++;
+    return wire_send(w->sched, NULL, &h, NULL, 0);
+}
+
+/* Collects the scheduler's acknowledgements; with `block`, all of them (or until the timeout). */
+static void sched_drain(worker_t *w, int block) {
+    double deadline = now_s() + w->cfg->timeout_s;
+    while (w->outstanding > 0) {
+        zmq_pollitem_t it = {w->sched, 0, ZMQ_POLLIN, 0};
+        long ms = block ? (long)((deadline - now_s()) * 1000) : 0;
+        if (block && ms <= 0) {
+            log_warn("scheduler did not acknowledge %d reports", w->outstanding);
+            return;
+        }
+        if (zmq_poll(&it, 1, ms) <= 0) {
+            if (!block) return;
+            continue;
+        }
+        wire_msg_t m;
+        Tessera__ErrorCode code;
+        char err[256];
+        if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 &&
+            m.hdr->kind == TESSERA__KIND__KIND_ERROR)
+            log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code), m.hdr->error_message);
+        wire_msg_free(&m);
+        w->outstanding--;
+    }
+}
+
+/* Evaluates rows [begin, end) of `test`; adds loss sum, correct and count into acc[0..2]. */
+static void evaluate(model_t *m, const dataset_t *test, size_t begin, size_t end, const job_config_t *cfg,
+                     float *xb, int32_t *yb, uint32_t *idx, double acc[3]) {
+    for (size_t i = begin; i < end; i += EVAL_BATCH) {
+        size_t n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
+        for (size_t j = 0; j < n; j++) idx[j] = (uint32_t)(i + j);
+        dataset_gather(test, idx, n, (float)cfg->mean, (float)cfg->std, xb, yb);
+        long correct = 0;
+        model_run(m, xb, yb, (int)n, 0, &acc[0], &correct);
+        acc[1] += (double)correct;
+        acc[2] += (double)n;
+    }
+}
+
+static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dataset_t *test) {
+    char ti[2 * CFG_STR + 2], tl[2 * CFG_STR + 2], vi[2 * CFG_STR + 2], vl[2 * CFG_STR + 2], err[1024];
+    snprintf(ti, sizeof ti, "%s/%s", cfg->data_dir, cfg->train_images);
+    snprintf(tl, sizeof tl, "%s/%s", cfg->data_dir, cfg->train_labels);
+    snprintf(vi, sizeof vi, "%s/%s", cfg->data_dir, cfg->test_images);
+    snprintf(vl, sizeof vl, "%s/%s", cfg->data_dir, cfg->test_labels);
+    int rc = idx_load(train, ti, tl, cfg->train_limit, classes, err, sizeof err);
+    if (!rc) rc = idx_load(test, vi, vl, cfg->test_limit, classes, err, sizeof err);
+    if (rc) log_error("cannot load data: %s (set [data] dir or data.dir=DIR)", err);
+    return rc;
+}
+
+int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_dir) {
+    char err[1024] = "";
+    worker_t w = {.cfg = cfg, .cl = cl};
+    int W = cl->n_workers, me = cl->index;
+    backend_t *be = backend_create(cfg->backend, cfg->threads, err, sizeof err);
+    if (!be) {
+        log_error("%s", err);
+        return -TS_EINVAL;
+    }
+    model_t model;
+    int max_batch = cfg->batch_size > EVAL_BATCH ? cfg->batch_size : EVAL_BATCH;
+    int rc = model_init(&model, cfg, be, max_batch, err, sizeof err);
+    if (rc) {
+        log_error("%s", err);
+        backend_free(be);
+        return rc;
+    }
+    dataset_t train = {0}, test = {0};
+    rc = load_data(cfg, model.spec.classes, &train, &test);
+    if (!rc && train.dim != model.spec.input_dim) {
+        log_error("data has %d features per example but [model] input = %d", train.dim, model.spec.input_dim);
+        rc = -TS_EINVAL;
+    }
+    size_t part = train.n / (size_t)W; /* every worker runs the same number of steps */
+    size_t steps_per_epoch = part / (size_t)cfg->batch_size;
+    if (!rc && steps_per_epoch == 0) {
+        log_error("%zu training examples per worker is less than one batch of %d", part, cfg->batch_size);
+        rc = -TS_EINVAL;
+    }
+    long total_steps = (long)steps_per_epoch * cfg->epochs;
+    if (cfg->max_steps > 0 && cfg->max_steps < total_steps) total_steps = cfg->max_steps;
+    int epochs = (int)((total_steps + (long)steps_per_epoch - 1) / (long)(steps_per_epoch ? steps_per_epoch : 1));
+
+    uint64_t *rows = XCALLOC((size_t)model.spec.n_tensors, sizeof *rows);
+    for (int t = 0; t < model.spec.n_tensors; t++) rows[t] = model.spec.tensors[t].rows;
+    shard_map_t map;
+    shard_map_init(&map, rows, model.spec.n_tensors, cl->n_ps);
+    free(rows);
+
+    w.zctx = zmq_ctx_new();
+    w.sched = zmq_socket(w.zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(w.sched, ZMQ_LINGER, &linger, sizeof linger);
+    ps_client_t pc;
+    if (!rc) rc = ZMQ_CHECK(zmq_connect(w.sched, cl->sched_endpoint));
+    if (!rc)
+        rc = ps_client_init(&pc, w.zctx, cl->ps_endpoints, cl->n_ps, &model.spec, &map, me, cfg->timeout_s,
+                            (size_t)cfg->max_message_mb << 20, err, sizeof err);
+    if (rc && err[0]) log_error("%s", err);
+    /* Workers agree before anyone blocks on a shard: a worker that cannot start stops the job. */
+    int failed = rc != 0, any = 0;
+    MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, cl->role_comm));
+    if (any) MPI_Abort(MPI_COMM_WORLD, 1);
+
+    size_t n_floats = model.spec.n_floats;
+    float *params = be->host_memory ? model.params : XMALLOC(n_floats * sizeof(float));
+    float *grads = be->host_memory ? model.grads : XMALLOC(n_floats * sizeof(float));
+    float *xb = XMALLOC((size_t)max_batch * (size_t)model.spec.input_dim * sizeof(float));
+    int32_t *yb = XMALLOC((size_t)max_batch * sizeof(int32_t));
+    uint32_t *perm = XMALLOC((part > EVAL_BATCH ? part : EVAL_BATCH) * sizeof(uint32_t));
+    uint32_t *eval_idx = XMALLOC(EVAL_BATCH * sizeof(uint32_t));
+
+    Tessera__Report rep;
+    tessera__report__init(&rep);
+    rep.steps_total = (uint64_t)total_steps;
+    sched_send(&w, TESSERA__KIND__KIND_HELLO, &rep);
+    if (me == 0)
+        log_info("training examples=%zu per_worker=%zu batch=%d steps_per_epoch=%zu steps=%ld params=%zu",
+                 train.n, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats);
+
+    rc = ps_client_pull(&pc, 0, params, err, sizeof err);
+    if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+    int64_t clock = 0;
+    double train_seconds = 0, last_report = now_s();
+    double win_loss = 0;
+    long win_correct = 0, win_count = 0;
+    uint64_t examples = 0;
+    for (int epoch = 0; !rc && epoch < epochs; epoch++) {
+        rng_t rng;
+        rng_seed(&rng, seed_derive(cfg->seed, (uint64_t)me, (uint64_t)epoch));
+        for (size_t i = 0; i < part; i++) perm[i] = (uint32_t)((size_t)me * part + i);
+        rng_shuffle_u32(&rng, perm, part);
+        double ep_loss = 0, t0 = now_s();
+        long ep_correct = 0, ep_count = 0;
+        for (size_t s = 0; s < steps_per_epoch && clock < total_steps; s++) {
+            int B = cfg->batch_size;
+            dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb, yb);
+            double loss = 0;
+            long correct = 0;
+            model_run(&model, xb, yb, B, 1, &loss, &correct);
+            if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
+            rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
+            if (rc) break;
+            if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+            clock++;
+            examples += (uint64_t)B;
+            ep_loss += loss;
+            ep_correct += correct;
+            ep_count += B;
+            win_loss += loss;
+            win_correct += correct;
+            win_count += B;
+            double t = now_s();
+            if (t - last_report >= cfg->progress_interval_s / 2) {
+                rep.epoch = (uint32_t)epoch;
+                rep.step = (uint64_t)clock;
+                rep.examples = examples;
+                rep.loss_sum = win_loss;
+                rep.correct = (uint64_t)win_correct;
+                rep.count = (uint64_t)win_count;
+                rep.train_seconds = train_seconds + (t - t0);
+                sched_send(&w, TESSERA__KIND__KIND_REPORT, &rep);
+                sched_drain(&w, 0);
+                win_loss = 0;
+                win_correct = win_count = 0;
+                last_report = t;
+            }
+        }
+        if (rc) break;
+        double ep_seconds = now_s() - t0, ep_max = 0;
+        train_seconds += ep_seconds;
+
+        /* Evaluation: each worker takes a slice of the test set; MPI sums the counts. */
+        double local[6] = {ep_loss, (double)ep_correct, (double)ep_count, 0, 0, 0}, global[6];
+        size_t tb = test.n * (size_t)me / (size_t)W, te = test.n * (size_t)(me + 1) / (size_t)W;
+        evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3);
+        MPI_CHECK(MPI_Allreduce(local, global, 6, MPI_DOUBLE, MPI_SUM, cl->role_comm));
+        MPI_CHECK(MPI_Allreduce(&ep_seconds, &ep_max, 1, MPI_DOUBLE, MPI_MAX, cl->role_comm));
+        if (me == 0) {
+            rep.epoch = (uint32_t)epoch + 1;
+            rep.step = (uint64_t)clock;
+            rep.examples = (uint64_t)global[2];
+            rep.loss_sum = global[0];
+            rep.correct = (uint64_t)global[1];
+            rep.count = (uint64_t)global[2];
+            rep.train_seconds = ep_max;
+            rep.test_loss = global[4] > 0 ? global[3] / global[5] : 0;
+            rep.test_accuracy = global[5] > 0 ? global[4] / global[5] : 0;
+            sched_send(&w, TESSERA__KIND__KIND_EPOCH, &rep);
+            sched_drain(&w, 0);
+        }
+    }
+    if (rc) {
+        log_error("training failed at clock=%lld: %s", (long long)clock, err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+
+    char digest[17];
+    if (!be->host_memory) be->ops->to_host(be, params, model.params, n_floats * sizeof(float));
+    digest_hex(params, n_floats * sizeof(float), digest);
+    if (me == 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/params.bin", run_dir);
+        if (write_file_atomic(path, params, n_floats * sizeof(float)))
+            log_error("cannot write %s: %s", path, strerror(errno));
+    }
+    tessera__report__init(&rep);
+    rep.step = (uint64_t)clock;
+    rep.examples = examples;
+    rep.train_seconds = train_seconds;
+    rep.steps_total = (uint64_t)total_steps;
+    rep.param_digest = digest;
+    sched_send(&w, TESSERA__KIND__KIND_DONE, &rep);
+    sched_drain(&w, 1);
+    log_info("worker done steps=%lld examples=%llu train_s=%.2f sent_mb=%.1f received_mb=%.1f",
+             (long long)clock, (unsigned long long)examples, train_seconds, (double)pc.bytes_sent / 1e6,
+             (double)pc.bytes_received / 1e6);
+
+    ps_client_free(&pc);
+    zmq_close(w.sched);
+    zmq_ctx_term(w.zctx);
+    shard_map_free(&map);
+    if (!be->host_memory) {
+        free(params);
+        free(grads);
+    }
+    free(xb);
+    free(yb);
+    free(perm);
+    free(eval_idx);
+    dataset_free(&train);
+    dataset_free(&test);
+    model_free(&model);
+    backend_free(be);
+    return 0;
+}
