@@ -1,1 +1,310 @@
-int main(void){return 0;}
+/* tessera: the user's command. `tessera train` builds the mpirun command line for a job, prints it
+ * (to copy into a batch script) and runs it. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#ifndef TESSERA_EXAMPLES_DIR
+#define TESSERA_EXAMPLES_DIR "examples"
+#endif
+#ifndef MPIEXEC_PATH
+#define MPIEXEC_PATH "mpirun"
+#endif
+
+#define MAX_ARGS 512
+
+static const char *const main_help =
+    "tessera: train a model across an MPI cluster with a parameter server\n"
+    "\n"
+    "usage: tessera COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  train [JOB] [options] [section.key=value ...]\n"
+    "                 launch a training job with mpirun (see `tessera train --help`)\n"
+    "  version        print the version\n"
+    "  help           this text\n"
+    "\n"
+    "Programs started by `train`: tessera-scheduler (1), tessera-ps (S shards), tessera-worker (W).\n";
+
+static const char *const train_help =
+    "usage: tessera train [JOB] [options] [section.key=value ...]\n"
+    "\n"
+    "Launches 1 scheduler, S parameter-server shards and W workers with mpirun, printing the\n"
+    "command line first so it can be copied into a batch script. Without JOB it runs the default\n"
+    "job, examples/fashion_mlp (a 784-256-128-10 MLP on Fashion-MNIST).\n"
+    "\n"
+    "  JOB                  a job file (INI); a name such as fashion_mlp is looked up in the\n"
+    "                       examples directory, and .ini may be left off\n"
+    "  --servers S, -s S    parameter-server shards (default 2)\n"
+    "  --workers W, -w W    workers (default 2)\n"
+    "  --run-dir DIR        where summary.json, metrics.csv and params.bin go\n"
+    "                       (default runs/JOBNAME-YYYYMMDD-HHMMSS)\n"
+    "  --hostfile FILE      passed to mpirun (several nodes)\n"
+    "  --mpirun PATH        the mpirun to use (default " MPIEXEC_PATH ")\n"
+    "  --mpirun-arg ARG     an extra mpirun argument; repeat for several\n"
+    "  --dry-run            print the command line and exit\n"
+    "  section.key=value    override a job-file setting, e.g. job.epochs=3 job.staleness=2\n"
+    "                       optimizer.lr=0.01 data.dir=/path (staleness: 0 = BSP, k = SSP,\n"
+    "                       inf = ASP)\n"
+    "\n"
+    "Exit status: mpirun's (0 when the job finished). Environment: TESSERA_LOG_LEVEL=debug|info|\n"
+    "warn|error is passed to every rank.\n";
+
+/* The directory holding this executable (and the tessera-* programs). */
+static int exe_dir(char *out, size_t n) {
+    char path[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (len <= 0) return -1;
+    path[len] = '\0';
+    snprintf(out, n, "%s", dirname(path));
+    return 0;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Resolves JOB: a path, a path without .ini, or a name in the examples directory. */
+static int resolve_job(const char *job, char *out, size_t n) {
+    const char *dir = getenv("TESSERA_EXAMPLES_DIR") ? getenv("TESSERA_EXAMPLES_DIR") : TESSERA_EXAMPLES_DIR;
+    const char *base = strrchr(job, '/') ? strrchr(job, '/') + 1 : job;
+    char cand[4][PATH_MAX];
+    snprintf(cand[0], PATH_MAX, "%s", job);
+    snprintf(cand[1], PATH_MAX, "%s.ini", job);
+    snprintf(cand[2], PATH_MAX, "%s/%s", dir, base);
+    snprintf(cand[3], PATH_MAX, "%s/%s.ini", dir, base);
+    for (int i = 0; i < 4; i++)
+        if (file_exists(cand[i])) {
+            if (realpath(cand[i], out)) return 0;
+            size_t len = strlen(cand[i]);
+            if (len >= n) return -1;
+            memcpy(out, cand[i], len + 1);
+            return 0;
+        }
+    return -1;
+}
+
+static int parse_count(const char *opt, const char *v, int *out) {
+    char *end = NULL;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < 1 || x > 100000) {
+        fprintf(stderr, "tessera train: %s needs a positive integer, got '%s'\n", opt, v ? v : "");
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+/* Prints argv as a shell command line, quoting what needs it. */
+static void print_command(FILE *f, char **argv) {
+    for (int i = 0; argv[i]; i++) {
+        const char *a = argv[i];
+        int plain = *a != '\0';
+        for (const char *p = a; *p; p++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%", *p))
+                plain = 0;
+        if (plain) fprintf(f, "%s%s", i ? " " : "", a);
+        else {
+            fprintf(f, "%s'", i ? " " : "");
+            for (const char *p = a; *p; p++) {
+                if (*p == '\'') fputs("'\\''", f);
+                else fputc(*p, f);
+            }
+            fputc('\'', f);
+        }
+    }
+    fputc('\n', f);
+}
+
+static void print_summary(const char *run_dir) {
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/summary.json", run_dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tessera: the job finished but %s is missing\n", path);
+        return;
+    }
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(j, "test_accuracy");
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(j, "train_examples_per_sec");
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(j, "epochs");
+    const cJSON *wall = cJSON_GetObjectItemCaseSensitive(j, "wall_s");
+    if (cJSON_IsNumber(acc) && cJSON_IsNumber(eps) && cJSON_IsNumber(ep) && cJSON_IsNumber(wall))
+        printf("tessera: finished: test_accuracy=%.4f epochs=%d train_examples_per_sec=%.0f wall_s=%.1f\n"
+               "tessera: summary: %s\n",
+               acc->valuedouble, ep->valueint, eps->valuedouble, wall->valuedouble, path);
+    else fprintf(stderr, "tessera: cannot read %s\n", path);
+    cJSON_Delete(j);
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *job = NULL, *run_dir = NULL, *hostfile = NULL, *mpirun = MPIEXEC_PATH;
+    const char *extra[64], *overrides[128];
+    int n_extra = 0, n_over = 0, servers = 2, workers = 2, dry = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(train_help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--servers") || !strcmp(a, "-s")) {
+            if (parse_count(a, v, &servers)) return 2;
+            i++;
+        } else if (!strcmp(a, "--workers") || !strcmp(a, "-w")) {
+            if (parse_count(a, v, &workers)) return 2;
+            i++;
+        } else if (!strcmp(a, "--run-dir") || !strcmp(a, "--hostfile") || !strcmp(a, "--mpirun") ||
+                   !strcmp(a, "--mpirun-arg")) {
+            if (!v) {
+                fprintf(stderr, "tessera train: %s needs a value\n", a);
+                return 2;
+            }
+            if (!strcmp(a, "--run-dir")) run_dir = v;
+            else if (!strcmp(a, "--hostfile")) hostfile = v;
+            else if (!strcmp(a, "--mpirun")) mpirun = v;
+            else if (n_extra < 64) extra[n_extra++] = v;
+            i++;
+        } else if (!strcmp(a, "--dry-run")) {
+            dry = 1;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "tessera train: unknown option '%s' (see tessera train --help)\n", a);
+            return 2;
+        } else if (strchr(a, '=')) {
+            if (n_over == 128) {
+                fprintf(stderr, "tessera train: too many overrides\n");
+                return 2;
+            }
+            overrides[n_over++] = a;
+        } else if (!job) {
+            job = a;
+        } else {
+            fprintf(stderr, "tessera train: unexpected argument '%s' (one JOB only)\n", a);
+            return 2;
+        }
+    }
+    char job_path[PATH_MAX];
+    if (resolve_job(job ? job : "fashion_mlp", job_path, sizeof job_path)) {
+        fprintf(stderr, "tessera train: job '%s' not found (looked for it as a file, with .ini, and in %s)\n",
+                job ? job : "fashion_mlp", TESSERA_EXAMPLES_DIR);
+        return 2;
+    }
+    /* Validate here, before starting any process, so mistakes cost nothing. */
+    static job_config_t cfg;
+    char err[1024];
+    if (config_load_all(&cfg, job_path, n_over, (char **)overrides, err, sizeof err)) {
+        fprintf(stderr, "tessera train: invalid job: %s\n", err);
+        return 2;
+    }
+    char default_run[PATH_MAX];
+    if (!run_dir) {
+        time_t t = time(NULL);
+        struct tm tm;
+        localtime_r(&t, &tm);
+        snprintf(default_run, sizeof default_run, "runs/%s-%04d%02d%02d-%02d%02d%02d", cfg.name,
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        run_dir = default_run;
+    }
+    char bindir[PATH_MAX], prog[3][PATH_MAX + 32];
+    if (exe_dir(bindir, sizeof bindir)) {
+        fprintf(stderr, "tessera: cannot find my own directory\n");
+        return 1;
+    }
+    static const char *names[3] = {"tessera-scheduler", "tessera-ps", "tessera-worker"};
+    for (int r = 0; r < 3; r++) {
+        snprintf(prog[r], sizeof prog[r], "%s/%s", bindir, names[r]);
+        if (access(prog[r], X_OK)) {
+            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n", prog[r]);
+            return 1;
+        }
+    }
+
+    char *args[MAX_ARGS];
+    int n = 0;
+    char counts[3][16];
+    args[n++] = (char *)mpirun;
+    if (geteuid() == 0) args[n++] = "--allow-run-as-root";
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!hostfile && 1 + servers + workers > cores) {
+        args[n++] = "--oversubscribe";
+        args[n++] = "--bind-to";
+        args[n++] = "none";
+    }
+    if (hostfile) {
+        args[n++] = "--hostfile";
+        args[n++] = (char *)hostfile;
+    }
+    if (getenv("TESSERA_LOG_LEVEL")) {
+        args[n++] = "-x";
+        args[n++] = "TESSERA_LOG_LEVEL";
+    }
+    for (int i = 0; i < n_extra; i++) args[n++] = (char *)extra[i];
+    snprintf(counts[0], sizeof counts[0], "1");
+    snprintf(counts[1], sizeof counts[1], "%d", servers);
+    snprintf(counts[2], sizeof counts[2], "%d", workers);
+    for (int r = 0; r < 3; r++) {
+        if (r) args[n++] = ":";
+        args[n++] = "-np";
+        args[n++] = counts[r];
+        args[n++] = prog[r];
+        args[n++] = job_path;
+        args[n++] = "--run-dir";
+        args[n++] = (char *)run_dir;
+        for (int i = 0; i < n_over; i++) args[n++] = (char *)overrides[i];
+    }
+    args[n] = NULL;
+
+    fprintf(stderr, "tessera: running: ");
+    print_command(stderr, args);
+    if (dry) return 0;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("tessera: fork");
+        return 1;
+    }
+    if (pid == 0) {
+        execvp(args[0], args);
+        fprintf(stderr, "tessera: cannot run %s: %s (is Open MPI installed? ./scripts/install-deps.sh)\n",
+                args[0], strerror(errno));
+        _exit(127);
+    }
+    /* Ctrl-C reaches mpirun through the terminal's process group; mpirun forwards it to the ranks. */
+    signal(SIGINT, SIG_IGN);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (rc) fprintf(stderr, "tessera: the job failed (mpirun exit status %d); see the log above\n", rc);
+    else print_summary(run_dir);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(main_help, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("tessera %s\n", TESSERA_VERSION);
+        return 0;
+    }
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
+    fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);
+    return 2;
+}

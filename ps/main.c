@@ -24,6 +24,7 @@ int main(int argc, char **argv) {
     void *router = zmq_socket(zctx, ZMQ_ROUTER);
     int router_linger = 2000; /* let the last replies out, but never hang on a vanished peer */
     zmq_setsockopt(router, ZMQ_LINGER, &router_linger, sizeof router_linger);
+    ps_server_prepare_socket(router, (size_t)cfg->max_message_mb << 20);
     cluster_t cl;
     rc = cluster_bootstrap(&cl, ROLE_PS, router, cfg->interface, err, sizeof err);
     if (rc) log_error("bootstrap failed: %s", err);

@@ -76,15 +76,12 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->max_waiting = 4 * cfg->n_workers + 64;
     s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
     atomic_init(&s->inflight, 0);
-    int maxmsg = 0; /* per-frame limit; a peer that exceeds it is disconnected by ZeroMQ */
-    int64_t lim = (int64_t)cfg->max_message_bytes;
-    maxmsg = ZMQ_CHECK(zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &lim, sizeof lim));
-    if (maxmsg) {
-        snprintf(err, errlen, "cannot set ZMQ_MAXMSGSIZE");
-        ps_server_free(s);
-        return NULL;
-    }
     return s;
+}
+
+int ps_server_prepare_socket(void *router, size_t max_message_bytes) {
+    int64_t lim = (int64_t)max_message_bytes;
+    return ZMQ_CHECK(zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &lim, sizeof lim)) < 0 ? -TS_EIO : 0;
 }
 
 void ps_server_free(ps_server_t *s) {

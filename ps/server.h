@@ -24,6 +24,10 @@ typedef struct {
     double heartbeat_s; /* to the scheduler, when `sched` is given */
 } ps_config_t;
 
+/* Sets the per-frame size limit on `router`: call before binding it, since ZeroMQ copies socket
+ * options into the listener at bind time. A peer that sends a larger frame is disconnected. */
+int ps_server_prepare_socket(void *router, size_t max_message_bytes);
+
 /* Creates a shard serving on `router` (a bound ROUTER socket, borrowed) and, when `sched` is not
  * NULL, sending heartbeats on it (a DEALER connected to the scheduler, borrowed). Parameters start
  * at their deterministic initial values. Returns NULL with a message on failure. */

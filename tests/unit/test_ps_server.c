@@ -1,0 +1,259 @@
+/* A real shard (ps_server_run on a ZeroMQ ROUTER over TCP loopback, in a thread) against garbage,
+ * truncated frames, wrong tensor sizes, wrong clocks and oversized messages: each gets an error reply
+ * or is dropped, and the shard keeps serving. Then the BSP and SSP clock rules. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "expect.h"
+#include "model.h"
+#include "optim.h"
+#include "server.h"
+#include "shard_map.h"
+#include "wire.h"
+
+typedef struct {
+    ps_server_t *srv;
+    int rc;
+} thread_arg_t;
+
+static void *serve(void *p) {
+    thread_arg_t *a = p;
+    a->rc = ps_server_run(a->srv);
+    return NULL;
+}
+
+static void *ctx;
+static model_spec_t spec;
+static shard_map_t map;
+
+typedef struct {
+    void *router;
+    char endpoint[128];
+    ps_server_t *srv;
+    pthread_t th;
+    thread_arg_t arg;
+} shard_t;
+
+static void shard_start(shard_t *s, int shard, int workers, int staleness) {
+    s->router = zmq_socket(ctx, ZMQ_ROUTER);
+    ps_server_prepare_socket(s->router, 64 << 10);
+    zmq_bind(s->router, "tcp://127.0.0.1:*");
+    size_t len = sizeof s->endpoint;
+    zmq_getsockopt(s->router, ZMQ_LAST_ENDPOINT, s->endpoint, &len);
+    optim_t opt = {.kind = OPT_SGD, .lr = 0.5f};
+    ps_config_t pc = {.spec = &spec, .map = &map, .shard = shard, .n_workers = workers, .staleness = staleness,
+                      .opt = opt, .seed = 9, .max_message_bytes = 64 << 10};
+    char err[256];
+    s->srv = ps_server_create(&pc, s->router, NULL, err, sizeof err);
+    EXPECT(s->srv != NULL, "create: %s", err);
+    s->arg.srv = s->srv;
+    pthread_create(&s->th, NULL, serve, &s->arg);
+}
+
+static void *client(const char *endpoint) {
+    void *d = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(d, endpoint);
+    return d;
+}
+
+/* Receives one reply within `ms`; returns its header kind, or -1 on timeout. *code gets the error. */
+static int reply(void *d, long ms, int *code, float *params, size_t *nfloats) {
+    zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, ms) != 1) return -1;
+    wire_msg_t m;
+    Tessera__ErrorCode c;
+    char err[256];
+    int rc = wire_recv(d, 0, 1 << 24, &m, &c, err, sizeof err);
+    int kind = rc ? -2 : (int)m.hdr->kind;
+    *code = rc ? -1 : (int)m.hdr->error_code;
+    if (!rc && kind == TESSERA__KIND__KIND_ERROR) fprintf(stderr, "  shard answered %s: %s\n", wire_error_name(*code), m.hdr->error_message);
+    size_t off = 0;
+    for (size_t i = 0; !rc && params && i < m.nframes; i++) {
+        memcpy(params + off, zmq_msg_data(&m.frames[i]), zmq_msg_size(&m.frames[i]));
+        off += zmq_msg_size(&m.frames[i]) / sizeof(float);
+    }
+    if (nfloats) *nfloats = off;
+    wire_msg_free(&m);
+    return kind;
+}
+
+/* Sends a request with tensors shaped like shard `k`'s slices (or `bad_rows` rows for the first). */
+static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int k, const float *value,
+                    int bad_rows, int drop_last_frame) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.sender = sender;
+    h.clock = clock;
+    h.request_id = 1;
+    Tessera__TensorDesc desc[8], *dp[8];
+    uint64_t shapes[16];
+    wire_buf_t bufs[8];
+    static float data[1024];
+    int nt = 0;
+    for (int t = 0; value && t < spec.n_tensors; t++) {
+        row_range_t r = shard_map_range(&map, t, k);
+        if (r.row_end == r.row_begin) continue;
+        uint64_t rows = (nt == 0 && bad_rows) ? (uint64_t)bad_rows : r.row_end - r.row_begin;
+        tessera__tensor_desc__init(&desc[nt]);
+        desc[nt].id = (uint32_t)t;
+        desc[nt].dtype = TESSERA__DTYPE__DTYPE_F32;
+        shapes[2 * nt] = rows;
+        shapes[2 * nt + 1] = spec.tensors[t].cols;
+        desc[nt].n_shape = 2;
+        desc[nt].shape = &shapes[2 * nt];
+        desc[nt].row_begin = r.row_begin;
+        desc[nt].nbytes = rows * spec.tensors[t].cols * sizeof(float);
+        for (size_t i = 0; i < desc[nt].nbytes / sizeof(float); i++) data[i] = *value;
+        dp[nt] = &desc[nt];
+        bufs[nt] = (wire_buf_t){data, desc[nt].nbytes, NULL, NULL};
+        nt++;
+    }
+    h.n_tensors = (size_t)nt;
+    h.tensors = dp;
+    wire_send(d, NULL, &h, bufs, (size_t)(nt - (drop_last_frame ? 1 : 0)));
+}
+
+static void stop(shard_t *s) {
+    void *d = client(s->endpoint);
+    request(d, TESSERA__KIND__KIND_SHUTDOWN, -1, 0, 0, NULL, 0, 0);
+    int code;
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "shutdown acknowledged");
+    pthread_join(s->th, NULL);
+    EXPECT(s->arg.rc == 0, "server loop returned %d", s->arg.rc);
+    zmq_close(d);
+    ps_server_free(s->srv);
+    zmq_close(s->router);
+}
+
+static void test_robustness(void) {
+    shard_t s;
+    shard_start(&s, 0, 1, 0);
+    void *d = client(s.endpoint);
+    int code;
+    float p0[64], p[64];
+    size_t n0, n;
+    float one = 1.0f;
+
+    request(d, TESSERA__KIND__KIND_PING, -1, 0, 0, NULL, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "ping");
+
+    zmq_send(d, "\xff\x13garbage\x00\x01", 11, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "random bytes answered with INVALID_ARGUMENT");
+
+    request(d, TESSERA__KIND__KIND_PULL, 0, 0, 0, NULL, 0, 0);
+    EXPECT(reply(d, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS, "initial pull");
+    /* shard 0 of 2 holds rows [0,2) of fc.weight [3,4] and row [0,1) of fc.bias [3,1] */
+    EXPECT(n0 == 2 * 4 + 1, "shard 0 holds %zu floats", n0);
+    float expect_w[8];
+    model_spec_init_rows(&spec, 0, 0, 2, 9, expect_w);
+    EXPECT(!memcmp(p0, expect_w, sizeof expect_w), "initial values are the deterministic ones");
+
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 3, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "wrong tensor size rejected");
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 1);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "truncated frames rejected");
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 5, 0, &one, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "wrong clock rejected");
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 7, 0, 0, &one, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "unknown worker rejected");
+    request(d, TESSERA__KIND__KIND_REPORT, 0, 0, 0, NULL, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "kind a shard does not serve");
+
+    /* Oversized: a frame above ZMQ_MAXMSGSIZE makes ZeroMQ drop the connection; no reply. */
+    void *big = client(s.endpoint);
+    size_t bytes = 256 << 10;
+    char *junk = calloc(1, bytes);
+    zmq_send(big, junk, bytes, 0);
+    free(junk);
+    EXPECT(reply(big, 500, &code, NULL, NULL) == -1, "oversized message dropped without a reply");
+    zmq_close(big);
+
+    /* Nothing above changed the state: the valid push applies exactly one SGD step, p - 0.5 * 1. */
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0);
+    EXPECT(reply(d, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0, "valid push after garbage");
+    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 0.5f, 1e-6);
+
+    /* A fresh client is served too. */
+    void *d2 = client(s.endpoint);
+    request(d2, TESSERA__KIND__KIND_PING, -1, 0, 0, NULL, 0, 0);
+    EXPECT(reply(d2, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "new client served after the garbage");
+    zmq_close(d2);
+    zmq_close(d);
+    stop(&s);
+}
+
+/* BSP with two workers: worker 0's push waits for worker 1's; the step uses the mean gradient. */
+static void test_bsp(void) {
+    shard_t s;
+    shard_start(&s, 1, 2, 0);
+    void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
+    int code;
+    float p0[64], p[64];
+    size_t n0, n;
+    request(w0, TESSERA__KIND__KIND_PULL, 0, 0, 1, NULL, 0, 0);
+    EXPECT(reply(w0, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS, "pull");
+    float g0 = 1.0f, g1 = 3.0f;
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 1, &g0, 0, 0);
+    EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: worker 0 waits for worker 1");
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 1, &g0, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "BSP: a second push before the others is refused");
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 1, &g1, 0, 0);
+    EXPECT(reply(w1, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 1 answered");
+    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6); /* mean gradient 2 */
+    EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 0 released");
+    EXPECT_NEAR(p[0], p0[0] - 1.0f, 1e-6);
+    zmq_close(w0);
+    zmq_close(w1);
+    stop(&s);
+}
+
+/* SSP with bound 1: a worker may run one clock ahead of the slowest, not two. */
+static void test_ssp(void) {
+    shard_t s;
+    shard_start(&s, 0, 2, 1);
+    void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
+    int code;
+    float g = 1.0f;
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &g, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "SSP: clock 1 allowed (slowest at 0)");
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &g, 0, 0);
+    EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "SSP: clock 2 waits while the slowest is at 0");
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &g, 0, 0);
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "worker 1 answered");
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "SSP: worker 0 released");
+    zmq_close(w0);
+    zmq_close(w1);
+    stop(&s);
+}
+
+int main(void) {
+    job_config_t cfg;
+    config_defaults(&cfg);
+    cfg.input_dim = 4;
+    cfg.n_layers = 2;
+    cfg.layers[0] = (layer_cfg_t){"fc", "linear", 3};
+    cfg.layers[1] = (layer_cfg_t){"loss", "softmax_xent", 0};
+    char err[256];
+    EXPECT(model_spec_init(&spec, &cfg, err, sizeof err) == 0, "spec: %s", err);
+    uint64_t rows[2] = {3, 3};
+    shard_map_init(&map, rows, 2, 2);
+    ctx = zmq_ctx_new();
+    test_robustness();
+    test_bsp();
+    test_ssp();
+    zmq_ctx_term(ctx);
+    shard_map_free(&map);
+    model_spec_free(&spec);
+    EXPECT_DONE();
+}
