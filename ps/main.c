@@ -1,5 +1,6 @@
 /* tessera-ps: one parameter-server shard. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <zmq.h>
 
 #include "check.h"

@@ -40,6 +40,7 @@ struct ps_server {
     atomic_int inflight; /* PARAMS frames still referenced by ZeroMQ */
     int stop;
     uint64_t pushes, errors, heartbeat_id;
+    double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
 };
 
@@ -225,6 +226,7 @@ static void apply_bsp(ps_server_t *s) {
     int W = s->cfg.n_workers;
     const float **g = XCALLOC((size_t)W, sizeof *g);
     wait_inflight(s);
+    double t0 = now_s();
     for (int i = 0; i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
         for (int w = 0; w < W; w++) g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
@@ -235,6 +237,7 @@ static void apply_bsp(ps_server_t *s) {
         s->has_pending[w] = 0;
     }
     s->n_pending = 0;
+    s->apply_s += now_s() - t0;
     free(g);
 }
 
@@ -359,12 +362,14 @@ int ps_server_run(ps_server_t *s) {
             return -TS_EIO;
         }
         /* Drain what is queued before polling again: one poll per message is slow. */
+        double t0 = now_s();
         for (int budget = 0; budget < 256 && !s->stop; budget++) {
             int events = 0;
             size_t len = sizeof events;
             if (zmq_getsockopt(s->router, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
             handle_message(s);
         }
+        s->busy_s += now_s() - t0;
         if (s->sched) {
             for (;;) { /* heartbeat acknowledgements */
                 wire_msg_t m;
@@ -379,7 +384,7 @@ int ps_server_run(ps_server_t *s) {
             heartbeat(s);
         }
     }
-    log_info("shard stopping pushes=%llu rejected=%llu slices=%d", (unsigned long long)s->pushes,
-             (unsigned long long)s->errors, s->n_slices);
+    log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f",
+             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s);
     return 0;
 }

@@ -159,7 +159,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     rc = ps_client_pull(&pc, 0, params, err, sizeof err);
     if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     int64_t clock = 0;
-    double train_seconds = 0, last_report = now_s();
+    double train_seconds = 0, last_report = now_s(), compute_s = 0, sync_s = 0;
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
     uint64_t examples = 0;
@@ -173,12 +173,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         for (size_t s = 0; s < steps_per_epoch && clock < total_steps; s++) {
             int B = cfg->batch_size;
             dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb, yb);
-            double loss = 0;
+            double loss = 0, tc = now_s();
             long correct = 0;
             model_run(&model, xb, yb, B, 1, &loss, &correct);
+            double tp = now_s();
+            compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
             rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
             if (rc) break;
+            sync_s += now_s() - tp;
             if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
             clock++;
             examples += (uint64_t)B;
@@ -250,8 +253,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     rep.param_digest = digest;
     sched_send(&w, TESSERA__KIND__KIND_DONE, &rep);
     sched_drain(&w, 1);
-    log_info("worker done steps=%lld examples=%llu train_s=%.2f sent_mb=%.1f received_mb=%.1f",
-             (long long)clock, (unsigned long long)examples, train_seconds, (double)pc.bytes_sent / 1e6,
+    log_info("worker done steps=%lld examples=%llu train_s=%.2f compute_s=%.2f sync_s=%.2f sent_mb=%.1f "
+             "received_mb=%.1f",
+             (long long)clock, (unsigned long long)examples, train_seconds, compute_s, sync_s,
+             (double)pc.bytes_sent / 1e6,
              (double)pc.bytes_received / 1e6);
 
     ps_client_free(&pc);
