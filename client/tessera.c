@@ -116,12 +116,15 @@ static void print_command(FILE *f, char **argv) {
         for (const char *p = a; *p; p++)
             if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%", *p))
                 plain = 0;
-        if (plain) fprintf(f, "%s%s", i ? " " : "", a);
+        if (plain)
+            fprintf(f, "%s%s", i ? " " : "", a);
         else {
             fprintf(f, "%s'", i ? " " : "");
             for (const char *p = a; *p; p++) {
-                if (*p == '\'') fputs("'\\''", f);
-                else fputc(*p, f);
+                if (*p == '\'')
+                    fputs("'\\''", f);
+                else
+                    fputc(*p, f);
             }
             fputc('\'', f);
         }
@@ -150,7 +153,8 @@ static void print_summary(const char *run_dir) {
         printf("tessera: finished: test_accuracy=%.4f epochs=%d train_examples_per_sec=%.0f wall_s=%.1f\n"
                "tessera: summary: %s\n",
                acc->valuedouble, ep->valueint, eps->valuedouble, wall->valuedouble, path);
-    else fprintf(stderr, "tessera: cannot read %s\n", path);
+    else
+        fprintf(stderr, "tessera: cannot read %s\n", path);
     cJSON_Delete(j);
 }
 
@@ -175,10 +179,14 @@ static int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "tessera train: %s needs a value\n", a);
                 return 2;
             }
-            if (!strcmp(a, "--run-dir")) run_dir = v;
-            else if (!strcmp(a, "--hostfile")) hostfile = v;
-            else if (!strcmp(a, "--mpirun")) mpirun = v;
-            else if (n_extra < 64) extra[n_extra++] = v;
+            if (!strcmp(a, "--run-dir"))
+                run_dir = v;
+            else if (!strcmp(a, "--hostfile"))
+                hostfile = v;
+            else if (!strcmp(a, "--mpirun"))
+                mpirun = v;
+            else if (n_extra < 64)
+                extra[n_extra++] = v;
             i++;
         } else if (!strcmp(a, "--dry-run")) {
             dry = 1;
@@ -229,7 +237,8 @@ static int cmd_train(int argc, char **argv) {
     for (int r = 0; r < 3; r++) {
         snprintf(prog[r], sizeof prog[r], "%s/%s", bindir, names[r]);
         if (access(prog[r], X_OK)) {
-            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n", prog[r]);
+            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n",
+                    prog[r]);
             return 1;
         }
     }
@@ -253,7 +262,8 @@ static int cmd_train(int argc, char **argv) {
         args[n++] = "-x";
         args[n++] = "TESSERA_LOG_LEVEL";
     }
-    for (int i = 0; i < n_extra; i++) args[n++] = (char *)extra[i];
+    for (int i = 0; i < n_extra; i++)
+        args[n++] = (char *)extra[i];
     snprintf(counts[0], sizeof counts[0], "1");
     snprintf(counts[1], sizeof counts[1], "%d", servers);
     snprintf(counts[2], sizeof counts[2], "%d", workers);
@@ -265,7 +275,8 @@ static int cmd_train(int argc, char **argv) {
         args[n++] = job_path;
         args[n++] = "--run-dir";
         args[n++] = (char *)run_dir;
-        for (int i = 0; i < n_over; i++) args[n++] = (char *)overrides[i];
+        for (int i = 0; i < n_over; i++)
+            args[n++] = (char *)overrides[i];
     }
     args[n] = NULL;
 
@@ -290,8 +301,10 @@ static int cmd_train(int argc, char **argv) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (rc) fprintf(stderr, "tessera: the job failed (mpirun exit status %d); see the log above\n", rc);
-    else print_summary(run_dir);
+    if (rc)
+        fprintf(stderr, "tessera: the job failed (mpirun exit status %d); see the log above\n", rc);
+    else
+        print_summary(run_dir);
     return rc;
 }
 

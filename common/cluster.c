@@ -53,8 +53,7 @@ static void node_key(char *out, size_t n) {
     snprintf(out, n, "%s/%llu", host, ns);
 }
 
-int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err,
-                      size_t errlen) {
+int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     c->role = role;
     c->role_comm = MPI_COMM_NULL;
@@ -79,9 +78,12 @@ int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface
     int any_fail = local_rc != 0, global_fail = 0;
     MPI_CHECK(MPI_Allreduce(&any_fail, &global_fail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     if (global_fail) {
-        if (local_rc == -TS_EINVAL) snprintf(err, errlen, "network interface '%s' has no IPv4 address", iface);
-        else if (local_rc) snprintf(err, errlen, "cannot bind a ZeroMQ socket on all interfaces");
-        else snprintf(err, errlen, "another rank failed to bootstrap");
+        if (local_rc == -TS_EINVAL)
+            snprintf(err, errlen, "network interface '%s' has no IPv4 address", iface);
+        else if (local_rc)
+            snprintf(err, errlen, "cannot bind a ZeroMQ socket on all interfaces");
+        else
+            snprintf(err, errlen, "another rank failed to bootstrap");
         return local_rc ? local_rc : -TS_EIO;
     }
 
@@ -95,10 +97,11 @@ int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface
         if (all[r].role == ROLE_WORKER) c->n_workers++;
     }
     if (n_sched != 1 || c->n_ps < 1 || c->n_workers < 1) {
-        snprintf(err, errlen,
-                 "a job needs exactly 1 scheduler, >= 1 ps and >= 1 worker; got %d, %d and %d "
-                 "(launch: mpirun -np 1 tessera-scheduler JOB : -np S tessera-ps JOB : -np W tessera-worker JOB)",
-                 n_sched, c->n_ps, c->n_workers);
+        snprintf(
+            err, errlen,
+            "a job needs exactly 1 scheduler, >= 1 ps and >= 1 worker; got %d, %d and %d "
+            "(launch: mpirun -np 1 tessera-scheduler JOB : -np S tessera-ps JOB : -np W tessera-worker JOB)",
+            n_sched, c->n_ps, c->n_workers);
         free(all);
         return -TS_EINVAL;
     }
@@ -106,7 +109,11 @@ int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface
     int ps_i = 0, idx[3] = {0, 0, 0};
     for (int r = 0; r < c->world_size; r++) {
         const char *host = strcmp(all[r].node, me.node) ? all[r].ip : "127.0.0.1";
-        if (r == c->world_rank) c->index = idx[all[r].role];
+        if (r == c->world_rank) {
+            c->index = idx[all[r].role];
+            if (all[r].port)
+                snprintf(c->self_endpoint, sizeof c->self_endpoint, "tcp://%s:%d", me.ip, all[r].port);
+        }
         idx[all[r].role]++;
         if (all[r].role == ROLE_SCHEDULER) {
             c->sched_rank = r;

@@ -14,22 +14,22 @@ typedef struct {
     role_t role;
     int index; /* position among the ranks of the same role, in world-rank order */
     int n_ps, n_workers;
-    int sched_rank; /* world rank of the scheduler */
+    int sched_rank;                           /* world rank of the scheduler */
+    char self_endpoint[CLUSTER_ENDPOINT_LEN]; /* where this rank's ROUTER is reachable (TCP) */
     char sched_endpoint[CLUSTER_ENDPOINT_LEN];
     char (*ps_endpoints)[CLUSTER_ENDPOINT_LEN]; /* n_ps entries */
-    MPI_Comm role_comm;                          /* the ranks of my role */
+    MPI_Comm role_comm;                         /* the ranks of my role */
 } cluster_t;
 
 const char *role_name(role_t role);
 
 /* Collective over MPI_COMM_WORLD. `router` is this rank's bound-to-nothing-yet ROUTER socket (NULL
- * for workers): it is bound to every interface (tcp, wildcard address, ephemeral port) and its address published.
- * Peers on the same node and network namespace are reached over 127.0.0.1; others at the address of
- * `iface` (or the first non-loopback IPv4 interface when `iface` is empty).
- * Returns 0, or -TS_EINVAL (wrong role counts) / -TS_EIO with a message; errors are the same on all
- * ranks where the cause is global. */
-int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err,
-                      size_t errlen);
+ * for workers): it is bound to every interface (tcp, wildcard address, ephemeral port) and its address
+ * published. Peers on the same node and network namespace are reached over 127.0.0.1; others at the address
+ * of `iface` (or the first non-loopback IPv4 interface when `iface` is empty). Returns 0, or -TS_EINVAL
+ * (wrong role counts) / -TS_EIO with a message; errors are the same on all ranks where the cause is global.
+ */
+int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err, size_t errlen);
 void cluster_free(cluster_t *c);
 
 #endif

@@ -20,8 +20,8 @@ typedef struct {
     double min, max;
 } field_t;
 
-#define F(sec, key, type, member, lo, hi) \
-    {sec, key, type, offsetof(job_config_t, member), sizeof(((job_config_t *)0)->member), lo, hi}
+#define F(sec, key, type, member, lo, hi)                                                                    \
+    { sec, key, type, offsetof(job_config_t, member), sizeof(((job_config_t *)0)->member), lo, hi }
 
 static const field_t fields[] = {
     F("job", "name", T_STR, name, 0, 0),
@@ -118,8 +118,10 @@ static int set_field(job_config_t *cfg, const field_t *f, const char *value, cha
                      f->key, f->min, f->max, f->type == T_STALENESS ? " or 'inf'" : "", value);
             return -TS_EINVAL;
         }
-        if (f->type == T_LONG) *(long *)base = (long)v;
-        else *(int *)base = (int)v;
+        if (f->type == T_LONG)
+            *(long *)base = (long)v;
+        else
+            *(int *)base = (int)v;
         return 0;
     }
     case T_U64: {
@@ -153,8 +155,8 @@ static layer_cfg_t *find_layer(job_config_t *cfg, const char *name) {
 }
 
 /* Sets a key of a `[layer NAME]` section, creating the layer on first sight (file order). */
-static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, const char *value,
-                         char *err, size_t errlen) {
+static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, const char *value, char *err,
+                         size_t errlen) {
     if (!*lname || strlen(lname) >= sizeof cfg->layers[0].name) {
         snprintf(err, errlen, "[layer %s]: layer name must be 1-%zu characters", lname,
                  sizeof cfg->layers[0].name - 1);
@@ -193,8 +195,8 @@ static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, 
     return -TS_EINVAL;
 }
 
-static int config_set(job_config_t *cfg, const char *section, const char *key, const char *value,
-                      char *err, size_t errlen) {
+static int config_set(job_config_t *cfg, const char *section, const char *key, const char *value, char *err,
+                      size_t errlen) {
     if (!strncmp(section, "layer ", 6)) return set_layer_key(cfg, section + 6, key, value, err, errlen);
     int known_section = 0;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -206,7 +208,8 @@ static int config_set(job_config_t *cfg, const char *section, const char *key, c
         snprintf(err, errlen,
                  "unknown section [%s] (known: job, data, optimizer, backend, net, model, layer NAME)",
                  section);
-    else snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
+    else
+        snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
     return -TS_EINVAL;
 }
 
@@ -250,8 +253,7 @@ int config_apply_override(job_config_t *cfg, const char *assignment, char *err, 
     for (const char *p = assignment; eq && p < eq; p++)
         if (*p == '.') dot = p;
     if (!eq || !dot || dot == assignment || dot + 1 == eq) {
-        snprintf(err, errlen, "override '%s': expected section.key=value (e.g. job.epochs=3)",
-                 assignment);
+        snprintf(err, errlen, "override '%s': expected section.key=value (e.g. job.epochs=3)", assignment);
         return -TS_EINVAL;
     }
     char section[64], key[64];
@@ -273,7 +275,8 @@ int config_apply_override(job_config_t *cfg, const char *assignment, char *err, 
 int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
     static const char *opts[] = {"sgd", "momentum", "adam", "adamw", "adagrad"};
     int ok = 0;
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) ok |= !strcmp(cfg->opt_type, opts[i]);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        ok |= !strcmp(cfg->opt_type, opts[i]);
     if (!ok) {
         snprintf(err, errlen, "%s: [optimizer] type '%s' unknown (sgd, momentum, adam, adamw, adagrad)",
                  cfg->path, cfg->opt_type);
@@ -305,10 +308,10 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
     return 0;
 }
 
-int config_load_all(job_config_t *cfg, const char *path, int argc, char **argv, char *err,
-                    size_t errlen) {
+int config_load_all(job_config_t *cfg, const char *path, int argc, char **argv, char *err, size_t errlen) {
     config_defaults(cfg);
     int rc = config_load(cfg, path, err, errlen);
-    for (int i = 0; rc == 0 && i < argc; i++) rc = config_apply_override(cfg, argv[i], err, errlen);
+    for (int i = 0; rc == 0 && i < argc; i++)
+        rc = config_apply_override(cfg, argv[i], err, errlen);
     return rc ? rc : config_validate(cfg, err, errlen);
 }

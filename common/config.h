@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CFG_MAX_LAYERS 64
-#define CFG_STR 256
+#define CFG_MAX_LAYERS    64
+#define CFG_STR           256
 #define CFG_STALENESS_INF (-1)
 
 typedef struct {
@@ -22,9 +22,9 @@ typedef struct {
     char name[64];
     uint64_t seed;
     int epochs;
-    int batch_size;     /* per worker */
-    int staleness;      /* 0 = BSP, k = SSP, CFG_STALENESS_INF = ASP */
-    long max_steps;     /* 0 = no limit; stops the job early (tests) */
+    int batch_size; /* per worker */
+    int staleness;  /* 0 = BSP, k = SSP, CFG_STALENESS_INF = ASP */
+    long max_steps; /* 0 = no limit; stops the job early (tests) */
     double progress_interval_s;
 
     /* [data] */

@@ -15,15 +15,21 @@ void log_set_identity(const char *role, int rank) {
     g_rank = rank;
 }
 
-void log_set_level(log_level_t level) { g_level = level; }
+void log_set_level(log_level_t level) {
+    g_level = level;
+}
 
 void log_init_from_env(void) {
     const char *v = getenv("TESSERA_LOG_LEVEL");
     if (!v) return;
-    if (!strcasecmp(v, "debug")) g_level = LOG_DEBUG;
-    else if (!strcasecmp(v, "info")) g_level = LOG_INFO;
-    else if (!strcasecmp(v, "warn")) g_level = LOG_WARN;
-    else if (!strcasecmp(v, "error")) g_level = LOG_ERROR;
+    if (!strcasecmp(v, "debug"))
+        g_level = LOG_DEBUG;
+    else if (!strcasecmp(v, "info"))
+        g_level = LOG_INFO;
+    else if (!strcasecmp(v, "warn"))
+        g_level = LOG_WARN;
+    else if (!strcasecmp(v, "error"))
+        g_level = LOG_ERROR;
 }
 
 void log_msg(log_level_t level, const char *fmt, ...) {

@@ -29,21 +29,30 @@ void program_start(program_t *p, role_t role, int *argc, char ***argv) {
     char **overrides = XCALLOC((size_t)n, sizeof *overrides);
     int n_over = 0, bad = 0;
     for (int i = 1; i < n && !bad; i++) {
-        if (!strcmp(a[i], "--run-dir") && i + 1 < n) p->run_dir = a[++i];
-        else if (!strcmp(a[i], "-h") || !strcmp(a[i], "--help")) bad = 1;
-        else if (a[i][0] == '-') bad = 1;
-        else if (!p->job_path && !strchr(a[i], '=')) p->job_path = a[i];
-        else overrides[n_over++] = a[i];
+        if (!strcmp(a[i], "--run-dir") && i + 1 < n)
+            p->run_dir = a[++i];
+        else if (!strcmp(a[i], "-h") || !strcmp(a[i], "--help"))
+            bad = 1;
+        else if (a[i][0] == '-')
+            bad = 1;
+        else if (!p->job_path && !strchr(a[i], '='))
+            p->job_path = a[i];
+        else
+            overrides[n_over++] = a[i];
     }
     char err[1024] = "";
     int rc = bad || !p->job_path;
-    if (rc) snprintf(err, sizeof err, "bad arguments");
-    else rc = config_load_all(&p->cfg, p->job_path, n_over, overrides, err, sizeof err);
+    if (rc)
+        snprintf(err, sizeof err, "bad arguments");
+    else
+        rc = config_load_all(&p->cfg, p->job_path, n_over, overrides, err, sizeof err);
     free(overrides);
     if (rc) {
         if (rank == 0) {
-            if (bad || !p->job_path) usage(a[0]);
-            else log_error("invalid job: %s", err);
+            if (bad || !p->job_path)
+                usage(a[0]);
+            else
+                log_error("invalid job: %s", err);
         }
         MPI_Finalize();
         exit(2);

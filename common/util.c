@@ -24,10 +24,13 @@ static uint64_t splitmix64(uint64_t *x) {
 }
 
 void rng_seed(rng_t *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t rng_next(rng_t *r) {
     uint64_t *s = r->s;
@@ -43,7 +46,8 @@ uint64_t rng_next(rng_t *r) {
 
 uint64_t rng_below(rng_t *r, uint64_t n) {
     uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
-    do x = rng_next(r);
+    do
+        x = rng_next(r);
     while (x >= limit);
     return x % n;
 }

@@ -17,7 +17,8 @@ void wire_msg_free(wire_msg_t *m) {
     if (!m) return;
     if (m->has_identity) zmq_msg_close(&m->identity);
     if (m->hdr) tessera__header__free_unpacked(m->hdr, NULL);
-    for (size_t i = 0; i < m->nframes; i++) zmq_msg_close(&m->frames[i]);
+    for (size_t i = 0; i < m->nframes; i++)
+        zmq_msg_close(&m->frames[i]);
     free(m->frames);
     memset(m, 0, sizeof *m);
 }
@@ -41,16 +42,16 @@ static int has_more(void *sock) {
     return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
 }
 
-#define PROTO_ERR(c, ...)                       \
-    do {                                        \
-        *code = (c);                            \
-        snprintf(err, errlen, __VA_ARGS__);     \
-        drain(sock);                            \
-        return -TS_EPROTO;                      \
+#define PROTO_ERR(c, ...)                                                                                    \
+    do {                                                                                                     \
+        *code = (c);                                                                                         \
+        snprintf(err, errlen, __VA_ARGS__);                                                                  \
+        drain(sock);                                                                                         \
+        return -TS_EPROTO;                                                                                   \
     } while (0)
 
-int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code,
-              char *err, size_t errlen) {
+int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code, char *err,
+              size_t errlen) {
     memset(m, 0, sizeof *m);
     *code = TESSERA__ERROR_CODE__ERR_NONE;
     if (is_router) {
@@ -78,7 +79,8 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
     }
     m->hdr = tessera__header__unpack(NULL, hlen, zmq_msg_data(&head));
     zmq_msg_close(&head);
-    if (!m->hdr) PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "header frame is not a valid protobuf Header");
+    if (!m->hdr)
+        PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "header frame is not a valid protobuf Header");
     if (m->hdr->version != TESSERA__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT)
         PROTO_ERR(TESSERA__ERROR_CODE__ERR_VERSION_MISMATCH, "protocol version %u, expected %d",
                   m->hdr->version, TESSERA__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT);
@@ -127,8 +129,7 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
     return 0;
 }
 
-int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const wire_buf_t *bufs,
-              size_t n) {
+int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const wire_buf_t *bufs, size_t n) {
     int rc = 0;
     size_t i = 0;
     size_t hlen = tessera__header__get_packed_size(hdr);

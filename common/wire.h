@@ -9,7 +9,7 @@
 #include "tessera.pb-c.h"
 
 #define WIRE_MAX_TENSOR_FRAMES 4096
-#define WIRE_MAX_HEADER_BYTES (1u << 20)
+#define WIRE_MAX_HEADER_BYTES  (1u << 20)
 
 /* One received message. The header and frames are owned by it; free with wire_msg_free. */
 typedef struct {
@@ -36,8 +36,8 @@ typedef struct {
  * Returns 0; -TS_EPROTO for a malformed message (m->has_identity tells whether it can be answered,
  * *code gets the error code to answer with, `err` the message); -TS_EIO for a socket error.
  * On every return, `m` must be released with wire_msg_free. */
-int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code,
-              char *err, size_t errlen);
+int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code, char *err,
+              size_t errlen);
 
 void wire_msg_free(wire_msg_t *m);
 
@@ -46,8 +46,7 @@ void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind);
 
 /* Sends `hdr` then `n` tensor frames (zero-copy), prefixed by `identity` when not NULL (ROUTER).
  * Returns 0 or -TS_EIO. Frames with an ffn are released even when sending fails. */
-int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const wire_buf_t *bufs,
-              size_t n);
+int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const wire_buf_t *bufs, size_t n);
 
 /* Sends an error reply to request `request_id`. Returns 0 or -TS_EIO. */
 int wire_send_error(void *sock, zmq_msg_t *identity, uint64_t request_id, Tessera__ErrorCode code,

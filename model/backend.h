@@ -29,8 +29,8 @@ typedef struct {
     void (*relu_bwd)(backend_t *be, const float *y, const float *dy, float *dx, size_t n);
     /* Per row: loss[r] = -log softmax(logits[r])[labels[r]], pred[r] = argmax, and when dlogits is not
      * NULL, dlogits[r] = (softmax(logits[r]) - onehot(labels[r])) * scale. */
-    void (*softmax_xent)(backend_t *be, const float *logits, const int32_t *labels, int rows,
-                         int classes, float scale, float *loss, int32_t *pred, float *dlogits);
+    void (*softmax_xent)(backend_t *be, const float *logits, const int32_t *labels, int rows, int classes,
+                         float scale, float *loss, int32_t *pred, float *dlogits);
 } backend_ops_t;
 
 struct backend {

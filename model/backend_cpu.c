@@ -24,20 +24,23 @@ static void cpu_copy(backend_t *be, void *dst, const void *src, size_t bytes) {
     memcpy(dst, src, bytes);
 }
 
-static void cpu_sync(backend_t *be) { (void)be; }
+static void cpu_sync(backend_t *be) {
+    (void)be;
+}
 
 static void cpu_gemm(backend_t *be, int ta, int tb, int m, int n, int k, float alpha, const float *a,
                      const float *b, float beta, float *c) {
     (void)be;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
-                alpha, a, ta ? m : k, b, tb ? k : n, beta, c, n);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha,
+                a, ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
 static void cpu_add_bias(backend_t *be, float *y, const float *bias, int rows, int cols) {
     (void)be;
     for (int r = 0; r < rows; r++) {
         float *row = y + (size_t)r * cols;
-        for (int c = 0; c < cols; c++) row[c] += bias[c];
+        for (int c = 0; c < cols; c++)
+            row[c] += bias[c];
     }
 }
 
@@ -46,22 +49,25 @@ static void cpu_sum_rows(backend_t *be, float *out, const float *x, int rows, in
     memset(out, 0, sizeof(float) * (size_t)cols);
     for (int r = 0; r < rows; r++) {
         const float *row = x + (size_t)r * cols;
-        for (int c = 0; c < cols; c++) out[c] += row[c];
+        for (int c = 0; c < cols; c++)
+            out[c] += row[c];
     }
 }
 
 static void cpu_relu_fwd(backend_t *be, const float *x, float *y, size_t n) {
     (void)be;
-    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 static void cpu_relu_bwd(backend_t *be, const float *y, const float *dy, float *dx, size_t n) {
     (void)be;
-    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-static void cpu_softmax_xent(backend_t *be, const float *logits, const int32_t *labels, int rows,
-                             int classes, float scale, float *loss, int32_t *pred, float *dlogits) {
+static void cpu_softmax_xent(backend_t *be, const float *logits, const int32_t *labels, int rows, int classes,
+                             float scale, float *loss, int32_t *pred, float *dlogits) {
     (void)be;
     for (int r = 0; r < rows; r++) {
         const float *x = logits + (size_t)r * classes;
@@ -69,12 +75,14 @@ static void cpu_softmax_xent(backend_t *be, const float *logits, const int32_t *
         for (int c = 1; c < classes; c++)
             if (x[c] > x[arg]) arg = c;
         float mx = x[arg], sum = 0.0f;
-        for (int c = 0; c < classes; c++) sum += expf(x[c] - mx);
+        for (int c = 0; c < classes; c++)
+            sum += expf(x[c] - mx);
         loss[r] = logf(sum) - (x[labels[r]] - mx);
         pred[r] = arg;
         if (dlogits) {
             float *d = dlogits + (size_t)r * classes, inv = 1.0f / sum;
-            for (int c = 0; c < classes; c++) d[c] = expf(x[c] - mx) * inv * scale;
+            for (int c = 0; c < classes; c++)
+                d[c] = expf(x[c] - mx) * inv * scale;
             d[labels[r]] -= scale;
         }
     }

@@ -17,8 +17,8 @@ static int read_exact(gzFile f, void *buf, size_t n, const char *path, const cha
         if (got <= 0) {
             int zerr = 0;
             const char *msg = gzerror(f, &zerr);
-            snprintf(err, errlen, "%s: truncated or unreadable while reading %s (%zu of %zu bytes): %s",
-                     path, what, done, n, zerr ? msg : "unexpected end of file");
+            snprintf(err, errlen, "%s: truncated or unreadable while reading %s (%zu of %zu bytes): %s", path,
+                     what, done, n, zerr ? msg : "unexpected end of file");
             return -TS_EIO;
         }
         done += (size_t)got;
@@ -41,11 +41,13 @@ static gzFile idx_open(const char *path, int ndims, uint32_t *dims, char *err, s
     uint8_t head[4 + 4 * 3];
     if (read_exact(f, head, 4 + 4 * (size_t)ndims, path, "the IDX header", err, errlen)) goto fail;
     if (head[0] || head[1] || head[2] != 0x08 || head[3] != ndims) {
-        snprintf(err, errlen, "%s: not an IDX file of unsigned bytes with %d dimensions (magic %02x%02x%02x%02x)",
-                 path, ndims, head[0], head[1], head[2], head[3]);
+        snprintf(err, errlen,
+                 "%s: not an IDX file of unsigned bytes with %d dimensions (magic %02x%02x%02x%02x)", path,
+                 ndims, head[0], head[1], head[2], head[3]);
         goto fail;
     }
-    for (int i = 0; i < ndims; i++) dims[i] = be32(head + 4 + 4 * i);
+    for (int i = 0; i < ndims; i++)
+        dims[i] = be32(head + 4 + 4 * i);
     return f;
 fail:
     gzclose(f);
@@ -66,8 +68,8 @@ int idx_load(dataset_t *d, const char *images_path, const char *labels_path, lon
     }
     int rc = -TS_EINVAL;
     if (idims[0] != ldims[0]) {
-        snprintf(err, errlen, "%s has %u images but %s has %u labels", images_path, idims[0],
-                 labels_path, ldims[0]);
+        snprintf(err, errlen, "%s has %u images but %s has %u labels", images_path, idims[0], labels_path,
+                 ldims[0]);
         goto out;
     }
     if (idims[1] == 0 || idims[2] == 0 || (uint64_t)idims[1] * idims[2] > (1u << 24)) {
@@ -108,11 +110,13 @@ void dataset_free(dataset_t *d) {
 void dataset_gather(const dataset_t *d, const uint32_t *idx, size_t count, float mean, float std,
                     float *x_out, int32_t *y_out) {
     float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = ((float)v / 255.0f - mean) / std;
+    for (int v = 0; v < 256; v++)
+        lut[v] = ((float)v / 255.0f - mean) / std;
     for (size_t i = 0; i < count; i++) {
         const uint8_t *src = d->x + (size_t)idx[i] * (size_t)d->dim;
         float *dst = x_out + i * (size_t)d->dim;
-        for (int j = 0; j < d->dim; j++) dst[j] = lut[src[j]];
+        for (int j = 0; j < d->dim; j++)
+            dst[j] = lut[src[j]];
         y_out[i] = d->y[idx[i]];
     }
 }

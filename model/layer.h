@@ -27,8 +27,8 @@ typedef struct {
     /* y[batch, out] = f(x[batch, in]) */
     void (*forward)(layer_t *l, backend_t *be, const float *x, float *y, int batch);
     /* Overwrites the parameter gradients g[] and, unless dx is NULL, writes dx[batch, in]. */
-    void (*backward)(layer_t *l, backend_t *be, const float *x, const float *y, const float *dy,
-                     float *dx, int batch);
+    void (*backward)(layer_t *l, backend_t *be, const float *x, const float *y, const float *dy, float *dx,
+                     int batch);
     /* Loss layers: per-row loss and prediction; dx (unless NULL) is d(mean loss)/dx. */
     void (*loss)(layer_t *l, backend_t *be, const float *x, const int32_t *labels, int batch,
                  float *loss_rows, int32_t *pred, float *dx);
@@ -40,7 +40,7 @@ struct layer {
     int in, out;
     int n_params;
     param_shape_t pshape[LAYER_MAX_PARAMS];
-    int tensor[LAYER_MAX_PARAMS];                          /* index in the model's tensor list */
+    int tensor[LAYER_MAX_PARAMS];                     /* index in the model's tensor list */
     float *p[LAYER_MAX_PARAMS], *g[LAYER_MAX_PARAMS]; /* backend memory; NULL in a bare spec */
 };
 

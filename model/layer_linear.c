@@ -25,8 +25,8 @@ static void linear_forward(layer_t *l, backend_t *be, const float *x, float *y, 
 static void linear_backward(layer_t *l, backend_t *be, const float *x, const float *y, const float *dy,
                             float *dx, int batch) {
     (void)y;
-    be->ops->gemm(be, 1, 0, l->out, l->in, batch, 1.0f, dy, x, 0.0f, l->g[0]); /* dW = dy^T x */
-    be->ops->sum_rows(be, l->g[1], dy, batch, l->out);                       /* db = sum dy */
+    be->ops->gemm(be, 1, 0, l->out, l->in, batch, 1.0f, dy, x, 0.0f, l->g[0]);          /* dW = dy^T x */
+    be->ops->sum_rows(be, l->g[1], dy, batch, l->out);                                  /* db = sum dy */
     if (dx) be->ops->gemm(be, 0, 0, batch, l->in, l->out, 1.0f, dy, l->p[0], 0.0f, dx); /* dx = dy W */
 }
 

@@ -9,8 +9,8 @@ static int softmax_xent_init(layer_t *l, const layer_cfg_t *cfg, int in, char *e
     return 0;
 }
 
-static void softmax_xent_loss(layer_t *l, backend_t *be, const float *x, const int32_t *labels,
-                              int batch, float *loss_rows, int32_t *pred, float *dx) {
+static void softmax_xent_loss(layer_t *l, backend_t *be, const float *x, const int32_t *labels, int batch,
+                              float *loss_rows, int32_t *pred, float *dx) {
     be->ops->softmax_xent(be, x, labels, batch, l->in, 1.0f / (float)batch, loss_rows, pred, dx);
 }
 

@@ -7,8 +7,7 @@
 #include "check.h"
 #include "util.h"
 
-static const layer_ops_t *const layer_types[] = {&layer_linear_ops, &layer_relu_ops,
-                                                  &layer_softmax_xent_ops};
+static const layer_ops_t *const layer_types[] = {&layer_linear_ops, &layer_relu_ops, &layer_softmax_xent_ops};
 
 const layer_ops_t *layer_find(const char *type) {
     for (size_t i = 0; i < sizeof layer_types / sizeof layer_types[0]; i++)
@@ -29,13 +28,14 @@ int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t 
         l->ops = layer_find(lc->type);
         snprintf(l->name, sizeof l->name, "%s", lc->name);
         if (!l->ops) {
-            snprintf(err, errlen, "%s: [layer %s]: unknown type '%s' (linear, relu, softmax_xent)",
-                     cfg->path, lc->name, lc->type);
+            snprintf(err, errlen, "%s: [layer %s]: unknown type '%s' (linear, relu, softmax_xent)", cfg->path,
+                     lc->name, lc->type);
             goto fail;
         }
         if (l->ops->is_loss != (i == cfg->n_layers - 1)) {
             snprintf(err, errlen, "%s: [layer %s]: %s", cfg->path, lc->name,
-                     l->ops->is_loss ? "a loss must be the last layer" : "the last layer must be a loss (softmax_xent)");
+                     l->ops->is_loss ? "a loss must be the last layer"
+                                     : "the last layer must be a loss (softmax_xent)");
             goto fail;
         }
         char msg[256] = "";
@@ -69,15 +69,14 @@ void model_spec_free(model_spec_t *s) {
     memset(s, 0, sizeof *s);
 }
 
-void model_spec_init_rows(const model_spec_t *s, int t, uint64_t row_begin, uint64_t row_end,
-                          uint64_t seed, float *out) {
+void model_spec_init_rows(const model_spec_t *s, int t, uint64_t row_begin, uint64_t row_end, uint64_t seed,
+                          float *out) {
     const tensor_info_t *ti = &s->tensors[t];
-    init_uniform(out, (size_t)((row_end - row_begin) * ti->cols), seed, (uint32_t)t,
-                 row_begin * ti->cols, ti->bound);
+    init_uniform(out, (size_t)((row_end - row_begin) * ti->cols), seed, (uint32_t)t, row_begin * ti->cols,
+                 ti->bound);
 }
 
-int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err,
-               size_t errlen) {
+int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     int rc = model_spec_init(&m->spec, cfg, err, errlen);
     if (rc) return rc;
@@ -135,21 +134,22 @@ void model_free(model_t *m) {
     memset(m, 0, sizeof *m);
 }
 
-void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train,
-               double *loss_sum, long *correct) {
+void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train, double *loss_sum,
+               long *correct) {
     backend_t *be = m->be;
     const backend_ops_t *o = be->ops;
     int n = m->spec.n_layers;
     layer_t *L = m->spec.layers;
     o->to_device(be, m->act[0], x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
     o->to_device(be, m->labels_dev, y_host, (size_t)batch * sizeof(int32_t));
-    for (int i = 0; i < n - 1; i++) L[i].ops->forward(&L[i], be, m->act[i], m->act[i + 1], batch);
+    for (int i = 0; i < n - 1; i++)
+        L[i].ops->forward(&L[i], be, m->act[i], m->act[i + 1], batch);
     L[n - 1].ops->loss(&L[n - 1], be, m->act[n - 1], m->labels_dev, batch, m->loss_dev, m->pred_dev,
                        train ? m->dact[n - 1] : NULL);
     if (train)
         for (int i = n - 2; i >= 0; i--)
-            L[i].ops->backward(&L[i], be, m->act[i], m->act[i + 1], m->dact[i + 1],
-                               i > 0 ? m->dact[i] : NULL, batch);
+            L[i].ops->backward(&L[i], be, m->act[i], m->act[i + 1], m->dact[i + 1], i > 0 ? m->dact[i] : NULL,
+                               batch);
     o->to_host(be, m->loss_host, m->loss_dev, (size_t)batch * sizeof(float));
     o->to_host(be, m->pred_host, m->pred_dev, (size_t)batch * sizeof(int32_t));
     o->sync(be);

@@ -32,8 +32,8 @@ int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t 
 void model_spec_free(model_spec_t *s);
 
 /* The initial values of rows [row_begin, row_end) of tensor t: a function of (seed, t, element) only. */
-void model_spec_init_rows(const model_spec_t *s, int t, uint64_t row_begin, uint64_t row_end,
-                          uint64_t seed, float *out);
+void model_spec_init_rows(const model_spec_t *s, int t, uint64_t row_begin, uint64_t row_end, uint64_t seed,
+                          float *out);
 
 typedef struct {
     model_spec_t spec;
@@ -48,13 +48,12 @@ typedef struct {
 } model_t;
 
 /* Allocates a model for batches of up to `max_batch` rows on `be` (borrowed). */
-int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err,
-               size_t errlen);
+int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err, size_t errlen);
 void model_free(model_t *m);
 
 /* Runs x_host[batch, input] forward and, when `train`, backward, leaving the gradient of the mean loss
  * in m->grads. Adds the summed loss to *loss_sum and the correct predictions to *correct. */
-void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train,
-               double *loss_sum, long *correct);
+void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train, double *loss_sum,
+               long *correct);
 
 #endif

@@ -32,7 +32,8 @@ int main(int argc, char **argv) {
     program_check_all(rc != 0, "bootstrap");
 
     uint64_t *rows = XCALLOC((size_t)spec.n_tensors, sizeof *rows);
-    for (int t = 0; t < spec.n_tensors; t++) rows[t] = spec.tensors[t].rows;
+    for (int t = 0; t < spec.n_tensors; t++)
+        rows[t] = spec.tensors[t].rows;
     shard_map_t map;
     shard_map_init(&map, rows, spec.n_tensors, cl.n_ps);
     free(rows);
@@ -58,8 +59,8 @@ int main(int argc, char **argv) {
         log_error("cannot start shard: %s", err);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s", cl.index, cl.n_ps,
-             cl.n_workers, cfg->staleness, cfg->opt_type);
+    log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s endpoint=%s", cl.index,
+             cl.n_ps, cl.n_workers, cfg->staleness, cfg->opt_type, cl.self_endpoint);
     rc = ps_server_run(srv);
 
     ps_server_free(srv);

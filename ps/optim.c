@@ -7,8 +7,11 @@ void optim_from_config(optim_t *o, const job_config_t *cfg) {
     static const struct {
         const char *name;
         opt_kind_t kind;
-    } names[] = {{"sgd", OPT_SGD}, {"momentum", OPT_MOMENTUM}, {"adam", OPT_ADAM},
-                 {"adamw", OPT_ADAMW}, {"adagrad", OPT_ADAGRAD}};
+    } names[] = {{"sgd", OPT_SGD},
+                 {"momentum", OPT_MOMENTUM},
+                 {"adam", OPT_ADAM},
+                 {"adamw", OPT_ADAMW},
+                 {"adagrad", OPT_ADAGRAD}};
     memset(o, 0, sizeof *o);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(cfg->opt_type, names[i].name)) o->kind = names[i].kind;
@@ -34,10 +37,13 @@ int optim_slots(const optim_t *o) {
 /* The averaged gradient: g[0] alone, or the sum of all g[j] in order, into `scratch`. */
 static const float *mean_grad(const float *const *g, int ng, float gscale, size_t n, float *scratch) {
     if (ng == 1 && gscale == 1.0f) return g[0];
-    for (size_t i = 0; i < n; i++) scratch[i] = g[0][i];
+    for (size_t i = 0; i < n; i++)
+        scratch[i] = g[0][i];
     for (int j = 1; j < ng; j++)
-        for (size_t i = 0; i < n; i++) scratch[i] += g[j][i];
-    for (size_t i = 0; i < n; i++) scratch[i] *= gscale;
+        for (size_t i = 0; i < n; i++)
+            scratch[i] += g[j][i];
+    for (size_t i = 0; i < n; i++)
+        scratch[i] *= gscale;
     return scratch;
 }
 
@@ -50,7 +56,8 @@ static void apply_block(const optim_t *o, float *restrict p, float *restrict s0,
     const float lr = o->lr, wd = o->weight_decay;
     switch (o->kind) {
     case OPT_SGD:
-        for (size_t i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
+        for (size_t i = 0; i < n; i++)
+            p[i] -= lr * (g[i] + wd * p[i]);
         break;
     case OPT_MOMENTUM:
         for (size_t i = 0; i < n; i++) {
@@ -95,7 +102,8 @@ void optim_apply(const optim_t *o, float *p, float *s0, float *s1, const float *
     for (size_t off = 0; off < n; off += OPTIM_BLOCK) {
         size_t len = n - off < OPTIM_BLOCK ? n - off : OPTIM_BLOCK;
         const float *gb[ng];
-        for (int j = 0; j < ng; j++) gb[j] = g[j] + off;
+        for (int j = 0; j < ng; j++)
+            gb[j] = g[j] + off;
         const float *gm = mean_grad(gb, ng, gscale, len, scratch);
         apply_block(o, p + off, s0 ? s0 + off : NULL, s1 ? s1 + off : NULL, gm, len, t);
     }

@@ -44,8 +44,7 @@ struct ps_server {
     double last_heartbeat;
 };
 
-ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err,
-                              size_t errlen) {
+ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen) {
     if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
         snprintf(err, errlen, "invalid shard %d of %d with %d workers", cfg->shard, cfg->map->n_shards,
                  cfg->n_workers);
@@ -73,7 +72,8 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     }
     s->clock = XCALLOC((size_t)cfg->n_workers, sizeof *s->clock);
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
-    s->pending = XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
+    s->pending =
+        XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
     s->max_waiting = 4 * cfg->n_workers + 64;
     s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
     atomic_init(&s->inflight, 0);
@@ -88,7 +88,8 @@ int ps_server_prepare_socket(void *router, size_t max_message_bytes) {
 void ps_server_free(ps_server_t *s) {
     if (!s) return;
     /* ZeroMQ may still reference parameter memory until queued replies are written. */
-    for (int spins = 0; atomic_load(&s->inflight) > 0 && spins < 100000; spins++) usleep(10);
+    for (int spins = 0; atomic_load(&s->inflight) > 0 && spins < 100000; spins++)
+        usleep(10);
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
         free(s->slices[i].s0);
@@ -96,8 +97,10 @@ void ps_server_free(ps_server_t *s) {
     }
     for (int w = 0; w < s->cfg.n_workers; w++)
         if (s->has_pending[w])
-            for (int i = 0; i < s->n_slices; i++) zmq_msg_close(&s->pending[w * s->n_slices + i]);
-    for (int i = 0; i < s->n_waiting; i++) zmq_msg_close(&s->waiting[i].identity);
+            for (int i = 0; i < s->n_slices; i++)
+                zmq_msg_close(&s->pending[w * s->n_slices + i]);
+    for (int i = 0; i < s->n_waiting; i++)
+        zmq_msg_close(&s->waiting[i].identity);
     free(s->slices);
     free(s->clock);
     free(s->pending);
@@ -116,7 +119,8 @@ static void release_params(void *data, void *hint) {
 static void wait_inflight(ps_server_t *s) {
     double start = 0;
     while (atomic_load(&s->inflight) > 0) {
-        if (start == 0) start = now_s();
+        if (start == 0)
+            start = now_s();
         else if (now_s() - start > 1.0) {
             log_warn("parameter replies still queued after 1 s; updating anyway inflight=%d",
                      atomic_load(&s->inflight));
@@ -124,6 +128,12 @@ static void wait_inflight(ps_server_t *s) {
         }
         usleep(5);
     }
+}
+
+/* Answers request `m` with an error and counts it. */
+static void reply_error(ps_server_t *s, wire_msg_t *m, Tessera__ErrorCode code, const char *msg) {
+    s->errors++;
+    wire_send_error(s->router, &m->identity, m->hdr ? m->hdr->request_id : 0, code, msg);
 }
 
 static int64_t min_clock(const ps_server_t *s) {
@@ -199,8 +209,8 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
 /* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
 static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
     if ((int)h->n_tensors != s->n_slices) {
-        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices", h->n_tensors,
-                 s->cfg.shard, s->n_slices);
+        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices", h->n_tensors, s->cfg.shard,
+                 s->n_slices);
         return -TS_EINVAL;
     }
     for (int i = 0; i < s->n_slices; i++) {
@@ -229,11 +239,13 @@ static void apply_bsp(ps_server_t *s) {
     double t0 = now_s();
     for (int i = 0; i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
-        for (int w = 0; w < W; w++) g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
+        for (int w = 0; w < W; w++)
+            g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
         optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
     }
     for (int w = 0; w < W; w++) {
-        for (int i = 0; i < s->n_slices; i++) zmq_msg_close(&s->pending[w * s->n_slices + i]);
+        for (int i = 0; i < s->n_slices; i++)
+            zmq_msg_close(&s->pending[w * s->n_slices + i]);
         s->has_pending[w] = 0;
     }
     s->n_pending = 0;
@@ -247,28 +259,27 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     int w = h->sender;
     if (w < 0 || w >= s->cfg.n_workers) {
         snprintf(err, sizeof err, "push from sender %d; workers are 0..%d", w, s->cfg.n_workers - 1);
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
     if (h->clock != s->clock[w]) {
         snprintf(err, sizeof err, "push for clock %lld but worker %d is at clock %lld", (long long)h->clock,
                  w, (long long)s->clock[w]);
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
     if (s->cfg.staleness == 0 && s->has_pending[w]) {
         snprintf(err, sizeof err, "worker %d already pushed clock %lld; BSP waits for the others", w,
                  (long long)h->clock - 1);
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
     if (check_push_tensors(s, h, err, sizeof err)) {
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
     if (add_waiting(s, &m->identity, h->request_id, h->clock + 1)) {
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
-                        "too many waiting pulls");
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
     s->pushes++;
@@ -297,13 +308,11 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
 static void handle_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     if (h->clock < 0 || h->n_tensors) {
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
-                        "pull needs clock >= 0 and no tensors");
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "pull needs clock >= 0 and no tensors");
         return;
     }
     if (add_waiting(s, &m->identity, h->request_id, h->clock)) {
-        wire_send_error(s->router, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
-                        "too many waiting pulls");
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
     serve_waiting(s);
@@ -315,25 +324,28 @@ static void handle_message(ps_server_t *s) {
     char err[512];
     int rc = wire_recv(s->router, 1, s->cfg.max_message_bytes, &m, &code, err, sizeof err);
     if (rc) {
-        s->errors++;
-        log_warn("rejected message error=%s detail=\"%s\"", wire_error_name(code), err);
-        if (rc == -TS_EPROTO && m.has_identity)
-            wire_send_error(s->router, &m.identity, m.hdr ? m.hdr->request_id : 0, code, err);
+        /* A flood of garbage must not become a flood of log lines: the first few, then every 1000th. */
+        if (s->errors < 10 || s->errors % 1000 == 0)
+            log_warn("rejected message error=%s detail=\"%s\" rejected_so_far=%llu", wire_error_name(code), err,
+                     (unsigned long long)s->errors);
+        if (rc == -TS_EPROTO && m.has_identity) reply_error(s, &m, code, err);
+        else s->errors++;
         wire_msg_free(&m);
         return;
     }
     switch (m.hdr->kind) {
     case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
-    case TESSERA__KIND__KIND_PING: wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK); break;
+    case TESSERA__KIND__KIND_PING:
+        wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
+        break;
     case TESSERA__KIND__KIND_SHUTDOWN:
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         s->stop = 1;
         break;
     default:
-        s->errors++;
         snprintf(err, sizeof err, "a shard does not handle %s", wire_kind_name(m.hdr->kind));
-        wire_send_error(s->router, &m.identity, m.hdr->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        reply_error(s, &m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
     }
     wire_msg_free(&m);
 }
@@ -385,6 +397,7 @@ int ps_server_run(ps_server_t *s) {
         }
     }
     log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f",
-             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s);
+             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s,
+             s->apply_s);
     return 0;
 }

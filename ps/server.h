@@ -31,8 +31,7 @@ int ps_server_prepare_socket(void *router, size_t max_message_bytes);
 /* Creates a shard serving on `router` (a bound ROUTER socket, borrowed) and, when `sched` is not
  * NULL, sending heartbeats on it (a DEALER connected to the scheduler, borrowed). Parameters start
  * at their deterministic initial values. Returns NULL with a message on failure. */
-ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err,
-                              size_t errlen);
+ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen);
 
 /* Serves until a SHUTDOWN request arrives. Malformed or invalid requests are answered with an error
  * and never stop the loop. Returns 0, or -TS_EIO when the socket itself fails. */

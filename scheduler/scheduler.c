@@ -56,7 +56,8 @@ static int64_t min_step(const sched_t *s) {
 
 static uint64_t total_examples(const sched_t *s) {
     uint64_t e = 0;
-    for (int i = 0; i < s->cl->n_workers; i++) e += s->workers[i].examples;
+    for (int i = 0; i < s->cl->n_workers; i++)
+        e += s->workers[i].examples;
     return e;
 }
 
@@ -68,11 +69,13 @@ static void print_progress(sched_t *s) {
     double elapsed = t - s->t_start;
     double steps_rate = elapsed > 0 ? (double)step / elapsed : 0;
     char eta[32];
-    fmt_duration(steps_rate > 0 ? (double)((int64_t)s->steps_total - step) / steps_rate : -1, eta, sizeof eta);
+    fmt_duration(steps_rate > 0 ? (double)((int64_t)s->steps_total - step) / steps_rate : -1, eta,
+                 sizeof eta);
     if (s->win_count > 0)
         log_info("progress epoch=%d/%d step=%lld/%llu loss=%.4f acc=%.4f examples_per_s=%.0f eta=%s",
                  s->epochs_done + 1, s->cfg->epochs, (long long)step, (unsigned long long)s->steps_total,
-                 s->win_loss / (double)s->win_count, (double)s->win_correct / (double)s->win_count, rate, eta);
+                 s->win_loss / (double)s->win_count, (double)s->win_correct / (double)s->win_count, rate,
+                 eta);
     s->win_loss = 0;
     s->win_correct = s->win_count = 0;
     s->examples_at_print = ex;
@@ -118,10 +121,12 @@ static void handle(sched_t *s) {
     int bad = 0;
     if (is_worker && (h->sender < 0 || h->sender >= s->cl->n_workers || !r)) bad = 1;
     if (h->kind == TESSERA__KIND__KIND_HEARTBEAT && (h->sender < 0 || h->sender >= s->cl->n_ps)) bad = 1;
-    if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING) bad = 1;
+    if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING)
+        bad = 1;
     if (bad) {
         snprintf(err, sizeof err, "unexpected %s from sender %d", wire_kind_name(h->kind), h->sender);
-        wire_send_error(s->router, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        wire_send_error(s->router, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                        err);
         wire_msg_free(&m);
         return;
     }
@@ -215,10 +220,14 @@ static int write_summary(sched_t *s, double wall) {
     cJSON_AddNumberToObject(j, "wall_s", wall);
     cJSON_AddNumberToObject(j, "workers", s->cl->n_workers);
     cJSON_AddNumberToObject(j, "servers", s->cl->n_ps);
-    if (s->cfg->staleness == CFG_STALENESS_INF) cJSON_AddStringToObject(j, "staleness", "inf");
-    else cJSON_AddNumberToObject(j, "staleness", s->cfg->staleness);
-    cJSON_AddStringToObject(j, "consistency", s->cfg->staleness == 0 ? "bsp"
-                                              : s->cfg->staleness == CFG_STALENESS_INF ? "asp" : "ssp");
+    if (s->cfg->staleness == CFG_STALENESS_INF)
+        cJSON_AddStringToObject(j, "staleness", "inf");
+    else
+        cJSON_AddNumberToObject(j, "staleness", s->cfg->staleness);
+    cJSON_AddStringToObject(j, "consistency",
+                            s->cfg->staleness == 0                   ? "bsp"
+                            : s->cfg->staleness == CFG_STALENESS_INF ? "asp"
+                                                                     : "ssp");
     cJSON_AddNumberToObject(j, "batch_size", s->cfg->batch_size);
     cJSON_AddStringToObject(j, "optimizer", s->cfg->opt_type);
     cJSON_AddNumberToObject(j, "seed", (double)s->cfg->seed);
@@ -241,12 +250,16 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     s.workers = XCALLOC((size_t)cl->n_workers, sizeof *s.workers);
     s.shards = XCALLOC((size_t)cl->n_ps, sizeof *s.shards);
     s.t_start = s.last_print = now_s();
-    for (int i = 0; i < cl->n_ps; i++) s.shards[i].last_seen = s.t_start;
+    for (int i = 0; i < cl->n_ps; i++)
+        s.shards[i].last_seen = s.t_start;
     char path[4096];
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
     s.metrics = fopen(path, "w");
-    if (!s.metrics) log_error("cannot write %s: %s", path, strerror(errno));
-    else fprintf(s.metrics, "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,examples_per_sec,epoch_train_s,wall_s\n");
+    if (!s.metrics)
+        log_error("cannot write %s: %s", path, strerror(errno));
+    else
+        fprintf(s.metrics, "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,examples_per_sec,"
+                           "epoch_train_s,wall_s\n");
     log_info("job started job=%s workers=%d servers=%d staleness=%d run_dir=%s", cfg->name, cl->n_workers,
              cl->n_ps, cfg->staleness, run_dir);
 

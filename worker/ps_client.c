@@ -143,7 +143,8 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
                          m.hdr->error_message);
                 rc = -TS_EREMOTE;
             } else if (m.hdr->kind != TESSERA__KIND__KIND_PARAMS) {
-                snprintf(err, errlen, "shard %d answered %s, expected PARAMS", k, wire_kind_name(m.hdr->kind));
+                snprintf(err, errlen, "shard %d answered %s, expected PARAMS", k,
+                         wire_kind_name(m.hdr->kind));
                 rc = -TS_EPROTO;
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);

@@ -54,7 +54,8 @@ static void sched_drain(worker_t *w, int block) {
         char err[256];
         if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 &&
             m.hdr->kind == TESSERA__KIND__KIND_ERROR)
-            log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code), m.hdr->error_message);
+            log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code),
+                     m.hdr->error_message);
         wire_msg_free(&m);
         w->outstanding--;
     }
@@ -65,7 +66,8 @@ static void evaluate(model_t *m, const dataset_t *test, size_t begin, size_t end
                      float *xb, int32_t *yb, uint32_t *idx, double acc[3]) {
     for (size_t i = begin; i < end; i += EVAL_BATCH) {
         size_t n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
-        for (size_t j = 0; j < n; j++) idx[j] = (uint32_t)(i + j);
+        for (size_t j = 0; j < n; j++)
+            idx[j] = (uint32_t)(i + j);
         dataset_gather(test, idx, n, (float)cfg->mean, (float)cfg->std, xb, yb);
         long correct = 0;
         model_run(m, xb, yb, (int)n, 0, &acc[0], &correct);
@@ -117,10 +119,12 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     }
     long total_steps = (long)steps_per_epoch * cfg->epochs;
     if (cfg->max_steps > 0 && cfg->max_steps < total_steps) total_steps = cfg->max_steps;
-    int epochs = (int)((total_steps + (long)steps_per_epoch - 1) / (long)(steps_per_epoch ? steps_per_epoch : 1));
+    int epochs =
+        (int)((total_steps + (long)steps_per_epoch - 1) / (long)(steps_per_epoch ? steps_per_epoch : 1));
 
     uint64_t *rows = XCALLOC((size_t)model.spec.n_tensors, sizeof *rows);
-    for (int t = 0; t < model.spec.n_tensors; t++) rows[t] = model.spec.tensors[t].rows;
+    for (int t = 0; t < model.spec.n_tensors; t++)
+        rows[t] = model.spec.tensors[t].rows;
     shard_map_t map;
     shard_map_init(&map, rows, model.spec.n_tensors, cl->n_ps);
     free(rows);
@@ -166,13 +170,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     for (int epoch = 0; !rc && epoch < epochs; epoch++) {
         rng_t rng;
         rng_seed(&rng, seed_derive(cfg->seed, (uint64_t)me, (uint64_t)epoch));
-        for (size_t i = 0; i < part; i++) perm[i] = (uint32_t)((size_t)me * part + i);
+        for (size_t i = 0; i < part; i++)
+            perm[i] = (uint32_t)((size_t)me * part + i);
         rng_shuffle_u32(&rng, perm, part);
         double ep_loss = 0, t0 = now_s();
         long ep_correct = 0, ep_count = 0;
         for (size_t s = 0; s < steps_per_epoch && clock < total_steps; s++) {
             int B = cfg->batch_size;
-            dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb, yb);
+            dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb,
+                           yb);
             double loss = 0, tc = now_s();
             long correct = 0;
             model_run(&model, xb, yb, B, 1, &loss, &correct);
@@ -256,8 +262,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     log_info("worker done steps=%lld examples=%llu train_s=%.2f compute_s=%.2f sync_s=%.2f sent_mb=%.1f "
              "received_mb=%.1f",
              (long long)clock, (unsigned long long)examples, train_seconds, compute_s, sync_s,
-             (double)pc.bytes_sent / 1e6,
-             (double)pc.bytes_received / 1e6);
+             (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6);
 
     ps_client_free(&pc);
     zmq_close(w.sched);

@@ -50,13 +50,16 @@ int main(int argc, char **argv) {
     expect_error("[job]\nthis line has no equals sign\n", ":2:");
 
     char *bad[] = {"epochs=3"};
-    EXPECT(config_load_all(&c, path, 1, bad, err, sizeof err) == -TS_EINVAL && strstr(err, "section.key=value"),
+    EXPECT(config_load_all(&c, path, 1, bad, err, sizeof err) == -TS_EINVAL &&
+               strstr(err, "section.key=value"),
            "override without section: %s", err);
     char *bad2[] = {"optimizer.lr=fast"};
-    EXPECT(config_load_all(&c, path, 1, bad2, err, sizeof err) == -TS_EINVAL && strstr(err, "optimizer.lr=fast"),
+    EXPECT(config_load_all(&c, path, 1, bad2, err, sizeof err) == -TS_EINVAL &&
+               strstr(err, "optimizer.lr=fast"),
            "bad override value: %s", err);
     EXPECT(config_load_all(&c, "/nonexistent/job.ini", 0, NULL, err, sizeof err) == -TS_EIO &&
-               strstr(err, "/nonexistent/job.ini"), "missing file: %s", err);
+               strstr(err, "/nonexistent/job.ini"),
+           "missing file: %s", err);
     unlink(write_tmp(""));
     EXPECT_DONE();
 }

@@ -16,7 +16,8 @@ static float uniform(float lo, float hi) {
 }
 
 static void fill(float *x, size_t n, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
+    for (size_t i = 0; i < n; i++)
+        x[i] = uniform(lo, hi);
 }
 
 /* Relative error of an analytic gradient against a numeric one, tolerant of tiny values. */
@@ -34,7 +35,8 @@ typedef struct {
 static double objective(lcase_t *c, backend_t *be) {
     c->l.ops->forward(&c->l, be, c->x, c->y, c->batch);
     double s = 0;
-    for (int i = 0; i < c->batch * c->l.out; i++) s += (double)c->y[i] * c->r[i];
+    for (int i = 0; i < c->batch * c->l.out; i++)
+        s += (double)c->y[i] * c->r[i];
     return s;
 }
 
@@ -66,7 +68,8 @@ static void test_layer(const char *type, int in, int out, backend_t *be) {
     char err[256];
     EXPECT(c.l.ops->init(&c.l, &cfg, in, err, sizeof err) == 0, "%s init", type);
     size_t np = 0;
-    for (int p = 0; p < c.l.n_params; p++) np += c.l.pshape[p].rows * c.l.pshape[p].cols;
+    for (int p = 0; p < c.l.n_params; p++)
+        np += c.l.pshape[p].rows * c.l.pshape[p].cols;
     c.params = calloc(np + 1, sizeof(float));
     c.grads = calloc(np + 1, sizeof(float));
     fill(c.params, np, -1, 1);
@@ -83,7 +86,8 @@ static void test_layer(const char *type, int in, int out, backend_t *be) {
     fill(c.x, (size_t)c.batch * in, -1, 1);
     /* keep relu inputs away from the kink, where finite differences are meaningless */
     if (!strcmp(type, "relu"))
-        for (int i = 0; i < c.batch * in; i++) c.x[i] += c.x[i] > 0 ? 0.1f : -0.1f;
+        for (int i = 0; i < c.batch * in; i++)
+            c.x[i] += c.x[i] > 0 ? 0.1f : -0.1f;
     fill(c.r, (size_t)c.batch * c.l.out, -1, 1);
     objective(&c, be);
     c.l.ops->backward(&c.l, be, c.x, c.y, c.r, c.dx, c.batch);
@@ -122,10 +126,12 @@ static void test_softmax_xent(backend_t *be) {
         double up = 0, down = 0;
         x[i] = keep + h;
         l.ops->loss(&l, be, x, labels, B, loss, pred, NULL);
-        for (int r = 0; r < B; r++) up += loss[r] / B;
+        for (int r = 0; r < B; r++)
+            up += loss[r] / B;
         x[i] = keep - h;
         l.ops->loss(&l, be, x, labels, B, loss, pred, NULL);
-        for (int r = 0; r < B; r++) down += loss[r] / B;
+        for (int r = 0; r < B; r++)
+            down += loss[r] / B;
         x[i] = keep;
         double e = rel_err(dx[i], (up - down) / (2.0 * h));
         if (e > worst) worst = e;
@@ -154,8 +160,8 @@ static void test_model(backend_t *be) {
     model_t m;
     char err[256];
     EXPECT(model_init(&m, &cfg, be, 8, err, sizeof err) == 0, "model_init: %s", err);
-    EXPECT(m.spec.n_tensors == 4 && m.spec.n_floats == 7 * 5 + 5 + 5 * 3 + 3, "model has %d tensors, %zu floats",
-           m.spec.n_tensors, m.spec.n_floats);
+    EXPECT(m.spec.n_tensors == 4 && m.spec.n_floats == 7 * 5 + 5 + 5 * 3 + 3,
+           "model has %d tensors, %zu floats", m.spec.n_tensors, m.spec.n_floats);
     for (int t = 0; t < m.spec.n_tensors; t++)
         model_spec_init_rows(&m.spec, t, 0, m.spec.tensors[t].rows, 42, m.params + m.spec.tensors[t].offset);
     enum { B = 6 };
@@ -178,7 +184,8 @@ static void test_model(backend_t *be) {
         model_run(&m, x, y, B, 0, &down, &correct);
         m.params[i] = keep;
         double e = rel_err(g[i], (up - down) / B / (2.0 * h));
-        if (e > 1e-2) fprintf(stderr, "param %zu analytic %.6g numeric %.6g\n", i, g[i], (up - down) / B / (2.0 * h));
+        if (e > 1e-2)
+            fprintf(stderr, "param %zu analytic %.6g numeric %.6g\n", i, g[i], (up - down) / B / (2.0 * h));
         if (e > worst) worst = e;
     }
     EXPECT(worst < 2e-2, "model: dparams relative error %.3g", worst);

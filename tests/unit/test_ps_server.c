@@ -44,8 +44,14 @@ static void shard_start(shard_t *s, int shard, int workers, int staleness) {
     size_t len = sizeof s->endpoint;
     zmq_getsockopt(s->router, ZMQ_LAST_ENDPOINT, s->endpoint, &len);
     optim_t opt = {.kind = OPT_SGD, .lr = 0.5f};
-    ps_config_t pc = {.spec = &spec, .map = &map, .shard = shard, .n_workers = workers, .staleness = staleness,
-                      .opt = opt, .seed = 9, .max_message_bytes = 64 << 10};
+    ps_config_t pc = {.spec = &spec,
+                      .map = &map,
+                      .shard = shard,
+                      .n_workers = workers,
+                      .staleness = staleness,
+                      .opt = opt,
+                      .seed = 9,
+                      .max_message_bytes = 64 << 10};
     char err[256];
     s->srv = ps_server_create(&pc, s->router, NULL, err, sizeof err);
     EXPECT(s->srv != NULL, "create: %s", err);
@@ -71,7 +77,8 @@ static int reply(void *d, long ms, int *code, float *params, size_t *nfloats) {
     int rc = wire_recv(d, 0, 1 << 24, &m, &c, err, sizeof err);
     int kind = rc ? -2 : (int)m.hdr->kind;
     *code = rc ? -1 : (int)m.hdr->error_code;
-    if (!rc && kind == TESSERA__KIND__KIND_ERROR) fprintf(stderr, "  shard answered %s: %s\n", wire_error_name(*code), m.hdr->error_message);
+    if (!rc && kind == TESSERA__KIND__KIND_ERROR)
+        fprintf(stderr, "  shard answered %s: %s\n", wire_error_name(*code), m.hdr->error_message);
     size_t off = 0;
     for (size_t i = 0; !rc && params && i < m.nframes; i++) {
         memcpy(params + off, zmq_msg_data(&m.frames[i]), zmq_msg_size(&m.frames[i]));
@@ -108,7 +115,8 @@ static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int 
         desc[nt].shape = &shapes[2 * nt];
         desc[nt].row_begin = r.row_begin;
         desc[nt].nbytes = rows * spec.tensors[t].cols * sizeof(float);
-        for (size_t i = 0; i < desc[nt].nbytes / sizeof(float); i++) data[i] = *value;
+        for (size_t i = 0; i < desc[nt].nbytes / sizeof(float); i++)
+            data[i] = *value;
         dp[nt] = &desc[nt];
         bufs[nt] = (wire_buf_t){data, desc[nt].nbytes, NULL, NULL};
         nt++;
@@ -143,7 +151,8 @@ static void test_robustness(void) {
     EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "ping");
 
     zmq_send(d, "\xff\x13garbage\x00\x01", 11, 0);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
            "random bytes answered with INVALID_ARGUMENT");
 
     request(d, TESSERA__KIND__KIND_PULL, 0, 0, 0, NULL, 0, 0);
@@ -155,16 +164,20 @@ static void test_robustness(void) {
     EXPECT(!memcmp(p0, expect_w, sizeof expect_w), "initial values are the deterministic ones");
 
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 3, 0);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
            "wrong tensor size rejected");
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 1);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
            "truncated frames rejected");
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 5, 0, &one, 0, 0);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
            "wrong clock rejected");
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 7, 0, 0, &one, 0, 0);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
            "unknown worker rejected");
     request(d, TESSERA__KIND__KIND_REPORT, 0, 0, 0, NULL, 0, 0);
     EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "kind a shard does not serve");
@@ -181,12 +194,14 @@ static void test_robustness(void) {
     /* Nothing above changed the state: the valid push applies exactly one SGD step, p - 0.5 * 1. */
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0);
     EXPECT(reply(d, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0, "valid push after garbage");
-    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 0.5f, 1e-6);
+    for (size_t i = 0; i < n0; i++)
+        EXPECT_NEAR(p[i], p0[i] - 0.5f, 1e-6);
 
     /* A fresh client is served too. */
     void *d2 = client(s.endpoint);
     request(d2, TESSERA__KIND__KIND_PING, -1, 0, 0, NULL, 0, 0);
-    EXPECT(reply(d2, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "new client served after the garbage");
+    EXPECT(reply(d2, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK,
+           "new client served after the garbage");
     zmq_close(d2);
     zmq_close(d);
     stop(&s);
@@ -206,11 +221,13 @@ static void test_bsp(void) {
     request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 1, &g0, 0, 0);
     EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: worker 0 waits for worker 1");
     request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 1, &g0, 0, 0);
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
            "BSP: a second push before the others is refused");
     request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 1, &g1, 0, 0);
     EXPECT(reply(w1, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 1 answered");
-    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6); /* mean gradient 2 */
+    for (size_t i = 0; i < n0; i++)
+        EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6); /* mean gradient 2 */
     EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 0 released");
     EXPECT_NEAR(p[0], p0[0] - 1.0f, 1e-6);
     zmq_close(w0);
@@ -226,7 +243,8 @@ static void test_ssp(void) {
     int code;
     float g = 1.0f;
     request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &g, 0, 0);
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "SSP: clock 1 allowed (slowest at 0)");
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+           "SSP: clock 1 allowed (slowest at 0)");
     request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &g, 0, 0);
     EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "SSP: clock 2 waits while the slowest is at 0");
     request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &g, 0, 0);

@@ -43,7 +43,8 @@ int main(void) {
         shard_map_t m2;
         shard_map_init(&m2, rows, nt, S);
         for (int i = 0; i < nt * S; i++)
-            EXPECT(m.ranges[i].row_begin == m2.ranges[i].row_begin && m.ranges[i].row_end == m2.ranges[i].row_end,
+            EXPECT(m.ranges[i].row_begin == m2.ranges[i].row_begin &&
+                       m.ranges[i].row_end == m2.ranges[i].row_end,
                    "S=%d entry %d differs between two computations", S, i);
         shard_map_free(&m);
         shard_map_free(&m2);

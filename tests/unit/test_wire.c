@@ -17,7 +17,8 @@ static void on_free(void *data, void *hint) {
 
 /* Sends raw frames (the last one without SNDMORE). */
 static void send_raw(void *s, const void *const *data, const size_t *len, int n) {
-    for (int i = 0; i < n; i++) zmq_send(s, data[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0);
+    for (int i = 0; i < n; i++)
+        zmq_send(s, data[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0);
 }
 
 /* Packs a header with `nt` tensor descriptors of shape rows x cols. */
@@ -46,10 +47,12 @@ static int recv_expect(void *router, Tessera__ErrorCode want, const char *what) 
     Tessera__ErrorCode code;
     char err[256] = "";
     int rc = wire_recv(router, 1, 1 << 20, &m, &code, err, sizeof err);
-    if (want == TESSERA__ERROR_CODE__ERR_NONE) EXPECT(rc == 0, "%s: expected success, got %d (%s)", what, rc, err);
+    if (want == TESSERA__ERROR_CODE__ERR_NONE)
+        EXPECT(rc == 0, "%s: expected success, got %d (%s)", what, rc, err);
     else {
         EXPECT(rc == -TS_EPROTO, "%s: expected rejection, got %d", what, rc);
-        EXPECT(code == want, "%s: code %s, expected %s (%s)", what, wire_error_name(code), wire_error_name(want), err);
+        EXPECT(code == want, "%s: code %s, expected %s (%s)", what, wire_error_name(code),
+               wire_error_name(want), err);
         EXPECT(m.has_identity, "%s: identity lost, cannot answer", what);
         fprintf(stderr, "rejected as expected: %-32s %s: %s\n", what, wire_error_name(code), err);
     }
@@ -103,12 +106,15 @@ int main(void) {
         EXPECT(!strcmp(m.hdr->tensors[0]->name, "fc.weight") && m.hdr->tensors[0]->row_begin == 10, "desc 0");
     }
     /* The reply path: the router answers and the dealer gets exactly that. */
-    EXPECT(wire_send_error(router, &m.identity, 77, TESSERA__ERROR_CODE__ERR_NOT_FOUND, "nope") == 0, "reply");
+    EXPECT(wire_send_error(router, &m.identity, 77, TESSERA__ERROR_CODE__ERR_NOT_FOUND, "nope") == 0,
+           "reply");
     wire_msg_free(&m);
     wire_msg_t r;
     EXPECT(wire_recv(dealer, 0, 1 << 20, &r, &code, err, sizeof err) == 0, "reply recv");
-    EXPECT(r.hdr && r.hdr->kind == TESSERA__KIND__KIND_ERROR && r.hdr->error_code == TESSERA__ERROR_CODE__ERR_NOT_FOUND &&
-               !strcmp(r.hdr->error_message, "nope"), "error reply fields");
+    EXPECT(r.hdr && r.hdr->kind == TESSERA__KIND__KIND_ERROR &&
+               r.hdr->error_code == TESSERA__ERROR_CODE__ERR_NOT_FOUND &&
+               !strcmp(r.hdr->error_message, "nope"),
+           "error reply fields");
     wire_msg_free(&r);
     EXPECT(freed == 2, "zero-copy buffers released %d times, expected 2", freed);
 
@@ -117,7 +123,8 @@ int main(void) {
     size_t n;
     { /* random bytes as a header */
         uint8_t junk[64];
-        for (int i = 0; i < 64; i++) junk[i] = (uint8_t)(i * 37 + 11);
+        for (int i = 0; i < 64; i++)
+            junk[i] = (uint8_t)(i * 37 + 11);
         const void *f[1] = {junk};
         size_t l[1] = {sizeof junk};
         send_raw(dealer, f, l, 1);
