@@ -53,6 +53,10 @@ static const field_t fields[] = {
     F("net", "timeout_s", T_DOUBLE, timeout_s, 0.1, 1e6),
     F("net", "max_message_mb", T_LONG, max_message_mb, 1, 1 << 20),
     F("net", "interface", T_STR, interface, 0, 0),
+    F("checkpoint", "every_steps", T_LONG, ckpt_every_steps, 0, 1e15),
+    F("checkpoint", "every_seconds", T_DOUBLE, ckpt_every_seconds, 0, 1e9),
+    F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
+    F("checkpoint", "dir", T_STR, ckpt_dir, 0, 0),
     F("model", "input", T_INT, input_dim, 1, 1 << 28),
 };
 #undef F
@@ -83,6 +87,7 @@ void config_defaults(job_config_t *cfg) {
     cfg->threads = 1;
     cfg->timeout_s = 300;
     cfg->max_message_mb = 1024;
+    cfg->ckpt_keep = 3;
 }
 
 /* Parses `value` into the field; 0 or -TS_EINVAL with a message. */
@@ -206,7 +211,7 @@ static int config_set(job_config_t *cfg, const char *section, const char *key, c
     }
     if (!known_section)
         snprintf(err, errlen,
-                 "unknown section [%s] (known: job, data, optimizer, backend, net, model, layer NAME)",
+                 "unknown section [%s] (known: job, data, optimizer, backend, net, checkpoint, model, layer NAME)",
                  section);
     else
         snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
@@ -231,6 +236,12 @@ int config_load(job_config_t *cfg, const char *path, char *err, size_t errlen) {
         return -TS_EINVAL;
     }
     snprintf(cfg->path, sizeof cfg->path, "%s", path);
+    FILE *tf = fopen(path, "rb");
+    if (tf) {
+        size_t n = fread(cfg->text, 1, sizeof cfg->text - 1, tf);
+        cfg->text[n] = '\0';
+        fclose(tf);
+    }
     int rc = ini_parse(path, on_ini_key, &ctx);
     if (rc == -1) {
         snprintf(err, errlen, "cannot open job file %s: %s", path, strerror(errno));
@@ -269,6 +280,10 @@ int config_apply_override(job_config_t *cfg, const char *assignment, char *err, 
     char msg[512];
     int rc = config_set(cfg, section, key, eq + 1, msg, sizeof msg);
     if (rc) snprintf(err, errlen, "override '%s': %s", assignment, msg);
+    /* Overrides are part of the job: checkpoints keep them with the file's text. */
+    size_t used = strlen(cfg->text);
+    if (!rc && used + strlen(assignment) + 16 < sizeof cfg->text)
+        snprintf(cfg->text + used, sizeof cfg->text - used, "; override %s\n", assignment);
     return rc;
 }
 

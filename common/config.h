@@ -48,6 +48,15 @@ typedef struct {
     long max_message_mb;
     char interface[32];
 
+    /* [checkpoint] */
+    long ckpt_every_steps;     /* 0 = off */
+    double ckpt_every_seconds; /* 0 = off */
+    int ckpt_keep;             /* complete checkpoints kept */
+    char ckpt_dir[CFG_STR];    /* empty = RUN_DIR/checkpoints */
+
+    /* the job file's text, stored in every checkpoint */
+    char text[32768];
+
     /* [model] and [layer NAME] sections, in file order */
     int input_dim;
     int n_layers;

@@ -8,9 +8,17 @@
 #include "check.h"
 #include "log.h"
 
+volatile sig_atomic_t program_stop_requested;
+volatile sig_atomic_t program_checkpoint_requested;
+
+static void on_signal(int sig) {
+    if (sig == SIGUSR2) program_checkpoint_requested = 1;
+    else program_stop_requested = 1;
+}
+
 static void usage(const char *prog) {
     fprintf(stderr,
-            "usage: %s JOB [--run-dir DIR] [section.key=value ...]\n"
+            "usage: %s JOB [--run-dir DIR] [--resume STEP_DIR] [section.key=value ...]\n"
             "Started by mpirun (see `tessera train --help`), one rank per process:\n"
             "  mpirun -np 1 tessera-scheduler JOB : -np S tessera-ps JOB : -np W tessera-worker JOB\n",
             prog);
@@ -58,6 +66,14 @@ void program_start(program_t *p, role_t role, int *argc, char ***argv) {
         exit(2);
     }
     if (!p->run_dir) p->run_dir = ".";
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 void program_check_all(int failed, const char *what) {

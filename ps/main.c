@@ -4,6 +4,7 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "ckpt.h"
 #include "cluster.h"
 #include "model.h"
 #include "program.h"
@@ -45,6 +46,8 @@ int main(int argc, char **argv) {
 
     optim_t opt;
     optim_from_config(&opt, cfg);
+    char ckpt_dir[4096];
+    ckpt_root(prog.run_dir, cfg, ckpt_dir, sizeof ckpt_dir);
     ps_config_t pc = {.spec = &spec,
                       .map = &map,
                       .shard = cl.index,
@@ -53,7 +56,12 @@ int main(int argc, char **argv) {
                       .opt = opt,
                       .seed = cfg->seed,
                       .max_message_bytes = (size_t)cfg->max_message_mb << 20,
-                      .heartbeat_s = 1.0};
+                      .heartbeat_s = 1.0,
+                      .job = cfg,
+                      .ckpt_root = ckpt_dir,
+                      .zctx = zctx,
+                      .sched_endpoint = cl.sched_endpoint,
+                      .resume_dir = prog.resume_dir};
     ps_server_t *srv = ps_server_create(&pc, router, sched, err, sizeof err);
     if (!srv) {
         log_error("cannot start shard: %s", err);

@@ -1,5 +1,7 @@
 #include "server.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "ckpt.h"
 #include "config.h"
 #include "util.h"
 #include "wire.h"
@@ -24,7 +27,18 @@ typedef struct {
     zmq_msg_t identity;
     uint64_t request_id;
     int64_t want; /* the clock the parameters must reflect */
+    int worker;   /* sender, or -1 for a non-worker */
 } waiting_pull_t;
+
+/* A checkpoint being written in the background: copies of the slices, owned by the writer. */
+typedef struct {
+    ps_server_t *srv;
+    int64_t step;
+    int stop;
+    ckpt_slice_t *slices;
+    float *data;
+    double stall_s;
+} ckpt_job_t;
 
 struct ps_server {
     ps_config_t cfg;
@@ -42,7 +56,34 @@ struct ps_server {
     uint64_t pushes, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
+    /* checkpoints */
+    int64_t ckpt_want; /* take a checkpoint when min_clock reaches this (0 = none) */
+    int ckpt_want_stop;
+    int64_t ckpt_last; /* the last checkpoint taken, announced in replies */
+    int ckpt_last_stop;
+    int *ckpt_told; /* per worker: the last checkpoint has been announced to it */
+    pthread_t writer;
+    int writer_running;
 };
+
+/* Loads every slice (parameters, optimizer state and step counts) from the checkpoint in
+ * cfg.resume_dir, whatever shard count wrote it, and sets every worker's clock to its step. */
+static int restore(ps_server_t *s, char *err, size_t errlen) {
+    ckpt_manifest_t m;
+    int rc = ckpt_read_manifest(s->cfg.resume_dir, &m, err, errlen);
+    for (int i = 0; !rc && i < s->n_slices; i++) {
+        slice_t *sl = &s->slices[i];
+        float *dst[3] = {sl->p, sl->s0, sl->s1};
+        for (int k = 0; !rc && k < 3 && dst[k]; k++)
+            rc = ckpt_read_rows(s->cfg.resume_dir, m.n_shards, s->cfg.spec->tensors[sl->tensor].name, sl->cols, k,
+                                sl->row_begin, sl->row_begin + sl->rows, dst[k], &sl->steps, err, errlen);
+    }
+    if (rc) return rc;
+    for (int w = 0; w < s->cfg.n_workers; w++) s->clock[w] = m.step;
+    log_info("shard restored checkpoint=%s step=%lld written_by_shards=%d", s->cfg.resume_dir, (long long)m.step,
+             m.n_shards);
+    return 0;
+}
 
 ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen) {
     if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
@@ -70,10 +111,15 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         if (slots > 0) sl->s0 = XCALLOC(sl->n, sizeof(float));
         if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
     }
+    s->ckpt_told = XCALLOC((size_t)cfg->n_workers, sizeof *s->ckpt_told);
     s->clock = XCALLOC((size_t)cfg->n_workers, sizeof *s->clock);
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
     s->pending =
         XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
+    if (cfg->resume_dir && restore(s, err, errlen)) {
+        ps_server_free(s);
+        return NULL;
+    }
     s->max_waiting = 4 * cfg->n_workers + 64;
     s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
     atomic_init(&s->inflight, 0);
@@ -87,6 +133,8 @@ int ps_server_prepare_socket(void *router, size_t max_message_bytes) {
 
 void ps_server_free(ps_server_t *s) {
     if (!s) return;
+    if (s->writer_running) pthread_join(s->writer, NULL);
+    free(s->ckpt_told);
     /* ZeroMQ may still reference parameter memory until queued replies are written. */
     for (int spins = 0; atomic_load(&s->inflight) > 0 && spins < 100000; spins++)
         usleep(10);
@@ -144,11 +192,17 @@ static int64_t min_clock(const ps_server_t *s) {
 }
 
 /* Sends this shard's parameter slices, zero-copy, as the reply to `request_id`. */
-static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock) {
+static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker) {
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
     h.request_id = request_id;
     h.clock = clock;
+    if (worker >= 0 && s->ckpt_last > 0 && !s->ckpt_told[worker]) {
+        /* The first reply after a checkpoint tells the worker to save its own state. */
+        h.checkpoint_clock = s->ckpt_last;
+        h.stop_after_checkpoint = s->ckpt_last_stop;
+        s->ckpt_told[worker] = 1;
+    }
     int n = s->n_slices;
     Tessera__TensorDesc *descs = XCALLOC((size_t)(n ? n : 1), sizeof *descs);
     Tessera__TensorDesc **dptr = XCALLOC((size_t)(n ? n : 1), sizeof *dptr);
@@ -187,7 +241,7 @@ static void serve_waiting(ps_server_t *s) {
         waiting_pull_t *wp = &s->waiting[i];
         int ready = s->cfg.staleness == CFG_STALENESS_INF || mc >= wp->want - s->cfg.staleness;
         if (ready) {
-            send_params(s, &wp->identity, wp->request_id, wp->want);
+            send_params(s, &wp->identity, wp->request_id, wp->want, wp->worker);
             zmq_msg_close(&wp->identity);
         } else {
             s->waiting[keep++] = *wp;
@@ -196,13 +250,14 @@ static void serve_waiting(ps_server_t *s) {
     s->n_waiting = keep;
 }
 
-static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want) {
+static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want, int worker) {
     if (s->n_waiting == s->max_waiting) return -TS_ESTATE;
     waiting_pull_t *wp = &s->waiting[s->n_waiting++];
     zmq_msg_init(&wp->identity);
     zmq_msg_copy(&wp->identity, identity);
     wp->request_id = request_id;
     wp->want = want;
+    wp->worker = worker >= 0 && worker < s->cfg.n_workers ? worker : -1;
     return 0;
 }
 
@@ -253,6 +308,119 @@ static void apply_bsp(ps_server_t *s) {
     free(g);
 }
 
+/* Tells the scheduler that this shard's part of checkpoint `step` is on disk. Runs on the writer
+ * thread, with a socket of its own. */
+static void report_checkpoint(ps_server_t *s, const ckpt_job_t *job, uint64_t bytes, double seconds) {
+    void *sock = zmq_socket(s->cfg.zctx, ZMQ_DEALER);
+    int linger = 1000;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, s->cfg.sched_endpoint)) {
+        log_error("cannot reach the scheduler at %s to report checkpoint %lld", s->cfg.sched_endpoint,
+                  (long long)job->step);
+        zmq_close(sock);
+        return;
+    }
+    Tessera__Report rep;
+    tessera__report__init(&rep);
+    rep.ckpt_bytes = bytes;
+    rep.ckpt_seconds = seconds;
+    rep.ckpt_stall_seconds = job->stall_s;
+    rep.ckpt_stop = job->stop;
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_CKPT_DONE);
+    h.request_id = 1;
+    h.sender = s->cfg.shard;
+    h.clock = job->step;
+    h.role = "ps";
+    h.report = &rep;
+    wire_send(sock, NULL, &h, NULL, 0);
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, 10000) == 1) {
+        wire_msg_t m;
+        Tessera__ErrorCode code;
+        char err[256];
+        wire_recv(sock, 0, 1 << 20, &m, &code, err, sizeof err);
+        wire_msg_free(&m);
+    } else {
+        log_warn("scheduler did not acknowledge checkpoint %lld", (long long)job->step);
+    }
+    zmq_close(sock);
+}
+
+static void *write_checkpoint(void *arg) {
+    ckpt_job_t *job = arg;
+    ps_server_t *s = job->srv;
+    char dir[4096], err[4400];
+    ckpt_step_dir(s->cfg.ckpt_root, job->step, dir, sizeof dir);
+    double t0 = now_s();
+    uint64_t bytes = 0;
+    int rc = mkdir_p(dir);
+    if (rc) snprintf(err, sizeof err, "cannot create %s: %s", dir, strerror(errno));
+    else
+        rc = ckpt_write_shard(dir, s->cfg.shard, s->cfg.map->n_shards, job->step, s->cfg.job, job->slices,
+                              s->n_slices, &bytes, err, sizeof err);
+    double secs = now_s() - t0;
+    if (rc) log_error("checkpoint %lld not written: %s", (long long)job->step, err);
+    else {
+        log_info("checkpoint slice written step=%lld bytes=%llu write_s=%.3f stall_ms=%.2f mb_per_s=%.0f",
+                 (long long)job->step, (unsigned long long)bytes, secs, job->stall_s * 1e3,
+                 secs > 0 ? (double)bytes / secs / 1e6 : 0);
+        report_checkpoint(s, job, bytes, secs);
+    }
+    free(job->data);
+    free(job->slices);
+    free(job);
+    return NULL;
+}
+
+/* Phase one of a checkpoint: copy every slice (the only time training waits) and hand the copy to a
+ * writer thread. A previous checkpoint still being written is waited for first. */
+static void take_checkpoint(ps_server_t *s) {
+    double t0 = now_s();
+    if (s->writer_running) {
+        pthread_join(s->writer, NULL);
+        s->writer_running = 0;
+    }
+    int slots = optim_slots(&s->cfg.opt);
+    size_t total = 0;
+    for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n * (size_t)(1 + slots);
+    ckpt_job_t *job = XCALLOC(1, sizeof *job);
+    job->srv = s;
+    job->step = s->ckpt_want;
+    job->stop = s->ckpt_want_stop;
+    job->data = XMALLOC((total ? total : 1) * sizeof(float));
+    job->slices = XCALLOC((size_t)(s->n_slices ? s->n_slices : 1), sizeof *job->slices);
+    float *dst = job->data;
+    for (int i = 0; i < s->n_slices; i++) {
+        const slice_t *sl = &s->slices[i];
+        ckpt_slice_t *c = &job->slices[i];
+        const tensor_info_t *ti = &s->cfg.spec->tensors[sl->tensor];
+        c->name = ti->name;
+        c->rows = ti->rows;
+        c->cols = ti->cols;
+        c->row_begin = sl->row_begin;
+        c->row_end = sl->row_begin + sl->rows;
+        c->steps = sl->steps;
+        const float *src[3] = {sl->p, sl->s0, sl->s1};
+        for (int k = 0; k <= slots; k++) {
+            memcpy(dst, src[k], sl->n * sizeof(float));
+            c->slot[k] = dst;
+            dst += sl->n;
+        }
+    }
+    s->ckpt_last = s->ckpt_want;
+    s->ckpt_last_stop = s->ckpt_want_stop;
+    memset(s->ckpt_told, 0, (size_t)s->cfg.n_workers * sizeof *s->ckpt_told);
+    s->ckpt_want = 0;
+    job->stall_s = now_s() - t0;
+    if (pthread_create(&s->writer, NULL, write_checkpoint, job)) {
+        log_error("cannot start the checkpoint writer thread; writing inline");
+        write_checkpoint(job);
+        return;
+    }
+    s->writer_running = 1;
+}
+
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     char err[512];
@@ -278,12 +446,16 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
-    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1)) {
+    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
     s->pushes++;
     s->clock[w]++;
+    if (h->checkpoint_clock > s->ckpt_last && s->cfg.ckpt_root) {
+        s->ckpt_want = h->checkpoint_clock;
+        s->ckpt_want_stop = h->stop_after_checkpoint;
+    }
     if (s->cfg.staleness == 0) {
         /* Keep the frames (no copy) until every worker's gradient of this clock is in. */
         for (int i = 0; i < s->n_slices; i++) {
@@ -302,6 +474,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
         }
     }
+    if (s->ckpt_want > 0 && min_clock(s) >= s->ckpt_want) take_checkpoint(s);
     serve_waiting(s);
 }
 
@@ -311,7 +484,7 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "pull needs clock >= 0 and no tensors");
         return;
     }
-    if (add_waiting(s, &m->identity, h->request_id, h->clock)) {
+    if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }

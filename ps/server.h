@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "model.h"
 #include "optim.h"
 #include "shard_map.h"
@@ -22,6 +23,13 @@ typedef struct {
     uint64_t seed;
     size_t max_message_bytes;
     double heartbeat_s; /* to the scheduler, when `sched` is given */
+    /* Checkpoints (optional): written under ckpt_root; completion reported to sched_endpoint over a
+     * socket of zctx. job is borrowed and stored in each file. */
+    const job_config_t *job;
+    const char *ckpt_root;
+    void *zctx;
+    const char *sched_endpoint;
+    const char *resume_dir; /* restore from this checkpoint (step directory) instead of initialising */
 } ps_config_t;
 
 /* Sets the per-frame size limit on `router`: call before binding it, since ZeroMQ copies socket

@@ -26,9 +26,9 @@ int main(int argc, char **argv) {
     if (rc) log_error("bootstrap failed: %s", err);
     program_check_all(rc != 0, "bootstrap");
 
-    rc = scheduler_run(&prog.cfg, &cl, zctx, router, prog.run_dir);
+    rc = scheduler_run(&prog.cfg, &cl, zctx, router, prog.run_dir, prog.resume_dir);
     zmq_close(router);
     zmq_ctx_term(zctx);
     cluster_free(&cl);
-    return program_finish(rc ? 1 : 0);
+    return program_finish(rc < 0 ? 1 : rc);
 }

@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "check.h"
+#include "ckpt.h"
 #include "util.h"
 #include "wire.h"
 
@@ -22,6 +25,14 @@ typedef struct {
     char digest[17];
 } member_t;
 
+/* One checkpoint being assembled: which shards and workers have written their parts. */
+typedef struct {
+    int64_t step; /* 0 = free slot */
+    int parts, stop;
+    uint64_t bytes;
+    double write_s, stall_s, started;
+} ckpt_part_t;
+
 typedef struct {
     const job_config_t *cfg;
     const cluster_t *cl;
@@ -36,6 +47,13 @@ typedef struct {
     int epochs_done;
     double test_accuracy, test_loss;
     FILE *metrics;
+    /* checkpoints: parts received for the open cut(s) */
+    char ckpt_root[4096];
+    ckpt_part_t ckpt[4];
+    int ckpts_written, stopped;
+    char resumed_from[4096];
+    int64_t last_ckpt;
+    double ckpt_bytes, ckpt_write_s, ckpt_stall_s;
 } sched_t;
 
 static void fmt_duration(double s, char *out, size_t n) {
@@ -102,6 +120,55 @@ static void record_epoch(sched_t *s, const Tessera__Report *r) {
     }
 }
 
+/* Phase two of a checkpoint: when every shard and worker has written its part of `step`, write the
+ * manifest (the commit point), move `latest`, and drop old checkpoints. */
+static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r) {
+    ckpt_part_t *c = NULL;
+    for (int i = 0; i < 4 && !c; i++)
+        if (s->ckpt[i].step == step) c = &s->ckpt[i];
+    for (int i = 0; i < 4 && !c; i++)
+        if (s->ckpt[i].step == 0) {
+            c = &s->ckpt[i];
+            memset(c, 0, sizeof *c);
+            c->step = step;
+            c->started = now_s();
+        }
+    if (!c) {
+        log_warn("checkpoint %lld: too many checkpoints in flight; part ignored", (long long)step);
+        return;
+    }
+    c->parts++;
+    c->stop |= r->ckpt_stop;
+    c->bytes += r->ckpt_bytes;
+    if (r->ckpt_seconds > c->write_s) c->write_s = r->ckpt_seconds;
+    if (r->ckpt_stall_seconds > c->stall_s) c->stall_s = r->ckpt_stall_seconds;
+    if (c->parts < s->cl->n_ps + s->cl->n_workers) return;
+    ckpt_manifest_t m = {.step = step, .n_shards = s->cl->n_ps, .n_workers = s->cl->n_workers,
+                         .unix_time = (int64_t)time(NULL), .stopped = c->stop};
+    char err[1024];
+    if (ckpt_write_manifest(s->ckpt_root, &m, s->cfg, err, sizeof err)) {
+        log_error("checkpoint %lld not committed: %s", (long long)step, err);
+    } else {
+        s->ckpts_written++;
+        s->last_ckpt = step;
+        s->stopped |= c->stop;
+        s->ckpt_bytes += (double)c->bytes;
+        s->ckpt_write_s += c->write_s;
+        s->ckpt_stall_s += c->stall_s;
+        log_info("checkpoint committed step=%lld bytes=%llu write_s=%.3f stall_ms=%.2f total_s=%.3f%s dir=%s/step-%09lld",
+                 (long long)step, (unsigned long long)c->bytes, c->write_s, c->stall_s * 1e3, now_s() - c->started,
+                 c->stop ? " stop=1" : "", s->ckpt_root, (long long)step);
+        ckpt_prune(s->ckpt_root, s->cfg->ckpt_keep);
+    }
+    c->step = 0;
+}
+
+static int ckpts_open(const sched_t *s) {
+    int n = 0;
+    for (int i = 0; i < 4; i++) n += s->ckpt[i].step != 0;
+    return n;
+}
+
 static void handle(sched_t *s) {
     wire_msg_t m;
     Tessera__ErrorCode code;
@@ -121,7 +188,12 @@ static void handle(sched_t *s) {
     int bad = 0;
     if (is_worker && (h->sender < 0 || h->sender >= s->cl->n_workers || !r)) bad = 1;
     if (h->kind == TESSERA__KIND__KIND_HEARTBEAT && (h->sender < 0 || h->sender >= s->cl->n_ps)) bad = 1;
-    if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING)
+    int ckpt_from_ps = h->kind == TESSERA__KIND__KIND_CKPT_DONE && h->role && !strcmp(h->role, "ps");
+    if (h->kind == TESSERA__KIND__KIND_CKPT_DONE &&
+        (!r || h->clock <= 0 || h->sender < 0 || h->sender >= (ckpt_from_ps ? s->cl->n_ps : s->cl->n_workers)))
+        bad = 1;
+    if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING &&
+        h->kind != TESSERA__KIND__KIND_CKPT_DONE)
         bad = 1;
     if (bad) {
         snprintf(err, sizeof err, "unexpected %s from sender %d", wire_kind_name(h->kind), h->sender);
@@ -155,6 +227,7 @@ static void handle(sched_t *s) {
         mem->train_seconds = r->train_seconds;
         snprintf(mem->digest, sizeof mem->digest, "%s", r->param_digest ? r->param_digest : "");
         break;
+    case TESSERA__KIND__KIND_CKPT_DONE: checkpoint_part(s, h->clock, r); break;
     default: break;
     }
     wire_send_simple(s->router, &m.identity, h->request_id, TESSERA__KIND__KIND_OK);
@@ -232,6 +305,13 @@ static int write_summary(sched_t *s, double wall) {
     cJSON_AddStringToObject(j, "optimizer", s->cfg->opt_type);
     cJSON_AddNumberToObject(j, "seed", (double)s->cfg->seed);
     cJSON_AddStringToObject(j, "param_digest", s->workers[0].digest);
+    cJSON_AddNumberToObject(j, "checkpoints", s->ckpts_written);
+    cJSON_AddNumberToObject(j, "last_checkpoint_step", (double)s->last_ckpt);
+    cJSON_AddNumberToObject(j, "checkpoint_bytes", s->ckpt_bytes);
+    cJSON_AddNumberToObject(j, "checkpoint_write_s", s->ckpt_write_s);
+    cJSON_AddNumberToObject(j, "checkpoint_stall_s", s->ckpt_stall_s);
+    cJSON_AddBoolToObject(j, "stopped_for_requeue", s->stopped);
+    if (s->resumed_from[0]) cJSON_AddStringToObject(j, "resumed_from", s->resumed_from);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     char path[4096];
@@ -245,8 +325,10 @@ static int write_summary(sched_t *s, double wall) {
 }
 
 int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router,
-                  const char *run_dir) {
+                  const char *run_dir, const char *resume_dir) {
     sched_t s = {.cfg = cfg, .cl = cl, .run_dir = run_dir, .router = router};
+    ckpt_root(run_dir, cfg, s.ckpt_root, sizeof s.ckpt_root);
+    if (resume_dir) snprintf(s.resumed_from, sizeof s.resumed_from, "%s", resume_dir);
     s.workers = XCALLOC((size_t)cl->n_workers, sizeof *s.workers);
     s.shards = XCALLOC((size_t)cl->n_ps, sizeof *s.shards);
     s.t_start = s.last_print = now_s();
@@ -254,16 +336,30 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
         s.shards[i].last_seen = s.t_start;
     char path[4096];
     snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
-    s.metrics = fopen(path, "w");
+    struct stat st;
+    int append = resume_dir && stat(path, &st) == 0 && st.st_size > 0; /* a resumed job continues the file */
+    s.metrics = fopen(path, append ? "a" : "w");
     if (!s.metrics)
         log_error("cannot write %s: %s", path, strerror(errno));
-    else
+    else if (!append)
         fprintf(s.metrics, "epoch,step,train_loss,train_accuracy,test_loss,test_accuracy,examples_per_sec,"
                            "epoch_train_s,wall_s\n");
     log_info("job started job=%s workers=%d servers=%d staleness=%d run_dir=%s", cfg->name, cl->n_workers,
              cl->n_ps, cfg->staleness, run_dir);
 
-    while (s.n_done < cl->n_workers) {
+    double done_at = 0;
+    for (;;) {
+        /* Run until every worker is done and no checkpoint is half written (shards finish theirs in
+         * the background), but never wait on a checkpoint longer than the network timeout. */
+        if (s.n_done == cl->n_workers) {
+            if (done_at == 0) done_at = now_s();
+            if (!ckpts_open(&s)) break;
+            if (now_s() - done_at > cfg->timeout_s) {
+                log_error("a checkpoint was still incomplete %.0f s after training ended; it is not committed",
+                          cfg->timeout_s);
+                break;
+            }
+        }
         zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
         long ms = (long)(cfg->progress_interval_s * 1000 / 4);
         if (zmq_poll(&it, 1, ms > 0 ? ms : 1) < 0 && zmq_errno() != EINTR) {
@@ -285,5 +381,10 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     if (s.metrics) fclose(s.metrics);
     free(s.workers);
     free(s.shards);
+    if (!rc && s.stopped) {
+        log_info("job stopped after checkpoint step=%lld; exit status %d asks for a requeue", (long long)s.last_ckpt,
+                 CKPT_EXIT_REQUEUE);
+        return CKPT_EXIT_REQUEUE;
+    }
     return rc;
 }

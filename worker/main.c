@@ -13,7 +13,7 @@ int main(int argc, char **argv) {
     int rc = cluster_bootstrap(&cl, ROLE_WORKER, NULL, prog.cfg.interface, err, sizeof err);
     if (rc) log_error("bootstrap failed: %s", err);
     program_check_all(rc != 0, "bootstrap");
-    rc = worker_train(&prog.cfg, &cl, prog.run_dir);
+    rc = worker_train(&prog.cfg, &cl, prog.run_dir, prog.resume_dir);
     cluster_free(&cl);
     return program_finish(rc ? 1 : 0);
 }

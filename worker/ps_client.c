@@ -52,6 +52,10 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     h.request_id = c->request_of[k] = ++c->next_request;
     h.sender = c->worker;
     h.clock = clock;
+    if (kind == TESSERA__KIND__KIND_PUSH_PULL) {
+        h.checkpoint_clock = c->ckpt_request;
+        h.stop_after_checkpoint = c->ckpt_request_stop;
+    }
     int nt = 0;
     Tessera__TensorDesc descs[grads ? s->n_tensors : 1], *dptr[grads ? s->n_tensors : 1];
     uint64_t shapes[grads ? 2 * s->n_tensors : 2];
@@ -148,6 +152,10 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
                 rc = -TS_EPROTO;
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);
+                if (m.hdr->checkpoint_clock > 0) {
+                    c->ckpt_announced = m.hdr->checkpoint_clock;
+                    c->ckpt_announced_stop |= m.hdr->stop_after_checkpoint;
+                }
             }
             wire_msg_free(&m);
             if (rc) return rc;

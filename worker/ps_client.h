@@ -21,6 +21,12 @@ typedef struct {
     uint64_t next_request;
     uint64_t *request_of; /* per shard: the request awaiting its reply */
     uint64_t bytes_sent, bytes_received;
+    /* Checkpoints: set ckpt_request (the clock to cut at) before a push to ask the shards for one;
+     * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
+    int64_t ckpt_request;
+    int ckpt_request_stop;
+    int64_t ckpt_announced;
+    int ckpt_announced_stop;
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */

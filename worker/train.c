@@ -8,6 +8,8 @@
 
 #include "backend.h"
 #include "check.h"
+#include "ckpt.h"
+#include "program.h"
 #include "data.h"
 #include "model.h"
 #include "ps_client.h"
@@ -88,7 +90,73 @@ static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dat
     return rc;
 }
 
-int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_dir) {
+/* Worker 0 decides where checkpoints are cut: on the job's schedule, or when a signal asked. The
+ * request rides on its push of iteration `clock`; the cut is at clock + 1. */
+static void plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt) {
+    int64_t next = clock + 1;
+    int due = (cfg->ckpt_every_steps > 0 && next % cfg->ckpt_every_steps == 0) ||
+              (cfg->ckpt_every_seconds > 0 && now_s() - *last_ckpt >= cfg->ckpt_every_seconds) ||
+              program_checkpoint_requested || program_stop_requested;
+    if (!due) return;
+    pc->ckpt_request = next;
+    pc->ckpt_request_stop = program_stop_requested != 0;
+    program_checkpoint_requested = 0;
+    *last_ckpt = now_s();
+    log_info("checkpoint requested step=%lld reason=%s", (long long)next,
+             program_stop_requested ? "stop signal" : "schedule or SIGUSR2");
+}
+
+/* Writes this worker's part of checkpoint `step` and tells the scheduler. */
+static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_worker_state_t *st, int stop) {
+    char dir[4096], err[1024];
+    ckpt_step_dir(root, step, dir, sizeof dir);
+    double t0 = now_s();
+    int rc = mkdir_p(dir);
+    if (!rc) rc = ckpt_write_worker(dir, w->cl->index, st, err, sizeof err);
+    else snprintf(err, sizeof err, "cannot create the checkpoint directory: %s", strerror(errno));
+    if (rc) {
+        log_error("checkpoint %lld: worker state not written: %s", (long long)step, err);
+        return;
+    }
+    Tessera__Report rep;
+    tessera__report__init(&rep);
+    rep.ckpt_seconds = now_s() - t0;
+    rep.ckpt_stall_seconds = rep.ckpt_seconds;
+    rep.ckpt_stop = stop;
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_CKPT_DONE);
+    h.request_id = ++w->next_request;
+    h.sender = w->cl->index;
+    h.clock = step;
+    h.role = "worker";
+    h.report = &rep;
+    w->outstanding++;
+    wire_send(w->sched, NULL, &h, NULL, 0);
+}
+
+/* Where a resumed worker starts: clock, epoch and position from the checkpoint. With another worker
+ * count the position is scaled to the new partition (same epoch). */
+static int resume_state(const char *dir, int me, int W, size_t spe_new, size_t n_train, int batch,
+                        ckpt_worker_state_t *st) {
+    char err[1024];
+    ckpt_manifest_t m;
+    if (ckpt_read_manifest(dir, &m, err, sizeof err) ||
+        ckpt_read_worker(dir, m.n_workers == W ? me : 0, st, err, sizeof err)) {
+        log_error("cannot resume: %s", err);
+        return -TS_EIO;
+    }
+    st->clock = m.step;
+    if (m.n_workers != W) {
+        size_t spe_old = n_train / (size_t)m.n_workers / (size_t)batch;
+        st->position = spe_old ? (int64_t)((size_t)st->position * spe_new / spe_old) : 0;
+        st->examples = st->examples * (uint64_t)m.n_workers / (uint64_t)W;
+        log_warn("resuming with %d workers from a checkpoint of %d: epoch %d continues at step %lld of %zu", W,
+                 m.n_workers, st->epoch, (long long)st->position, spe_new);
+    }
+    return 0;
+}
+
+int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_dir, const char *resume_dir) {
     char err[1024] = "";
     worker_t w = {.cfg = cfg, .cl = cl};
     int W = cl->n_workers, me = cl->index;
@@ -160,14 +228,25 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         log_info("training examples=%zu per_worker=%zu batch=%d steps_per_epoch=%zu steps=%ld params=%zu",
                  train.n, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats);
 
-    rc = ps_client_pull(&pc, 0, params, err, sizeof err);
+    ckpt_worker_state_t start = {0};
+    if (resume_dir && resume_state(resume_dir, me, W, steps_per_epoch, train.n, cfg->batch_size, &start))
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    if (resume_dir && me == 0)
+        log_info("resuming from %s step=%lld epoch=%d position=%lld", resume_dir, (long long)start.clock,
+                 start.epoch, (long long)start.position);
+    char ckpt_dir[4096];
+    ckpt_root(run_dir, cfg, ckpt_dir, sizeof ckpt_dir);
+    int64_t clock = start.clock;
+    rc = ps_client_pull(&pc, clock, params, err, sizeof err);
     if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
-    int64_t clock = 0;
-    double train_seconds = 0, last_report = now_s(), compute_s = 0, sync_s = 0;
+    double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
+    double last_ckpt = now_s();
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
-    uint64_t examples = 0;
-    for (int epoch = 0; !rc && epoch < epochs; epoch++) {
+    uint64_t examples = start.examples;
+    int stopping = 0;
+    int64_t stop_step = 0;
+    for (int epoch = start.epoch; !rc && !stopping && epoch < epochs; epoch++) {
         rng_t rng;
         rng_seed(&rng, seed_derive(cfg->seed, (uint64_t)me, (uint64_t)epoch));
         for (size_t i = 0; i < part; i++)
@@ -175,7 +254,8 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         rng_shuffle_u32(&rng, perm, part);
         double ep_loss = 0, t0 = now_s();
         long ep_correct = 0, ep_count = 0;
-        for (size_t s = 0; s < steps_per_epoch && clock < total_steps; s++) {
+        size_t first = epoch == start.epoch ? (size_t)start.position : 0;
+        for (size_t s = first; s < steps_per_epoch && clock < total_steps && !stopping; s++) {
             int B = cfg->batch_size;
             dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb,
                            yb);
@@ -185,12 +265,24 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             double tp = now_s();
             compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
+            if (me == 0) plan_checkpoint(&pc, cfg, clock, &last_ckpt);
             rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
+            pc.ckpt_request = 0;
+            pc.ckpt_request_stop = 0;
             if (rc) break;
             sync_s += now_s() - tp;
             if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
             clock++;
             examples += (uint64_t)B;
+            if (pc.ckpt_announced > 0) {
+                ckpt_worker_state_t st = {.clock = clock, .epoch = epoch, .position = (int64_t)s + 1,
+                                          .examples = examples, .train_seconds = train_seconds + (now_s() - t0)};
+                save_state(&w, ckpt_dir, pc.ckpt_announced, &st, pc.ckpt_announced_stop);
+                stopping = pc.ckpt_announced_stop;
+                if (stopping) stop_step = pc.ckpt_announced;
+                pc.ckpt_announced = 0;
+                pc.ckpt_announced_stop = 0;
+            }
             ep_loss += loss;
             ep_correct += correct;
             ep_count += B;
@@ -214,15 +306,27 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             }
         }
         if (rc) break;
-        double ep_seconds = now_s() - t0, ep_max = 0;
+        double ep_seconds = now_s() - t0;
         train_seconds += ep_seconds;
 
-        /* Evaluation: each worker takes a slice of the test set; MPI sums the counts. */
+        /* Every worker joins this reduction once per epoch it entered, stopping or not, so a stop that
+         * reaches workers at different points (SSP/ASP) cannot leave one waiting here forever. It
+         * carries the evaluation counts, the slowest epoch time and whether anyone is stopping. */
         double local[6] = {ep_loss, (double)ep_correct, (double)ep_count, 0, 0, 0}, global[6];
+        double lmax[3] = {ep_seconds, stopping, (double)stop_step}, gmax[3];
         size_t tb = test.n * (size_t)me / (size_t)W, te = test.n * (size_t)(me + 1) / (size_t)W;
-        evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3);
+        if (!stopping) evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3);
         MPI_CHECK(MPI_Allreduce(local, global, 6, MPI_DOUBLE, MPI_SUM, cl->role_comm));
-        MPI_CHECK(MPI_Allreduce(&ep_seconds, &ep_max, 1, MPI_DOUBLE, MPI_MAX, cl->role_comm));
+        MPI_CHECK(MPI_Allreduce(lmax, gmax, 3, MPI_DOUBLE, MPI_MAX, cl->role_comm));
+        if (gmax[1] > 0) {
+            if (!stopping) { /* finished the epoch before the announcement reached it */
+                ckpt_worker_state_t st = {.clock = clock, .epoch = epoch + 1, .position = 0,
+                                          .examples = examples, .train_seconds = train_seconds};
+                save_state(&w, ckpt_dir, (int64_t)gmax[2], &st, 1);
+            }
+            stopping = 1;
+            break;
+        }
         if (me == 0) {
             rep.epoch = (uint32_t)epoch + 1;
             rep.step = (uint64_t)clock;
@@ -230,7 +334,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             rep.loss_sum = global[0];
             rep.correct = (uint64_t)global[1];
             rep.count = (uint64_t)global[2];
-            rep.train_seconds = ep_max;
+            rep.train_seconds = gmax[0];
             rep.test_loss = global[4] > 0 ? global[3] / global[5] : 0;
             rep.test_accuracy = global[5] > 0 ? global[4] / global[5] : 0;
             sched_send(&w, TESSERA__KIND__KIND_EPOCH, &rep);
@@ -245,7 +349,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     char digest[17];
     if (!be->host_memory) be->ops->to_host(be, params, model.params, n_floats * sizeof(float));
     digest_hex(params, n_floats * sizeof(float), digest);
-    if (me == 0) {
+    if (me == 0 && !stopping) {
         char path[4096];
         snprintf(path, sizeof path, "%s/params.bin", run_dir);
         if (write_file_atomic(path, params, n_floats * sizeof(float)))

@@ -1,0 +1,531 @@
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "log.h"
+#include "util.h"
+
+#ifndef TESSERA_VERSION
+#define TESSERA_VERSION "unknown"
+#endif
+
+/* HDF5 calls return a negative value on failure; the macro records the call and jumps to `fail`. */
+#define H5_CHECK(call)                                                                     \
+    do {                                                                                   \
+        if ((call) < 0) {                                                                  \
+            snprintf(err, errlen, "%s: HDF5 call failed: %s (%s:%d)", path, #call, __FILE__, \
+                     __LINE__);                                                            \
+            goto fail;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+static void h5_quiet(void) {
+    static int done;
+    if (!done) H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves */
+    done = 1;
+}
+
+int ckpt_slot_names(const char *opt_type, const char *names[2]) {
+    if (!strcmp(opt_type, "momentum")) {
+        names[0] = "momentum_buffer";
+        return 1;
+    }
+    if (!strcmp(opt_type, "adagrad")) {
+        names[0] = "sum";
+        return 1;
+    }
+    if (!strcmp(opt_type, "adam") || !strcmp(opt_type, "adamw")) {
+        names[0] = "exp_avg";
+        names[1] = "exp_avg_sq";
+        return 2;
+    }
+    return 0;
+}
+
+void ckpt_root(const char *run_dir, const job_config_t *cfg, char *out, size_t n) {
+    if (cfg->ckpt_dir[0]) snprintf(out, n, "%s", cfg->ckpt_dir);
+    else snprintf(out, n, "%s/checkpoints", run_dir);
+}
+
+void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n) {
+    snprintf(out, n, "%s/step-%09lld", root, (long long)step);
+}
+
+static herr_t attr_write(hid_t obj, const char *name, hid_t type, int n, const void *v) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+static herr_t attr_i64(hid_t obj, const char *name, int64_t v) { return attr_write(obj, name, H5T_NATIVE_INT64, 1, &v); }
+static herr_t attr_f64(hid_t obj, const char *name, double v) { return attr_write(obj, name, H5T_NATIVE_DOUBLE, 1, &v); }
+
+static herr_t attr_str(hid_t obj, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    herr_t rc = attr_write(obj, name, t, 1, &v);
+    H5Tclose(t);
+    return rc;
+}
+
+static herr_t attr_read(hid_t obj, const char *name, hid_t type, void *out) {
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, type, out);
+    H5Aclose(a);
+    return rc;
+}
+
+/* Reads a variable-length string attribute into a fixed buffer. */
+static herr_t attr_read_str(hid_t obj, const char *name, char *out, size_t n) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    char *v = NULL;
+    herr_t rc = attr_read(obj, name, t, &v);
+    H5Tclose(t);
+    if (rc >= 0 && v) snprintf(out, n, "%s", v);
+    if (v) H5free_memory(v);
+    return rc;
+}
+
+/* fsync a file by name, then rename it into place: the file is durable before it is visible. */
+static int commit_file(const char *tmp, const char *final_path) {
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0) return -TS_EIO;
+    int rc = fsync(fd);
+    close(fd);
+    if (rc || rename(tmp, final_path)) return -TS_EIO;
+    return 0;
+}
+
+static void write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step) {
+    attr_str(f, "tessera_version", TESSERA_VERSION);
+    attr_i64(f, "step", step);
+    attr_str(f, "job", cfg->text);
+    attr_str(f, "job_name", cfg->name);
+}
+
+int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
+                     const ckpt_slice_t *slices, int n_slices, uint64_t *bytes, char *err, size_t errlen) {
+    h5_quiet();
+    char path[4200], tmp[4210];
+    snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, shard);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    const char *slot_names[3] = {"param", NULL, NULL};
+    int n_slots = 1 + ckpt_slot_names(cfg->opt_type, slot_names + 1);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), g = -1, sp = -1, d = -1;
+    if (f < 0) {
+        snprintf(err, errlen, "cannot create %s", tmp);
+        return -TS_EIO;
+    }
+    write_common_attrs(f, cfg, step);
+    H5_CHECK(attr_i64(f, "shard", shard));
+    H5_CHECK(attr_i64(f, "n_shards", n_shards));
+    H5_CHECK(attr_str(f, "optimizer", cfg->opt_type));
+    uint64_t total = 0;
+    for (int i = 0; i < n_slices; i++) {
+        const ckpt_slice_t *s = &slices[i];
+        g = H5Gcreate2(f, s->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5_CHECK(g);
+        uint64_t shape[2] = {s->rows, s->cols};
+        H5_CHECK(attr_write(g, "logical_shape", H5T_NATIVE_UINT64, 2, shape));
+        H5_CHECK(attr_write(g, "row_begin", H5T_NATIVE_UINT64, 1, &s->row_begin));
+        H5_CHECK(attr_write(g, "row_end", H5T_NATIVE_UINT64, 1, &s->row_end));
+        H5_CHECK(attr_i64(g, "optimizer_steps", s->steps));
+        hsize_t dims[2] = {s->row_end - s->row_begin, s->cols};
+        sp = H5Screate_simple(2, dims, NULL);
+        for (int k = 0; k < n_slots; k++) {
+            d = H5Dcreate2(g, slot_names[k], H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            H5_CHECK(d);
+            H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->slot[k]));
+            H5Dclose(d);
+            d = -1;
+            total += dims[0] * dims[1] * sizeof(float);
+        }
+        H5Sclose(sp);
+        H5Gclose(g);
+        sp = g = -1;
+    }
+    H5_CHECK(H5Fclose(f));
+    f = -1;
+    if (commit_file(tmp, path)) {
+        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
+        return -TS_EIO;
+    }
+    if (bytes) *bytes = total;
+    return 0;
+fail:
+    if (d >= 0) H5Dclose(d);
+    if (sp >= 0) H5Sclose(sp);
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    unlink(tmp);
+    return -TS_EIO;
+}
+
+int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_t *st, char *err,
+                      size_t errlen) {
+    h5_quiet();
+    char path[4200], tmp[4210];
+    snprintf(path, sizeof path, "%s/worker-%d.h5", step_dir, worker);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "cannot create %s", tmp);
+        return -TS_EIO;
+    }
+    H5_CHECK(attr_str(f, "tessera_version", TESSERA_VERSION));
+    H5_CHECK(attr_i64(f, "worker", worker));
+    H5_CHECK(attr_i64(f, "step", st->clock));
+    H5_CHECK(attr_i64(f, "epoch", st->epoch));
+    H5_CHECK(attr_i64(f, "position", st->position));
+    H5_CHECK(attr_i64(f, "examples", (int64_t)st->examples));
+    H5_CHECK(attr_f64(f, "train_seconds", st->train_seconds));
+    H5_CHECK(H5Fclose(f));
+    if (commit_file(tmp, path)) {
+        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
+        return -TS_EIO;
+    }
+    return 0;
+fail:
+    H5Fclose(f);
+    unlink(tmp);
+    return -TS_EIO;
+}
+
+int ckpt_read_worker(const char *step_dir, int worker, ckpt_worker_state_t *st, char *err, size_t errlen) {
+    h5_quiet();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/worker-%d.h5", step_dir, worker);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "cannot open %s (missing or not HDF5)", path);
+        return -TS_EIO;
+    }
+    int64_t clock = 0, epoch = 0, pos = 0, ex = 0;
+    memset(st, 0, sizeof *st);
+    H5_CHECK(attr_read(f, "step", H5T_NATIVE_INT64, &clock));
+    H5_CHECK(attr_read(f, "epoch", H5T_NATIVE_INT64, &epoch));
+    H5_CHECK(attr_read(f, "position", H5T_NATIVE_INT64, &pos));
+    H5_CHECK(attr_read(f, "examples", H5T_NATIVE_INT64, &ex));
+    H5_CHECK(attr_read(f, "train_seconds", H5T_NATIVE_DOUBLE, &st->train_seconds));
+    st->clock = clock;
+    st->epoch = (int)epoch;
+    st->position = pos;
+    st->examples = (uint64_t)ex;
+    H5Fclose(f);
+    return 0;
+fail:
+    H5Fclose(f);
+    return -TS_EIO;
+}
+
+int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_config_t *cfg, char *err,
+                        size_t errlen) {
+    h5_quiet();
+    char dir[4096], path[4200], tmp[4210];
+    ckpt_step_dir(root, m->step, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/manifest.h5", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "cannot create %s", tmp);
+        return -TS_EIO;
+    }
+    write_common_attrs(f, cfg, m->step);
+    H5_CHECK(attr_i64(f, "n_shards", m->n_shards));
+    H5_CHECK(attr_i64(f, "n_workers", m->n_workers));
+    H5_CHECK(attr_i64(f, "unix_time", m->unix_time));
+    H5_CHECK(attr_i64(f, "stopped", m->stopped));
+    H5_CHECK(attr_str(f, "complete", "true"));
+    H5_CHECK(H5Fclose(f));
+    if (commit_file(tmp, path)) {
+        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
+        return -TS_EIO;
+    }
+    /* The step directory's entry must be durable before `latest` names it. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    char latest[4200], name[64];
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    int len = snprintf(name, sizeof name, "step-%09lld\n", (long long)m->step);
+    if (write_file_atomic(latest, name, (size_t)len)) {
+        snprintf(err, errlen, "cannot write %s: %s", latest, strerror(errno));
+        return -TS_EIO;
+    }
+    return 0;
+fail:
+    H5Fclose(f);
+    unlink(tmp);
+    return -TS_EIO;
+}
+
+int ckpt_read_manifest(const char *step_dir, ckpt_manifest_t *m, char *err, size_t errlen) {
+    h5_quiet();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/manifest.h5", step_dir);
+    memset(m, 0, sizeof *m);
+    struct stat st;
+    if (stat(path, &st)) {
+        snprintf(err, errlen, "%s: no manifest (the checkpoint is incomplete)", step_dir);
+        return -TS_EIO;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "%s: not a readable HDF5 file (corrupt?)", path);
+        return -TS_EIO;
+    }
+    int64_t step = 0, s = 0, w = 0, t = 0, stopped = 0;
+    H5_CHECK(attr_read(f, "step", H5T_NATIVE_INT64, &step));
+    H5_CHECK(attr_read(f, "n_shards", H5T_NATIVE_INT64, &s));
+    H5_CHECK(attr_read(f, "n_workers", H5T_NATIVE_INT64, &w));
+    H5_CHECK(attr_read(f, "unix_time", H5T_NATIVE_INT64, &t));
+    H5_CHECK(attr_read(f, "stopped", H5T_NATIVE_INT64, &stopped));
+    attr_read_str(f, "tessera_version", m->version, sizeof m->version);
+    H5Fclose(f);
+    if (s < 1 || w < 1 || step < 0) {
+        snprintf(err, errlen, "%s: implausible manifest (step %lld, %lld shards, %lld workers)", path,
+                 (long long)step, (long long)s, (long long)w);
+        return -TS_EIO;
+    }
+    m->step = step;
+    m->n_shards = (int)s;
+    m->n_workers = (int)w;
+    m->unix_time = t;
+    m->stopped = (int)stopped;
+    return 0;
+fail:
+    H5Fclose(f);
+    return -TS_EIO;
+}
+
+int ckpt_read_rows(const char *step_dir, int n_files, const char *name, uint64_t cols, int slot,
+                   uint64_t row_begin, uint64_t row_end, float *out, long *steps, char *err, size_t errlen) {
+    h5_quiet();
+    uint64_t covered = 0;
+    char path[4200] = "";
+    for (int k = 0; k < n_files && covered < row_end - row_begin; k++) {
+        snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, k);
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g = -1, d = -1, fs = -1, ms = -1;
+        if (f < 0) {
+            snprintf(err, errlen, "cannot open %s (missing or corrupt)", path);
+            return -TS_EIO;
+        }
+        if (H5Lexists(f, name, H5P_DEFAULT) <= 0) { /* this shard held no rows of the tensor */
+            H5Fclose(f);
+            continue;
+        }
+        char slot_name[32] = "param";
+        if (slot > 0) {
+            char opt[16] = "";
+            const char *names[2] = {0};
+            attr_read_str(f, "optimizer", opt, sizeof opt);
+            if (slot > ckpt_slot_names(opt, names)) {
+                snprintf(err, errlen, "%s: written with optimizer '%s', which has no slot %d", path, opt, slot);
+                H5Fclose(f);
+                return -TS_EINVAL;
+            }
+            snprintf(slot_name, sizeof slot_name, "%s", names[slot - 1]);
+        }
+        uint64_t rb = 0, re = 0, shape[2] = {0, 0};
+        int64_t st = 0;
+        g = H5Gopen2(f, name, H5P_DEFAULT);
+        H5_CHECK(g);
+        H5_CHECK(attr_read(g, "row_begin", H5T_NATIVE_UINT64, &rb));
+        H5_CHECK(attr_read(g, "row_end", H5T_NATIVE_UINT64, &re));
+        H5_CHECK(attr_read(g, "logical_shape", H5T_NATIVE_UINT64, shape));
+        H5_CHECK(attr_read(g, "optimizer_steps", H5T_NATIVE_INT64, &st));
+        if (shape[1] != cols) {
+            snprintf(err, errlen, "%s: tensor %s has %llu columns, the model has %llu", path, name,
+                     (unsigned long long)shape[1], (unsigned long long)cols);
+            goto fail;
+        }
+        uint64_t lo = rb > row_begin ? rb : row_begin, hi = re < row_end ? re : row_end;
+        if (lo < hi) {
+            d = H5Dopen2(g, slot_name, H5P_DEFAULT);
+            H5_CHECK(d);
+            fs = H5Dget_space(d);
+            hsize_t start[2] = {lo - rb, 0}, count[2] = {hi - lo, cols};
+            H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL));
+            ms = H5Screate_simple(2, count, NULL);
+            H5_CHECK(H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out + (lo - row_begin) * cols));
+            covered += hi - lo;
+            if (steps) *steps = st;
+        }
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        if (d >= 0) H5Dclose(d);
+        H5Gclose(g);
+        H5Fclose(f);
+        continue;
+    fail:
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        if (d >= 0) H5Dclose(d);
+        if (g >= 0) H5Gclose(g);
+        H5Fclose(f);
+        return -TS_EIO;
+    }
+    if (covered != row_end - row_begin) {
+        snprintf(err, errlen, "%s: rows %llu-%llu of tensor %s are in none of the %d shard files", step_dir,
+                 (unsigned long long)row_begin, (unsigned long long)row_end, name, n_files);
+        return -TS_EINVAL;
+    }
+    return 0;
+}
+
+/* Opens `path` and checks its `step` attribute. */
+static int check_file_step(const char *path, int64_t step, char *err, size_t errlen) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "%s: missing or not a readable HDF5 file (corrupt?)", path);
+        return -TS_EIO;
+    }
+    int64_t s = -1;
+    herr_t rc = attr_read(f, "step", H5T_NATIVE_INT64, &s);
+    H5Fclose(f);
+    if (rc < 0 || s != step) {
+        snprintf(err, errlen, "%s: step attribute %lld, expected %lld", path, (long long)s, (long long)step);
+        return -TS_EIO;
+    }
+    return 0;
+}
+
+int ckpt_validate(const char *step_dir, char *err, size_t errlen) {
+    ckpt_manifest_t m;
+    int rc = ckpt_read_manifest(step_dir, &m, err, errlen);
+    char path[4200];
+    for (int k = 0; !rc && k < m.n_shards; k++) {
+        snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, k);
+        rc = check_file_step(path, m.step, err, errlen);
+    }
+    for (int w = 0; !rc && w < m.n_workers; w++) {
+        snprintf(path, sizeof path, "%s/worker-%d.h5", step_dir, w);
+        rc = check_file_step(path, m.step, err, errlen);
+    }
+    return rc;
+}
+
+static int cmp_entry_desc(const void *a, const void *b) {
+    int64_t x = ((const ckpt_entry_t *)a)->step, y = ((const ckpt_entry_t *)b)->step;
+    return (x < y) - (x > y);
+}
+
+int ckpt_list(const char *root, ckpt_entry_t **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(root);
+    if (!d) return errno == ENOENT ? 0 : -TS_EIO;
+    int cap = 16;
+    ckpt_entry_t *v = XCALLOC((size_t)cap, sizeof *v);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end = NULL;
+        if (strncmp(e->d_name, "step-", 5)) continue;
+        long long step = strtoll(e->d_name + 5, &end, 10);
+        if (!end || *end || step < 0) continue;
+        if (*n == cap) {
+            cap *= 2;
+            ckpt_entry_t *nv = realloc(v, (size_t)cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        ckpt_entry_t *c = &v[(*n)++];
+        memset(c, 0, sizeof *c);
+        c->step = step;
+        snprintf(c->dir, sizeof c->dir, "%s/%s", root, e->d_name);
+        char path[4400];
+        snprintf(path, sizeof path, "%s/manifest.h5", c->dir);
+        struct stat st;
+        c->complete = stat(path, &st) == 0;
+        if (c->complete) c->unix_time = (int64_t)st.st_mtime;
+        DIR *sd = opendir(c->dir);
+        struct dirent *f;
+        while (sd && (f = readdir(sd))) {
+            snprintf(path, sizeof path, "%s/%s", c->dir, f->d_name);
+            if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+                c->bytes += (uint64_t)st.st_size;
+                if (!c->complete && st.st_mtime > c->unix_time) c->unix_time = (int64_t)st.st_mtime;
+            }
+        }
+        if (sd) closedir(sd);
+    }
+    closedir(d);
+    qsort(v, (size_t)*n, sizeof *v, cmp_entry_desc);
+    *out = v;
+    return 0;
+}
+
+int ckpt_find_latest(const char *root, char *out, size_t n, char *err, size_t errlen) {
+    ckpt_entry_t *v;
+    int count;
+    if (ckpt_list(root, &v, &count)) {
+        snprintf(err, errlen, "cannot read checkpoint directory %s: %s", root, strerror(errno));
+        return -TS_EIO;
+    }
+    int rc = -TS_EINVAL;
+    for (int i = 0; i < count; i++) {
+        char why[1024];
+        if (!v[i].complete) {
+            log_warn("checkpoint %s is incomplete (no manifest): skipped", v[i].dir);
+            continue;
+        }
+        if (ckpt_validate(v[i].dir, why, sizeof why)) {
+            log_warn("checkpoint %s is unusable, trying the previous one: %s", v[i].dir, why);
+            continue;
+        }
+        snprintf(out, n, "%s", v[i].dir);
+        rc = 0;
+        break;
+    }
+    if (rc) snprintf(err, errlen, "no complete checkpoint under %s", root);
+    free(v);
+    return rc;
+}
+
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4400];
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    if (rmdir(dir)) log_warn("cannot remove old checkpoint %s: %s", dir, strerror(errno));
+}
+
+void ckpt_prune(const char *root, int keep) {
+    ckpt_entry_t *v;
+    int count, complete_seen = 0;
+    if (keep < 1) keep = 1;
+    if (ckpt_list(root, &v, &count)) return;
+    for (int i = 0; i < count; i++) {
+        if (v[i].complete) {
+            if (++complete_seen > keep) remove_dir(v[i].dir);
+        } else if (complete_seen > 0) {
+            remove_dir(v[i].dir); /* an abandoned attempt older than a complete checkpoint */
+        }
+    }
+    free(v);
+}

@@ -1,0 +1,102 @@
+/* Checkpoints in HDF5. Layout under the checkpoint root (RUN_DIR/checkpoints by default):
+ *
+ *   step-000000468/shard-0.h5 ...   one file per shard: a group per tensor it holds rows of, with
+ *                                   datasets `param` and the optimizer slots, attributes
+ *                                   logical_shape, row_begin, row_end, optimizer_steps
+ *   step-000000468/worker-0.h5 ...  one file per worker: data-loader position (attributes)
+ *   step-000000468/manifest.h5      written last, by the scheduler: a checkpoint without it does not
+ *                                   exist
+ *   latest                          "step-000000468", replaced atomically after the manifest
+ *
+ * Every file is written to NAME.tmp and renamed, so a crash never leaves a partial file under its
+ * final name. Files are plain HDF5 that h5py opens. */
+#ifndef TESSERA_CKPT_H
+#define TESSERA_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Exit status of a job stopped by SIGUSR1/SIGTERM after writing a checkpoint: please requeue. */
+#define CKPT_EXIT_REQUEUE 85
+
+typedef struct {
+    int64_t step; /* the clock of the cut: every update of clocks < step is in */
+    int n_shards, n_workers;
+    int64_t unix_time;
+    int stopped; /* taken because the job was asked to stop */
+    char version[32];
+} ckpt_manifest_t;
+
+/* A tensor's slice in memory, as a shard writes it. */
+typedef struct {
+    const char *name;
+    uint64_t rows, cols; /* logical shape */
+    uint64_t row_begin, row_end;
+    const float *slot[3]; /* param, then the optimizer slots (NULL past the last) */
+    long steps;           /* optimizer steps applied */
+} ckpt_slice_t;
+
+/* A worker's position in its data. */
+typedef struct {
+    int64_t clock;
+    int epoch;
+    int64_t position; /* steps into the epoch */
+    uint64_t examples;
+    double train_seconds;
+} ckpt_worker_state_t;
+
+/* Names of the optimizer slots of `opt_type` (sgd: none; momentum: momentum_buffer; adagrad: sum;
+ * adam/adamw: exp_avg, exp_avg_sq, as PyTorch names them). Returns how many. */
+int ckpt_slot_names(const char *opt_type, const char *names[2]);
+
+void ckpt_root(const char *run_dir, const job_config_t *cfg, char *out, size_t n);
+void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n);
+
+/* Writes shard `shard`'s slices to STEP_DIR/shard-K.h5 (through a .tmp file, fsync'd). Returns 0 or
+ * -TS_EIO with a message. Safe to call from a background thread (HDF5 is used by one thread at a
+ * time in a process). */
+int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
+                     const ckpt_slice_t *slices, int n_slices, uint64_t *bytes, char *err, size_t errlen);
+
+int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_t *st, char *err,
+                      size_t errlen);
+int ckpt_read_worker(const char *step_dir, int worker, ckpt_worker_state_t *st, char *err, size_t errlen);
+
+/* Writes STEP_DIR/manifest.h5 (the commit point), then ROOT/latest. */
+int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_config_t *cfg, char *err,
+                        size_t errlen);
+int ckpt_read_manifest(const char *step_dir, ckpt_manifest_t *m, char *err, size_t errlen);
+
+/* Reads rows [row_begin, row_end) of slot `slot` (0 = param) of tensor `name` into `out` from the
+ * shard files of a checkpoint written by `n_files` shards, whatever their row ranges: restoring
+ * with another shard count works. *steps gets the optimizer step count. 0, or -TS_EIO / -TS_EINVAL
+ * naming the file and tensor when rows are missing or shapes disagree. */
+int ckpt_read_rows(const char *step_dir, int n_files, const char *name, uint64_t cols, int slot,
+                   uint64_t row_begin, uint64_t row_end, float *out, long *steps, char *err, size_t errlen);
+
+/* Checks that a checkpoint is complete and readable: the manifest, every shard file and every worker
+ * file open and agree on the step. 0 or -TS_EIO with the first problem. */
+int ckpt_validate(const char *step_dir, char *err, size_t errlen);
+
+typedef struct {
+    int64_t step;
+    int complete;
+    int64_t unix_time;
+    uint64_t bytes;
+    char dir[4096];
+} ckpt_entry_t;
+
+/* The step-* directories under `root`, newest first; *out is malloc'd (free it). 0 or -TS_EIO. */
+int ckpt_list(const char *root, ckpt_entry_t **out, int *n);
+
+/* The newest complete checkpoint that validates, into `out`. Incomplete and corrupt ones are skipped
+ * with a warning naming the problem. 0, or -TS_EINVAL when there is none. */
+int ckpt_find_latest(const char *root, char *out, size_t n, char *err, size_t errlen);
+
+/* Deletes all but the newest `keep` complete checkpoints, and incomplete ones older than the newest
+ * complete one. Never deletes the newest complete checkpoint. */
+void ckpt_prune(const char *root, int keep);
+
+#endif
