@@ -297,6 +297,10 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                  cfg->path, cfg->opt_type);
         return -TS_EINVAL;
     }
+    if (strcmp(cfg->backend, "cpu")) {
+        snprintf(err, errlen, "%s: [backend] type '%s' is not available in this build (cpu)", cfg->path, cfg->backend);
+        return -TS_EINVAL;
+    }
     if (strcmp(cfg->data_format, "idx")) {
         snprintf(err, errlen, "%s: [data] format '%s' unknown (idx)", cfg->path, cfg->data_format);
         return -TS_EINVAL;

@@ -137,8 +137,7 @@ int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const
     if (identity) {
         zmq_msg_t id;
         zmq_msg_init(&id);
-        zmq_msg_copy(&id, identity);
-        if (zmq_msg_send(&id, sock, ZMQ_SNDMORE) < 0) {
+        if (zmq_msg_copy(&id, identity) || zmq_msg_send(&id, sock, ZMQ_SNDMORE) < 0) {
             zmq_msg_close(&id);
             rc = -TS_EIO;
             goto release;
@@ -157,7 +156,10 @@ int wire_send(void *sock, zmq_msg_t *identity, const Tessera__Header *hdr, const
     for (; i < n; i++) {
         zmq_msg_t f;
         /* zero-copy: ZeroMQ references the caller's buffer */
-        zmq_msg_init_data(&f, (void *)bufs[i].data, bufs[i].nbytes, bufs[i].ffn, bufs[i].hint);
+        if (zmq_msg_init_data(&f, (void *)bufs[i].data, bufs[i].nbytes, bufs[i].ffn, bufs[i].hint)) {
+            rc = -TS_ENOMEM; /* ZeroMQ did not take the buffer: release it below */
+            goto release;
+        }
         if (zmq_msg_send(&f, sock, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
             zmq_msg_close(&f); /* runs ffn */
             i++;

@@ -20,13 +20,28 @@ int main(int argc, char **argv) {
     model_spec_t spec;
     int rc = model_spec_init(&spec, cfg, err, sizeof err);
     if (rc) log_error("invalid model: %s", err);
-    program_check_all(rc != 0, "setup");
 
     void *zctx = zmq_ctx_new();
-    void *router = zmq_socket(zctx, ZMQ_ROUTER);
-    int router_linger = 2000; /* let the last replies out, but never hang on a vanished peer */
-    zmq_setsockopt(router, ZMQ_LINGER, &router_linger, sizeof router_linger);
-    ps_server_prepare_socket(router, (size_t)cfg->max_message_mb << 20);
+    void *router = zctx ? zmq_socket(zctx, ZMQ_ROUTER) : NULL;
+    if (!rc && !router) {
+        log_error("cannot create a ZeroMQ socket: %s", zmq_strerror(zmq_errno()));
+        rc = -TS_EIO;
+    }
+    if (!rc) {
+        int router_linger = 2000; /* let the last replies out, but never hang on a vanished peer */
+        zmq_setsockopt(router, ZMQ_LINGER, &router_linger, sizeof router_linger);
+        /* No legitimate frame is larger than the largest tensor: a peer sending more is cut off. */
+        size_t frame_limit = 0;
+        for (int t = 0; t < spec.n_tensors; t++) {
+            size_t b = (size_t)(spec.tensors[t].rows * spec.tensors[t].cols) * sizeof(float);
+            if (b > frame_limit) frame_limit = b;
+        }
+        frame_limit += 1 << 20;
+        if (frame_limit > (size_t)cfg->max_message_mb << 20) frame_limit = (size_t)cfg->max_message_mb << 20;
+        rc = ps_server_prepare_socket(router, frame_limit);
+    }
+    program_check_all(rc != 0, "setup");
+
     cluster_t cl;
     rc = cluster_bootstrap(&cl, ROLE_PS, router, cfg->interface, err, sizeof err);
     if (rc) log_error("bootstrap failed: %s", err);
@@ -36,7 +51,10 @@ int main(int argc, char **argv) {
     for (int t = 0; t < spec.n_tensors; t++)
         rows[t] = spec.tensors[t].rows;
     shard_map_t map;
-    shard_map_init(&map, rows, spec.n_tensors, cl.n_ps);
+    if (shard_map_init(&map, rows, spec.n_tensors, cl.n_ps)) {
+        log_error("cannot build the shard map for %d shards", cl.n_ps);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     free(rows);
 
     void *sched = zmq_socket(zctx, ZMQ_DEALER);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,11 @@ typedef struct {
     double stall_s;
 } ckpt_job_t;
 
+typedef struct {
+    atomic_int refs;
+    float data[]; /* every slice's parameters, in slice order */
+} snapshot_t;
+
 struct ps_server {
     ps_config_t cfg;
     void *router, *sched;
@@ -51,7 +57,7 @@ struct ps_server {
     int n_pending;
     waiting_pull_t *waiting;
     int n_waiting, max_waiting;
-    atomic_int inflight; /* PARAMS frames still referenced by ZeroMQ */
+    snapshot_t *snap; /* the current parameters as replies send them; NULL once they change */
     int stop;
     uint64_t pushes, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
@@ -65,6 +71,41 @@ struct ps_server {
     pthread_t writer;
     int writer_running;
 };
+
+/* Parameters are never sent from live memory: an update could change them while ZeroMQ still sends
+ * (a peer that does not read would otherwise stall or race every update). Replies share a snapshot
+ * of one parameter version, reference-counted by ZeroMQ's free callback; BSP copies once per step. */
+static void snapshot_unref(snapshot_t *snap) {
+    if (snap && atomic_fetch_sub(&snap->refs, 1) == 1) free(snap);
+}
+
+static void release_snapshot(void *data, void *hint) {
+    (void)data;
+    snapshot_unref(hint);
+}
+
+/* The snapshot of the current parameters, made on first use after a change. */
+static snapshot_t *current_snapshot(ps_server_t *s) {
+    if (s->snap) return s->snap;
+    size_t total = 0;
+    for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n;
+    snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * sizeof(float));
+    atomic_init(&snap->refs, 1); /* the server's own reference */
+    float *dst = snap->data;
+    for (int i = 0; i < s->n_slices; i++) {
+        memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
+        dst += s->slices[i].n;
+    }
+    s->snap = snap;
+    return snap;
+}
+
+/* Called before parameters change: replies from now on need a new snapshot. */
+static void params_changing(ps_server_t *s) {
+    snapshot_unref(s->snap);
+    s->snap = NULL;
+}
+
 
 /* Loads every slice (parameters, optimizer state and step counts) from the checkpoint in
  * cfg.resume_dir, whatever shard count wrote it, and sets every worker's clock to its step. */
@@ -122,7 +163,6 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     }
     s->max_waiting = 4 * cfg->n_workers + 64;
     s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
-    atomic_init(&s->inflight, 0);
     return s;
 }
 
@@ -135,9 +175,7 @@ void ps_server_free(ps_server_t *s) {
     if (!s) return;
     if (s->writer_running) pthread_join(s->writer, NULL);
     free(s->ckpt_told);
-    /* ZeroMQ may still reference parameter memory until queued replies are written. */
-    for (int spins = 0; atomic_load(&s->inflight) > 0 && spins < 100000; spins++)
-        usleep(10);
+    snapshot_unref(s->snap); /* queued replies keep their own references */
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
         free(s->slices[i].s0);
@@ -157,27 +195,6 @@ void ps_server_free(ps_server_t *s) {
     free(s);
 }
 
-static void release_params(void *data, void *hint) {
-    (void)data;
-    atomic_fetch_sub((atomic_int *)hint, 1);
-}
-
-/* Parameter memory must not change while ZeroMQ still sends it. Replies in flight are always being
- * read by a waiting worker, so this is short; a peer that never reads cannot stall us for long. */
-static void wait_inflight(ps_server_t *s) {
-    double start = 0;
-    while (atomic_load(&s->inflight) > 0) {
-        if (start == 0)
-            start = now_s();
-        else if (now_s() - start > 1.0) {
-            log_warn("parameter replies still queued after 1 s; updating anyway inflight=%d",
-                     atomic_load(&s->inflight));
-            return;
-        }
-        usleep(5);
-    }
-}
-
 /* Answers request `m` with an error and counts it. */
 static void reply_error(ps_server_t *s, wire_msg_t *m, Tessera__ErrorCode code, const char *msg) {
     s->errors++;
@@ -191,7 +208,8 @@ static int64_t min_clock(const ps_server_t *s) {
     return m;
 }
 
-/* Sends this shard's parameter slices, zero-copy, as the reply to `request_id`. */
+/* Sends this shard's parameter slices as the reply to `request_id`, zero-copy from the current
+ * snapshot (each frame holds a reference). `worker` (or -1) learns of a checkpoint just taken. */
 static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker) {
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
@@ -204,6 +222,8 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         s->ckpt_told[worker] = 1;
     }
     int n = s->n_slices;
+    snapshot_t *snap = current_snapshot(s);
+    size_t off = 0;
     Tessera__TensorDesc *descs = XCALLOC((size_t)(n ? n : 1), sizeof *descs);
     Tessera__TensorDesc **dptr = XCALLOC((size_t)(n ? n : 1), sizeof *dptr);
     uint64_t *shapes = XCALLOC((size_t)(n ? n : 1) * 2, sizeof *shapes);
@@ -221,11 +241,12 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         descs[i].row_begin = sl->row_begin;
         descs[i].nbytes = sl->n * sizeof(float);
         dptr[i] = &descs[i];
-        bufs[i] = (wire_buf_t){sl->p, sl->n * sizeof(float), release_params, &s->inflight};
+        bufs[i] = (wire_buf_t){snap->data + off, sl->n * sizeof(float), release_snapshot, snap};
+        off += sl->n;
     }
     h.n_tensors = (size_t)n;
     h.tensors = dptr;
-    atomic_fetch_add(&s->inflight, n);
+    atomic_fetch_add(&snap->refs, n);
     wire_send(s->router, identity, &h, bufs, (size_t)n);
     free(descs);
     free(dptr);
@@ -254,7 +275,11 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     if (s->n_waiting == s->max_waiting) return -TS_ESTATE;
     waiting_pull_t *wp = &s->waiting[s->n_waiting++];
     zmq_msg_init(&wp->identity);
-    zmq_msg_copy(&wp->identity, identity);
+    if (zmq_msg_copy(&wp->identity, identity)) {
+        zmq_msg_close(&wp->identity);
+        s->n_waiting--;
+        return -TS_ENOMEM;
+    }
     wp->request_id = request_id;
     wp->want = want;
     wp->worker = worker >= 0 && worker < s->cfg.n_workers ? worker : -1;
@@ -286,11 +311,34 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
     return 0;
 }
 
+static void free_aligned(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* ZeroMQ keeps small frames inside the message, where floats may be misaligned: such a frame is
+ * moved to an aligned copy so it can be read as float[]. Returns 0 or -TS_ENOMEM. */
+static int align_frame(zmq_msg_t *msg) {
+    void *data = zmq_msg_data(msg);
+    size_t n = zmq_msg_size(msg);
+    if ((uintptr_t)data % _Alignof(float) == 0) return 0;
+    void *copy = NULL;
+    if (posix_memalign(&copy, 64, n ? n : 64)) return -TS_ENOMEM;
+    memcpy(copy, data, n);
+    zmq_msg_close(msg);
+    if (zmq_msg_init_data(msg, copy, n, free_aligned, NULL)) {
+        free(copy);
+        zmq_msg_init(msg);
+        return -TS_ENOMEM;
+    }
+    return 0;
+}
+
 /* BSP: all workers' gradients of one clock are in; sum them in worker order and step once. */
 static void apply_bsp(ps_server_t *s) {
     int W = s->cfg.n_workers;
     const float **g = XCALLOC((size_t)W, sizeof *g);
-    wait_inflight(s);
+    params_changing(s);
     double t0 = now_s();
     for (int i = 0; i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
@@ -442,6 +490,11 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
+    for (size_t i = 0; i < m->nframes; i++)
+        if (align_frame(&m->frames[i])) {
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
     if (check_push_tensors(s, h, err, sizeof err)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
@@ -467,7 +520,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         if (++s->n_pending == s->cfg.n_workers) apply_bsp(s);
     } else {
         /* SSP/ASP: each worker's gradient is one step of its own, applied straight from the frame. */
-        wait_inflight(s);
+        params_changing(s);
         for (int i = 0; i < s->n_slices; i++) {
             slice_t *sl = &s->slices[i];
             const float *g = zmq_msg_data(&m->frames[i]);
@@ -482,6 +535,17 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     if (h->clock < 0 || h->n_tensors) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "pull needs clock >= 0 and no tensors");
+        return;
+    }
+    /* A pull no worker will ever make possible would wait forever and fill the waiting list. */
+    int64_t newest = s->clock[0];
+    for (int w = 1; w < s->cfg.n_workers; w++)
+        if (s->clock[w] > newest) newest = s->clock[w];
+    if (h->clock > newest + 1) {
+        char err[160];
+        snprintf(err, sizeof err, "pull for clock %lld, but no worker is past clock %lld", (long long)h->clock,
+                 (long long)newest);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
     if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender)) {
@@ -513,6 +577,10 @@ static void handle_message(ps_server_t *s) {
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         break;
     case TESSERA__KIND__KIND_SHUTDOWN:
+        if (!m.hdr->role || strcmp(m.hdr->role, "scheduler")) {
+            reply_error(s, &m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, "only the scheduler stops a shard");
+            break;
+        }
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         s->stop = 1;
         break;
@@ -569,6 +637,13 @@ int ps_server_run(ps_server_t *s) {
             heartbeat(s);
         }
     }
+    /* Every request gets exactly one reply, even when the shard stops under it. */
+    for (int i = 0; i < s->n_waiting; i++) {
+        wire_send_error(s->router, &s->waiting[i].identity, s->waiting[i].request_id,
+                        TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
+        zmq_msg_close(&s->waiting[i].identity);
+    }
+    s->n_waiting = 0;
     log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f",
              (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s,
              s->apply_s);

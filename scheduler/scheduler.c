@@ -254,7 +254,11 @@ static void stop_shards(sched_t *s, void *zctx) {
         int linger = 0;
         zmq_setsockopt(socks[k], ZMQ_LINGER, &linger, sizeof linger);
         zmq_connect(socks[k], s->cl->ps_endpoints[k]);
-        wire_send_simple(socks[k], NULL, (uint64_t)k + 1, TESSERA__KIND__KIND_SHUTDOWN);
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_SHUTDOWN);
+        h.request_id = (uint64_t)k + 1;
+        h.role = "scheduler";
+        wire_send(socks[k], NULL, &h, NULL, 0);
     }
     double deadline = now_s() + 10;
     for (int k = 0; k < n; k++) {
@@ -314,6 +318,10 @@ static int write_summary(sched_t *s, double wall) {
     if (s->resumed_from[0]) cJSON_AddStringToObject(j, "resumed_from", s->resumed_from);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
+    if (!text) {
+        log_error("cannot format summary.json (out of memory)");
+        return -TS_ENOMEM;
+    }
     char path[4096];
     snprintf(path, sizeof path, "%s/summary.json", s->run_dir);
     size_t len = strlen(text);

@@ -160,23 +160,25 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     char err[1024] = "";
     worker_t w = {.cfg = cfg, .cl = cl};
     int W = cl->n_workers, me = cl->index;
+    /* A failure before training stops the job at the workers' agreement below; returning early
+     * would leave the other ranks waiting for this one. */
     backend_t *be = backend_create(cfg->backend, cfg->threads, err, sizeof err);
     if (!be) {
         log_error("%s", err);
-        return -TS_EINVAL;
+        MPI_Abort(MPI_COMM_WORLD, 1);
     }
     model_t model;
     int max_batch = cfg->batch_size > EVAL_BATCH ? cfg->batch_size : EVAL_BATCH;
     int rc = model_init(&model, cfg, be, max_batch, err, sizeof err);
     if (rc) {
         log_error("%s", err);
-        backend_free(be);
-        return rc;
+        MPI_Abort(MPI_COMM_WORLD, 1);
     }
     dataset_t train = {0}, test = {0};
     rc = load_data(cfg, model.spec.classes, &train, &test);
-    if (!rc && train.dim != model.spec.input_dim) {
-        log_error("data has %d features per example but [model] input = %d", train.dim, model.spec.input_dim);
+    if (!rc && (train.dim != model.spec.input_dim || test.dim != model.spec.input_dim)) {
+        log_error("data has %d (train) and %d (test) features per example but [model] input = %d", train.dim,
+                  test.dim, model.spec.input_dim);
         rc = -TS_EINVAL;
     }
     size_t part = train.n / (size_t)W; /* every worker runs the same number of steps */
@@ -194,7 +196,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     for (int t = 0; t < model.spec.n_tensors; t++)
         rows[t] = model.spec.tensors[t].rows;
     shard_map_t map;
-    shard_map_init(&map, rows, model.spec.n_tensors, cl->n_ps);
+    if (shard_map_init(&map, rows, model.spec.n_tensors, cl->n_ps)) rc = -TS_ENOMEM;
     free(rows);
 
     w.zctx = zmq_ctx_new();
@@ -335,7 +337,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             rep.correct = (uint64_t)global[1];
             rep.count = (uint64_t)global[2];
             rep.train_seconds = gmax[0];
-            rep.test_loss = global[4] > 0 ? global[3] / global[5] : 0;
+            rep.test_loss = global[5] > 0 ? global[3] / global[5] : 0;
             rep.test_accuracy = global[5] > 0 ? global[4] / global[5] : 0;
             sched_send(&w, TESSERA__KIND__KIND_EPOCH, &rep);
             sched_drain(&w, 0);

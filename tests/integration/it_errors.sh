@@ -16,6 +16,7 @@ expect_error "job 'no_such_job' not found" "$TESSERA" train no_such_job
 expect_error "optimizer.lr=fast" "$TESSERA" train optimizer.lr=fast
 expect_error "unknown option '--bogus'" "$TESSERA" train --bogus
 expect_error "\-\-workers needs a positive integer" "$TESSERA" train --workers 0
+expect_error "\[backend\] type 'cuda' is not available" "$TESSERA" train backend.type=cuda
 # A data directory without the files: every worker says which file, and the job stops.
 expect_error "cannot open $WORK/nodata/train-images-idx3-ubyte.gz" \
     "$TESSERA" train --run-dir "$WORK/r" data.dir="$WORK/nodata"

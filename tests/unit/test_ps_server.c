@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "util.h"
 #include "expect.h"
 #include "model.h"
 #include "optim.h"
@@ -97,6 +98,7 @@ static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int 
     h.sender = sender;
     h.clock = clock;
     h.request_id = 1;
+    h.role = kind == TESSERA__KIND__KIND_SHUTDOWN ? "scheduler" : "worker";
     Tessera__TensorDesc desc[8], *dp[8];
     uint64_t shapes[16];
     wire_buf_t bufs[8];
@@ -197,6 +199,31 @@ static void test_robustness(void) {
     for (size_t i = 0; i < n0; i++)
         EXPECT_NEAR(p[i], p0[i] - 0.5f, 1e-6);
 
+    /* A pull for a clock no worker will reach is refused, not queued forever. */
+    request(d, TESSERA__KIND__KIND_PULL, -1, 1000000, 0, NULL, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "pull far in the future refused");
+    /* Only the scheduler may stop a shard. */
+    {
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_SHUTDOWN);
+        h.role = "worker";
+        wire_send(d, NULL, &h, NULL, 0);
+        EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "shutdown from a worker refused");
+    }
+    /* A peer that asks for parameters and never reads them cannot stall updates (replies are sent
+     * from snapshots, not from the live parameters). */
+    void *lazy = client(s.endpoint);
+    int hwm = 1;
+    zmq_setsockopt(lazy, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    for (int i = 0; i < 200; i++) request(lazy, TESSERA__KIND__KIND_PULL, -1, 0, 0, NULL, 0, 0);
+    double t0 = now_s();
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &one, 0, 0);
+    EXPECT(reply(d, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "push while a peer does not read");
+    EXPECT(now_s() - t0 < 0.5, "push took %.3f s with a non-reading peer", now_s() - t0);
+    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 1.0f, 1e-6);
+    zmq_close(lazy);
+
     /* A fresh client is served too. */
     void *d2 = client(s.endpoint);
     request(d2, TESSERA__KIND__KIND_PING, -1, 0, 0, NULL, 0, 0);
@@ -230,9 +257,14 @@ static void test_bsp(void) {
         EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6); /* mean gradient 2 */
     EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 0 released");
     EXPECT_NEAR(p[0], p0[0] - 1.0f, 1e-6);
-    zmq_close(w0);
+    /* A request still waiting when the shard stops is answered UNAVAILABLE, not dropped. */
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 1, &g0, 0, 0);
+    EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: waiting for worker 1 again");
     zmq_close(w1);
     stop(&s);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
+           "waiting request answered UNAVAILABLE at shutdown");
+    zmq_close(w0);
 }
 
 /* SSP with bound 1: a worker may run one clock ahead of the slowest, not two. */
