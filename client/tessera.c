@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckpt.h"
 #include "config.h"
 
 #ifndef TESSERA_EXAMPLES_DIR
@@ -32,6 +33,8 @@ static const char *const main_help =
     "commands:\n"
     "  train [JOB] [options] [section.key=value ...]\n"
     "                 launch a training job with mpirun (see `tessera train --help`)\n"
+    "  ckpt inspect DIR\n"
+    "                 list the checkpoints of a run and the tensors of the newest\n"
     "  version        print the version\n"
     "  help           this text\n"
     "\n"
@@ -53,13 +56,22 @@ static const char *const train_help =
     "  --hostfile FILE      passed to mpirun (several nodes)\n"
     "  --mpirun PATH        the mpirun to use (default " MPIEXEC_PATH ")\n"
     "  --mpirun-arg ARG     an extra mpirun argument; repeat for several\n"
+    "  --checkpoint-every N write a checkpoint every N steps (checkpoint.every_steps;\n"
+    "                       also checkpoint.every_seconds, checkpoint.keep = 3)\n"
+    "  --resume auto|DIR    start from a checkpoint: auto = the newest complete one in\n"
+    "                       RUN_DIR/checkpoints (none: from the beginning); DIR = a step\n"
+    "                       directory, a checkpoints directory or a run directory\n"
+    "  --max-restarts N     after a failure, relaunch and resume from the newest checkpoint,\n"
+    "                       up to N times (needs --run-dir)\n"
     "  --dry-run            print the command line and exit\n"
     "  section.key=value    override a job-file setting, e.g. job.epochs=3 job.staleness=2\n"
     "                       optimizer.lr=0.01 data.dir=/path (staleness: 0 = BSP, k = SSP,\n"
     "                       inf = ASP)\n"
     "\n"
-    "Exit status: mpirun's (0 when the job finished). Environment: TESSERA_LOG_LEVEL=debug|info|\n"
-    "warn|error is passed to every rank.\n";
+    "Signals: SIGTERM or SIGUSR1 make the job checkpoint and stop with exit status 85 (\"please\n"
+    "requeue\"; what Slurm's --signal and time limit send); SIGUSR2 asks for a checkpoint.\n"
+    "Exit status: 0 when the job finished, 85 after a stop checkpoint, else mpirun's.\n"
+    "Environment: TESSERA_LOG_LEVEL=debug|info|warn|error is passed to every rank.\n";
 
 /* The directory holding this executable (and the tessera-* programs). */
 static int exe_dir(char *out, size_t n) {
@@ -158,74 +170,193 @@ static void print_summary(const char *run_dir) {
     cJSON_Delete(j);
 }
 
-static int cmd_train(int argc, char **argv) {
-    const char *job = NULL, *run_dir = NULL, *hostfile = NULL, *mpirun = MPIEXEC_PATH;
-    const char *extra[64], *overrides[128];
-    int n_extra = 0, n_over = 0, servers = 2, workers = 2, dry = 0;
+typedef struct {
+    const char *job, *run_dir, *hostfile, *mpirun, *resume;
+    const char *extra[64], *overrides[130];
+    int n_extra, n_over, servers, workers, dry, max_restarts;
+    char checkpoint_override[64];
+} train_opts_t;
+
+static int parse_train(int argc, char **argv, train_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->mpirun = MPIEXEC_PATH;
+    o->servers = o->workers = 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(train_help, stdout);
-            return 0;
+            return 1;
         } else if (!strcmp(a, "--servers") || !strcmp(a, "-s")) {
-            if (parse_count(a, v, &servers)) return 2;
+            if (parse_count(a, v, &o->servers)) return -1;
             i++;
         } else if (!strcmp(a, "--workers") || !strcmp(a, "-w")) {
-            if (parse_count(a, v, &workers)) return 2;
+            if (parse_count(a, v, &o->workers)) return -1;
+            i++;
+        } else if (!strcmp(a, "--checkpoint-every")) {
+            int every;
+            if (parse_count(a, v, &every)) return -1;
+            snprintf(o->checkpoint_override, sizeof o->checkpoint_override, "checkpoint.every_steps=%d", every);
+            o->overrides[o->n_over++] = o->checkpoint_override;
+            i++;
+        } else if (!strcmp(a, "--max-restarts")) {
+            char *end = NULL;
+            long x = v ? strtol(v, &end, 10) : -1;
+            if (!v || !end || *end || x < 0 || x > 10000) {
+                fprintf(stderr, "tessera train: --max-restarts needs a number >= 0, got '%s'\n", v ? v : "");
+                return -1;
+            }
+            o->max_restarts = (int)x;
             i++;
         } else if (!strcmp(a, "--run-dir") || !strcmp(a, "--hostfile") || !strcmp(a, "--mpirun") ||
-                   !strcmp(a, "--mpirun-arg")) {
+                   !strcmp(a, "--mpirun-arg") || !strcmp(a, "--resume")) {
             if (!v) {
                 fprintf(stderr, "tessera train: %s needs a value\n", a);
-                return 2;
+                return -1;
             }
-            if (!strcmp(a, "--run-dir"))
-                run_dir = v;
-            else if (!strcmp(a, "--hostfile"))
-                hostfile = v;
-            else if (!strcmp(a, "--mpirun"))
-                mpirun = v;
-            else if (n_extra < 64)
-                extra[n_extra++] = v;
+            if (!strcmp(a, "--run-dir")) o->run_dir = v;
+            else if (!strcmp(a, "--hostfile")) o->hostfile = v;
+            else if (!strcmp(a, "--mpirun")) o->mpirun = v;
+            else if (!strcmp(a, "--resume")) o->resume = v;
+            else if (o->n_extra < 64) o->extra[o->n_extra++] = v;
             i++;
         } else if (!strcmp(a, "--dry-run")) {
-            dry = 1;
+            o->dry = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "tessera train: unknown option '%s' (see tessera train --help)\n", a);
-            return 2;
+            return -1;
         } else if (strchr(a, '=')) {
-            if (n_over == 128) {
+            if (o->n_over >= 128) {
                 fprintf(stderr, "tessera train: too many overrides\n");
-                return 2;
+                return -1;
             }
-            overrides[n_over++] = a;
-        } else if (!job) {
-            job = a;
+            o->overrides[o->n_over++] = a;
+        } else if (!o->job) {
+            o->job = a;
         } else {
             fprintf(stderr, "tessera train: unexpected argument '%s' (one JOB only)\n", a);
-            return 2;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Resolves --resume: `auto` is the newest complete checkpoint of the run directory (none: start
+ * fresh); a step directory is used as it is; a run directory or checkpoint root gives its newest
+ * complete checkpoint. Incomplete or corrupt checkpoints are skipped with a warning. Returns 0 with
+ * `out` set (empty = start fresh), or -1 after printing why. */
+static int resolve_resume(const char *resume, const char *root, char *out, size_t n) {
+    char err[1024], path[PATH_MAX + 32];
+    out[0] = '\0';
+    if (!strcmp(resume, "auto")) {
+        if (ckpt_find_latest(root, out, n, err, sizeof err)) {
+            out[0] = '\0';
+            fprintf(stderr, "tessera: no complete checkpoint under %s: starting from the beginning\n", root);
+        }
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/manifest.h5", resume);
+    if (file_exists(path)) {
+        if (ckpt_validate(resume, err, sizeof err)) {
+            fprintf(stderr, "tessera train: cannot resume from %s: %s\n", resume, err);
+            return -1;
+        }
+        snprintf(out, n, "%s", resume);
+        return 0;
+    }
+    snprintf(path, sizeof path, "%s/checkpoints", resume);
+    struct stat st;
+    const char *r = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? path : resume;
+    if (ckpt_find_latest(r, out, n, err, sizeof err)) {
+        fprintf(stderr, "tessera train: cannot resume from %s: %s\n", resume, err);
+        return -1;
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t forward_sig, stop_asked;
+static void on_train_signal(int sig) {
+    forward_sig = sig;
+    if (sig != SIGUSR2) stop_asked = 1;
+}
+
+/* Runs argv (mpirun) and waits. SIGTERM and SIGUSR1 become SIGUSR1 for mpirun, which passes it to
+ * every rank: the job checkpoints and stops (exit 85) instead of dying; SIGUSR2 asks for a
+ * checkpoint. Returns the exit status, or 128 + signal. */
+static int run_mpirun(char **args) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("tessera: fork");
+        return 1;
+    }
+    if (pid == 0) {
+        execvp(args[0], args);
+        fprintf(stderr, "tessera: cannot run %s: %s (is Open MPI installed? ./scripts/install-deps.sh)\n", args[0],
+                strerror(errno));
+        _exit(127);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_train_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    /* Ctrl-C reaches mpirun through the terminal's process group; mpirun forwards it to the ranks. */
+    signal(SIGINT, SIG_IGN);
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, 0);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) break;
+        if (forward_sig) {
+            int sig = forward_sig == SIGUSR2 ? SIGUSR2 : SIGUSR1;
+            fprintf(stderr, "tessera: %s received: asking the job to %s\n", strsignal(forward_sig),
+                    sig == SIGUSR2 ? "checkpoint" : "checkpoint and stop");
+            forward_sig = 0;
+            kill(pid, sig);
+        }
+    }
+    signal(SIGINT, SIG_DFL);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static const char *describe_status(int rc, char *buf, size_t n) {
+    if (rc > 128) snprintf(buf, n, "killed by signal %d (%s)", rc - 128, strsignal(rc - 128));
+    else snprintf(buf, n, "mpirun exit status %d (a rank failed or was killed)", rc);
+    return buf;
+}
+
+static int cmd_train(int argc, char **argv) {
+    train_opts_t o;
+    int prc = parse_train(argc, argv, &o);
+    if (prc) return prc > 0 ? 0 : 2;
     char job_path[PATH_MAX];
-    if (resolve_job(job ? job : "fashion_mlp", job_path, sizeof job_path)) {
+    if (resolve_job(o.job ? o.job : "fashion_mlp", job_path, sizeof job_path)) {
         fprintf(stderr, "tessera train: job '%s' not found (looked for it as a file, with .ini, and in %s)\n",
-                job ? job : "fashion_mlp", TESSERA_EXAMPLES_DIR);
+                o.job ? o.job : "fashion_mlp", TESSERA_EXAMPLES_DIR);
         return 2;
     }
     /* Validate here, before starting any process, so mistakes cost nothing. */
     static job_config_t cfg;
     char err[1024];
-    if (config_load_all(&cfg, job_path, n_over, (char **)overrides, err, sizeof err)) {
+    if (config_load_all(&cfg, job_path, o.n_over, (char **)o.overrides, err, sizeof err)) {
         fprintf(stderr, "tessera train: invalid job: %s\n", err);
         return 2;
     }
+    if (((o.resume && !strcmp(o.resume, "auto")) || o.max_restarts > 0) && !o.run_dir) {
+        fprintf(stderr, "tessera train: --resume auto and --max-restarts need --run-dir DIR (where the "
+                        "checkpoints are)\n");
+        return 2;
+    }
     char default_run[PATH_MAX];
+    const char *run_dir = o.run_dir;
     if (!run_dir) {
         time_t t = time(NULL);
         struct tm tm;
         localtime_r(&t, &tm);
-        snprintf(default_run, sizeof default_run, "runs/%s-%04d%02d%02d-%02d%02d%02d", cfg.name,
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        snprintf(default_run, sizeof default_run, "runs/%s-%04d%02d%02d-%02d%02d%02d", cfg.name, tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         run_dir = default_run;
     }
     char bindir[PATH_MAX], prog[3][PATH_MAX + 32];
@@ -237,75 +368,90 @@ static int cmd_train(int argc, char **argv) {
     for (int r = 0; r < 3; r++) {
         snprintf(prog[r], sizeof prog[r], "%s/%s", bindir, names[r]);
         if (access(prog[r], X_OK)) {
-            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n",
-                    prog[r]);
+            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n", prog[r]);
             return 1;
         }
     }
+    char root[PATH_MAX];
+    ckpt_root(run_dir, &cfg, root, sizeof root);
 
-    char *args[MAX_ARGS];
-    int n = 0;
-    char counts[3][16];
-    args[n++] = (char *)mpirun;
-    if (geteuid() == 0) args[n++] = "--allow-run-as-root";
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (!hostfile && 1 + servers + workers > cores) {
-        args[n++] = "--oversubscribe";
-        args[n++] = "--bind-to";
-        args[n++] = "none";
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        char resume_dir[PATH_MAX] = "";
+        const char *resume = attempt > 0 ? "auto" : o.resume;
+        if (resume && resolve_resume(resume, root, resume_dir, sizeof resume_dir)) return 2;
+        char *args[MAX_ARGS];
+        int n = 0;
+        char counts[3][16];
+        args[n++] = (char *)o.mpirun;
+        if (geteuid() == 0) args[n++] = "--allow-run-as-root";
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (!o.hostfile && 1 + o.servers + o.workers > cores) {
+            args[n++] = "--oversubscribe";
+            args[n++] = "--bind-to";
+            args[n++] = "none";
+        }
+        if (o.hostfile) {
+            args[n++] = "--hostfile";
+            args[n++] = (char *)o.hostfile;
+        }
+        if (getenv("TESSERA_LOG_LEVEL")) {
+            args[n++] = "-x";
+            args[n++] = "TESSERA_LOG_LEVEL";
+        }
+        for (int i = 0; i < o.n_extra; i++) args[n++] = (char *)o.extra[i];
+        snprintf(counts[0], sizeof counts[0], "1");
+        snprintf(counts[1], sizeof counts[1], "%d", o.servers);
+        snprintf(counts[2], sizeof counts[2], "%d", o.workers);
+        for (int r = 0; r < 3; r++) {
+            if (r) args[n++] = ":";
+            args[n++] = "-np";
+            args[n++] = counts[r];
+            args[n++] = prog[r];
+            args[n++] = job_path;
+            args[n++] = "--run-dir";
+            args[n++] = (char *)run_dir;
+            if (resume_dir[0]) {
+                args[n++] = "--resume";
+                args[n++] = resume_dir;
+            }
+            for (int i = 0; i < o.n_over; i++) args[n++] = (char *)o.overrides[i];
+        }
+        args[n] = NULL;
+        fprintf(stderr, "tessera: running: ");
+        print_command(stderr, args);
+        if (o.dry) return 0;
+        rc = run_mpirun(args);
+        if (rc == 0) {
+            print_summary(run_dir);
+            return 0;
+        }
+        if (rc == CKPT_EXIT_REQUEUE) {
+            fprintf(stderr, "tessera: the job checkpointed and stopped as asked (exit status %d: requeue it, "
+                            "or run again with --resume auto)\n", rc);
+            return rc;
+        }
+        char why[128];
+        describe_status(rc, why, sizeof why);
+        if (stop_asked || attempt >= o.max_restarts) {
+            fprintf(stderr, "tessera: the job failed (%s); see the log above%s\n", why,
+                    o.max_restarts ? "; no restarts left" : "");
+            return rc;
+        }
+        fprintf(stderr, "tessera: restart %d of %d after failure: %s; resuming from the newest checkpoint\n",
+                attempt + 1, o.max_restarts, why);
     }
-    if (hostfile) {
-        args[n++] = "--hostfile";
-        args[n++] = (char *)hostfile;
-    }
-    if (getenv("TESSERA_LOG_LEVEL")) {
-        args[n++] = "-x";
-        args[n++] = "TESSERA_LOG_LEVEL";
-    }
-    for (int i = 0; i < n_extra; i++)
-        args[n++] = (char *)extra[i];
-    snprintf(counts[0], sizeof counts[0], "1");
-    snprintf(counts[1], sizeof counts[1], "%d", servers);
-    snprintf(counts[2], sizeof counts[2], "%d", workers);
-    for (int r = 0; r < 3; r++) {
-        if (r) args[n++] = ":";
-        args[n++] = "-np";
-        args[n++] = counts[r];
-        args[n++] = prog[r];
-        args[n++] = job_path;
-        args[n++] = "--run-dir";
-        args[n++] = (char *)run_dir;
-        for (int i = 0; i < n_over; i++)
-            args[n++] = (char *)overrides[i];
-    }
-    args[n] = NULL;
+}
 
-    fprintf(stderr, "tessera: running: ");
-    print_command(stderr, args);
-    if (dry) return 0;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("tessera: fork");
-        return 1;
+/* tessera ckpt inspect DIR: lists the checkpoints under DIR (a run directory, a checkpoint root or
+ * a step directory) and the tensors of the newest complete one. */
+static int cmd_ckpt(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[0], "inspect") || !strcmp(argv[1], "--help")) {
+        fprintf(stderr, "usage: tessera ckpt inspect DIR\n"
+                        "  DIR: a run directory, its checkpoints/ directory, or one step-N directory\n");
+        return argc >= 2 && !strcmp(argv[1], "--help") ? 0 : 2;
     }
-    if (pid == 0) {
-        execvp(args[0], args);
-        fprintf(stderr, "tessera: cannot run %s: %s (is Open MPI installed? ./scripts/install-deps.sh)\n",
-                args[0], strerror(errno));
-        _exit(127);
-    }
-    /* Ctrl-C reaches mpirun through the terminal's process group; mpirun forwards it to the ranks. */
-    signal(SIGINT, SIG_IGN);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (rc)
-        fprintf(stderr, "tessera: the job failed (mpirun exit status %d); see the log above\n", rc);
-    else
-        print_summary(run_dir);
-    return rc;
+    return ckpt_inspect(argv[1], stdout);
 }
 
 int main(int argc, char **argv) {
@@ -318,6 +464,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 2, argv + 2);
     fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);
     return 2;
 }

@@ -96,6 +96,7 @@ static herr_t attr_read(hid_t obj, const char *name, hid_t type, void *out) {
 static herr_t attr_read_str(hid_t obj, const char *name, char *out, size_t n) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
     char *v = NULL;
     herr_t rc = attr_read(obj, name, t, &v);
     H5Tclose(t);
@@ -164,6 +165,9 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
     }
     H5_CHECK(H5Fclose(f));
     f = -1;
+    /* Test hook: hold the written file before it is committed, so a test can kill the job mid-write. */
+    const char *delay = getenv("TESSERA_TEST_CKPT_WRITE_DELAY_MS");
+    if (delay) usleep((useconds_t)strtol(delay, NULL, 10) * 1000);
     if (commit_file(tmp, path)) {
         snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
         return -TS_EIO;
@@ -528,4 +532,101 @@ void ckpt_prune(const char *root, int keep) {
         }
     }
     free(v);
+}
+
+typedef struct {
+    FILE *out;
+    int shard;
+    const char *path;
+} inspect_ctx_t;
+
+static herr_t print_tensor(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    inspect_ctx_t *c = data;
+    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
+    if (g < 0) return 0;
+    uint64_t shape[2] = {0, 0}, rb = 0, re = 0;
+    int64_t steps = 0;
+    attr_read(g, "logical_shape", H5T_NATIVE_UINT64, shape);
+    attr_read(g, "row_begin", H5T_NATIVE_UINT64, &rb);
+    attr_read(g, "row_end", H5T_NATIVE_UINT64, &re);
+    attr_read(g, "optimizer_steps", H5T_NATIVE_INT64, &steps);
+    char slots[128] = "";
+    static const char *names[] = {"param", "exp_avg", "exp_avg_sq", "momentum_buffer", "sum"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (H5Lexists(g, names[i], H5P_DEFAULT) > 0) {
+            size_t len = strlen(slots);
+            snprintf(slots + len, sizeof slots - len, "%s%s", len ? " " : "", names[i]);
+        }
+    char shp[48];
+    snprintf(shp, sizeof shp, "%llux%llu", (unsigned long long)shape[0], (unsigned long long)shape[1]);
+    fprintf(c->out, "  %-20s %-12s shard %-3d rows %7llu-%-7llu steps %-7lld %s\n", name, shp, c->shard,
+            (unsigned long long)rb, (unsigned long long)re, (long long)steps, slots);
+    H5Gclose(g);
+    return 0;
+}
+
+int ckpt_inspect(const char *dir, FILE *out) {
+    h5_quiet();
+    char root[4096], sub[4096], path[4400], step_dir[4096] = "", err[1024];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/manifest.h5", dir);
+    int is_step = stat(path, &st) == 0;
+    snprintf(sub, sizeof sub, "%s/checkpoints", dir);
+    if (is_step) snprintf(step_dir, sizeof step_dir, "%s", dir);
+    snprintf(root, sizeof root, "%s", stat(sub, &st) == 0 && S_ISDIR(st.st_mode) ? sub : dir);
+    if (!is_step) {
+        ckpt_entry_t *v;
+        int n;
+        if (ckpt_list(root, &v, &n) || n == 0) {
+            fprintf(out, "no checkpoints under %s\n", root);
+            if (n == 0) free(v);
+            return 1;
+        }
+        char latest[64] = "";
+        snprintf(path, sizeof path, "%s/latest", root);
+        FILE *lf = fopen(path, "r");
+        if (lf) {
+            if (!fgets(latest, sizeof latest, lf)) latest[0] = '\0';
+            latest[strcspn(latest, "\n")] = '\0';
+            fclose(lf);
+        }
+        fprintf(out, "checkpoints in %s (latest: %s)\n", root, latest[0] ? latest : "none");
+        fprintf(out, "  %-12s %-20s %-11s %s\n", "step", "time (UTC)", "state", "size");
+        for (int i = 0; i < n; i++) {
+            char when[32];
+            time_t t = (time_t)v[i].unix_time;
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+            fprintf(out, "  %-12lld %-20s %-11s %.2f MB\n", (long long)v[i].step, when,
+                    v[i].complete ? "complete" : "incomplete", (double)v[i].bytes / 1e6);
+        }
+        if (ckpt_find_latest(root, step_dir, sizeof step_dir, err, sizeof err)) {
+            fprintf(out, "%s\n", err);
+            free(v);
+            return 1;
+        }
+        free(v);
+    }
+    ckpt_manifest_t m;
+    if (ckpt_read_manifest(step_dir, &m, err, sizeof err)) {
+        fprintf(out, "%s\n", err);
+        return 1;
+    }
+    if (ckpt_validate(step_dir, err, sizeof err)) fprintf(out, "warning: %s\n", err);
+    fprintf(out, "\n%s: step %lld, %d shards, %d workers, tessera %s%s\n", step_dir, (long long)m.step, m.n_shards,
+            m.n_workers, m.version, m.stopped ? ", taken to stop the job" : "");
+    for (int k = 0; k < m.n_shards; k++) {
+        snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, k);
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (f < 0) {
+            fprintf(out, "  %s: cannot open\n", path);
+            continue;
+        }
+        inspect_ctx_t c = {out, k, path};
+        H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, print_tensor, &c);
+        H5Fclose(f);
+    }
+    return 0;
 }

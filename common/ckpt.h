@@ -14,6 +14,7 @@
 #define TESSERA_CKPT_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -98,5 +99,11 @@ int ckpt_find_latest(const char *root, char *out, size_t n, char *err, size_t er
 /* Deletes all but the newest `keep` complete checkpoints, and incomplete ones older than the newest
  * complete one. Never deletes the newest complete checkpoint. */
 void ckpt_prune(const char *root, int keep);
+
+/* Prints the checkpoints under `dir` (a run directory, a checkpoint root or a step directory) with
+ * step, time, state and size, then the tensors of the newest complete one (or of `dir` itself when
+ * it is a step directory): logical shape, and each shard's rows and slots. Returns 0, or 1 when
+ * there is nothing to show. */
+int ckpt_inspect(const char *dir, FILE *out);
 
 #endif

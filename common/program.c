@@ -39,6 +39,8 @@ void program_start(program_t *p, role_t role, int *argc, char ***argv) {
     for (int i = 1; i < n && !bad; i++) {
         if (!strcmp(a[i], "--run-dir") && i + 1 < n)
             p->run_dir = a[++i];
+        else if (!strcmp(a[i], "--resume") && i + 1 < n)
+            p->resume_dir = a[++i];
         else if (!strcmp(a[i], "-h") || !strcmp(a[i], "--help"))
             bad = 1;
         else if (a[i][0] == '-')
