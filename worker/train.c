@@ -189,8 +189,6 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     }
     long total_steps = (long)steps_per_epoch * cfg->epochs;
     if (cfg->max_steps > 0 && cfg->max_steps < total_steps) total_steps = cfg->max_steps;
-    int epochs =
-        (int)((total_steps + (long)steps_per_epoch - 1) / (long)(steps_per_epoch ? steps_per_epoch : 1));
 
     uint64_t *rows = XCALLOC((size_t)model.spec.n_tensors, sizeof *rows);
     for (int t = 0; t < model.spec.n_tensors; t++)
@@ -248,7 +246,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     uint64_t examples = start.examples;
     int stopping = 0;
     int64_t stop_step = 0;
-    for (int epoch = start.epoch; !rc && !stopping && epoch < epochs; epoch++) {
+    /* The resumed epoch always runs: it may have no steps left but still owe its evaluation. */
+    for (int epoch = start.epoch;
+         !rc && !stopping && epoch < cfg->epochs && (clock < total_steps || epoch == start.epoch); epoch++) {
         rng_t rng;
         rng_seed(&rng, seed_derive(cfg->seed, (uint64_t)me, (uint64_t)epoch));
         for (size_t i = 0; i < part; i++)

@@ -36,3 +36,40 @@ at_least() {
         fail "$3 = $1, expected >= $2"
     echo "ok: $3 = $1 (>= $2)"
 }
+
+# start_job NAME [tessera train args...]: like run_job, in the background; $JOB_PID is tessera's pid.
+start_job() {
+    name=$1
+    shift
+    mkdir -p "$WORK/$name"
+    "$TESSERA" train --run-dir "$WORK/$name" "$@" >"$WORK/$name.log" 2>&1 &
+    JOB_PID=$!
+}
+
+# wait_log NAME PATTERN [SECONDS]: waits until the job's log matches PATTERN (grep -E).
+wait_log() {
+    for _ in $(seq $((${3:-60} * 20))); do
+        grep -qE "$2" "$WORK/$1.log" && return 0
+        sleep 0.05
+    done
+    tail -20 "$WORK/$1.log" >&2
+    fail "timed out waiting for '$2' in $1's log"
+}
+
+# ranks NAME: pids of the job's MPI ranks (scheduler, shards, workers).
+ranks() {
+    pgrep -f "tessera-(scheduler|ps|worker) .*--run-dir $WORK/$1( |\$)" || true
+}
+
+# kill_random_rank NAME: SIGKILL one rank of the job, chosen at random (a node failure in small).
+kill_random_rank() {
+    victim=$(ranks "$1" | shuf -n 1)
+    [ -n "$victim" ] || fail "no rank of $1 to kill"
+    echo "killing $(tr '\0' ' ' </proc/"$victim"/cmdline | cut -d' ' -f1 | xargs basename) pid $victim"
+    kill -9 "$victim" 2>/dev/null || true
+}
+
+# kill_all_ranks NAME: SIGKILL every rank and mpirun (the whole job dies at once).
+kill_all_ranks() {
+    for p in $(ranks "$1"); do kill -9 "$p" 2>/dev/null || true; done
+}

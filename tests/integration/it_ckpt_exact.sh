@@ -1,0 +1,30 @@
+#!/bin/sh
+# Exact resume (BSP): a run in which a random rank is SIGKILLed mid-training, relaunched by
+# --max-restarts from its newest checkpoint, ends with parameters bit-identical to an uninterrupted
+# run. So does a run stopped by SIGUSR1 (exit 85, "requeue me") and resumed with --resume auto.
+. "$(dirname "$0")/lib.sh"
+
+ARGS="job.epochs=2 data.train_limit=24000 data.test_limit=2000 --checkpoint-every 60"
+run_job ref $ARGS
+
+start_job killed $ARGS --max-restarts 2
+wait_log killed "checkpoint committed step=120"
+sleep "$(shuf -i 0-30 -n 1 | sed 's/^/0./')"
+kill_random_rank killed
+wait $JOB_PID || { tail -20 "$WORK/killed.log" >&2; fail "the restarted job failed"; }
+grep -q "restart 1 of 2 after failure" "$WORK/killed.log" || fail "no restart logged"
+grep -q "resuming from .*step-0000001[2-9]0\|resuming from .*step-0000002[0-9]0" "$WORK/killed.log" ||
+    fail "did not resume from a checkpoint at or after step 120"
+cmp "$WORK/ref/params.bin" "$WORK/killed/params.bin" || fail "resumed parameters differ from the uninterrupted run"
+echo "ok: killed rank, restarted, bit-identical"
+
+start_job stopped $ARGS
+wait_log stopped "checkpoint committed step=60"
+kill -USR1 $JOB_PID
+rc=0
+wait $JOB_PID || rc=$?
+[ $rc -eq 85 ] || fail "a stop signal should exit 85 (checkpointed, requeue), got $rc"
+grep -q "checkpoint committed step=[0-9]* .*stop=1" "$WORK/stopped.log" || fail "no stop checkpoint"
+run_job stopped $ARGS --resume auto
+cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "stop + resume differs from the uninterrupted run"
+echo "ok: SIGUSR1 -> checkpoint, exit 85; --resume auto -> bit-identical"
