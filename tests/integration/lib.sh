@@ -58,7 +58,7 @@ wait_log() {
 
 # ranks NAME: pids of the job's MPI ranks (scheduler, shards, workers).
 ranks() {
-    pgrep -f "tessera-(scheduler|ps|worker) .*--run-dir $WORK/$1( |\$)" || true
+    pgrep -f "^[^ ]*/tessera-(scheduler|ps|worker) .*--run-dir $WORK/$1( |\$)" || true
 }
 
 # kill_random_rank NAME: SIGKILL one rank of the job, chosen at random (a node failure in small).
