@@ -321,6 +321,16 @@ static int run_mpirun(char **args) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Whether the newest complete checkpoint under `root` was taken to stop the job, at or after `since`
+ * (when SIGTERM reaches mpirun too, its exit status says "failed" though the ranks stopped cleanly). */
+static int stopped_since(const char *root, time_t since) {
+    char dir[PATH_MAX], err[1024];
+    ckpt_manifest_t m;
+    if (ckpt_find_latest(root, dir, sizeof dir, err, sizeof err) || ckpt_read_manifest(dir, &m, err, sizeof err))
+        return 0;
+    return m.stopped && m.unix_time >= (int64_t)since;
+}
+
 static const char *describe_status(int rc, char *buf, size_t n) {
     if (rc > 128) snprintf(buf, n, "killed by signal %d (%s)", rc - 128, strsignal(rc - 128));
     else snprintf(buf, n, "mpirun exit status %d (a rank failed or was killed)", rc);
@@ -399,6 +409,11 @@ static int cmd_train(int argc, char **argv) {
             args[n++] = "-x";
             args[n++] = "TESSERA_LOG_LEVEL";
         }
+        /* A batch system's SIGTERM also reaches mpirun, which passes it on and would SIGKILL the ranks
+         * after 1 s; give them time to finish their stop checkpoint. */
+        args[n++] = "--mca";
+        args[n++] = "odls_base_sigkill_timeout";
+        args[n++] = "60";
         for (int i = 0; i < o.n_extra; i++) args[n++] = (char *)o.extra[i];
         snprintf(counts[0], sizeof counts[0], "1");
         snprintf(counts[1], sizeof counts[1], "%d", o.servers);
@@ -421,7 +436,9 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "tessera: running: ");
         print_command(stderr, args);
         if (o.dry) return 0;
+        time_t launched = time(NULL);
         rc = run_mpirun(args);
+        if (rc != 0 && rc != CKPT_EXIT_REQUEUE && stop_asked && stopped_since(root, launched)) rc = CKPT_EXIT_REQUEUE;
         if (rc == 0) {
             print_summary(run_dir);
             return 0;

@@ -25,7 +25,8 @@ PKGS="build-essential cmake pkg-config ca-certificates
       libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
       libinih-dev libcjson-dev libxxhash-dev
       dataset-fashion-mnist
-      python3 python3-numpy python3-h5py python3-zmq python3-protobuf"
+      python3 python3-numpy python3-h5py python3-zmq python3-protobuf
+      slurmctld slurmd slurm-client munge"
 if [ "$BENCH" -eq 1 ]; then
     PKGS="$PKGS python3-torch"
 fi
