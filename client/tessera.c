@@ -63,6 +63,9 @@ static const char *const train_help =
     "                       directory, a checkpoints directory or a run directory\n"
     "  --max-restarts N     after a failure, relaunch and resume from the newest checkpoint,\n"
     "                       up to N times (needs --run-dir)\n"
+    "  --term-grace S       seconds mpirun lets ranks finish a stop checkpoint after a\n"
+    "                       SIGTERM that reached it too (batch systems; default 1, Open\n"
+    "                       MPI's); longer also delays the cleanup after a rank dies\n"
     "  --dry-run            print the command line and exit\n"
     "  section.key=value    override a job-file setting, e.g. job.epochs=3 job.staleness=2\n"
     "                       optimizer.lr=0.01 data.dir=/path (staleness: 0 = BSP, k = SSP,\n"
@@ -175,6 +178,7 @@ typedef struct {
     const char *extra[64], *overrides[130];
     int n_extra, n_over, servers, workers, dry, max_restarts;
     char checkpoint_override[64];
+    char term_grace[16];
 } train_opts_t;
 
 static int parse_train(int argc, char **argv, train_opts_t *o) {
@@ -197,6 +201,11 @@ static int parse_train(int argc, char **argv, train_opts_t *o) {
             if (parse_count(a, v, &every)) return -1;
             snprintf(o->checkpoint_override, sizeof o->checkpoint_override, "checkpoint.every_steps=%d", every);
             o->overrides[o->n_over++] = o->checkpoint_override;
+            i++;
+        } else if (!strcmp(a, "--term-grace")) {
+            int g;
+            if (parse_count(a, v, &g)) return -1;
+            snprintf(o->term_grace, sizeof o->term_grace, "%d", g);
             i++;
         } else if (!strcmp(a, "--max-restarts")) {
             char *end = NULL;
@@ -409,11 +418,14 @@ static int cmd_train(int argc, char **argv) {
             args[n++] = "-x";
             args[n++] = "TESSERA_LOG_LEVEL";
         }
-        /* A batch system's SIGTERM also reaches mpirun, which passes it on and would SIGKILL the ranks
-         * after 1 s; give them time to finish their stop checkpoint. */
-        args[n++] = "--mca";
-        args[n++] = "odls_base_sigkill_timeout";
-        args[n++] = "60";
+        /* A batch system's SIGTERM also reaches mpirun, which passes it on and SIGKILLs the ranks after
+         * 1 s; --term-grace gives them time to finish a stop checkpoint. It also delays the cleanup
+         * after a rank dies, so it is off by default. */
+        if (o.term_grace[0]) {
+            args[n++] = "--mca";
+            args[n++] = "odls_base_sigkill_timeout";
+            args[n++] = o.term_grace;
+        }
         for (int i = 0; i < o.n_extra; i++) args[n++] = (char *)o.extra[i];
         snprintf(counts[0], sizeof counts[0], "1");
         snprintf(counts[1], sizeof counts[1], "%d", o.servers);

@@ -76,7 +76,7 @@ ARGS="job.epochs=2 data.train_limit=24000 data.test_limit=2000"
 run_job ref $ARGS --checkpoint-every 60
 
 JOBID=$(cd "$WORK" && sbatch --parsable --output="$WORK/slurm-%j.out" \
-    --export=ALL,TESSERA="$TESSERA",RUN_DIR="$WORK/run",CHECKPOINT_EVERY=60 \
+    --export=ALL,TESSERA="$TESSERA",RUN_DIR="$WORK/run",CHECKPOINT_EVERY=60,TERM_GRACE=3 \
     "$ROOT/deploy/slurm/train.sbatch" $ARGS) || fail "sbatch failed"
 OUT="$WORK/slurm-$JOBID.out"
 echo "submitted job $JOBID"
