@@ -68,6 +68,7 @@ struct ps_server {
     int64_t ckpt_last; /* the last checkpoint taken, announced in replies */
     int ckpt_last_stop;
     int *ckpt_told; /* per worker: the last checkpoint has been announced to it */
+    int stop_seen;  /* a stop was requested somewhere: tell every worker */
     pthread_t writer;
     int writer_running;
 };
@@ -215,6 +216,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
     wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
     h.request_id = request_id;
     h.clock = clock;
+    h.stop_requested = s->stop_seen || (s->cfg.stop_flag && *s->cfg.stop_flag);
     if (worker >= 0 && s->ckpt_last > 0 && !s->ckpt_told[worker]) {
         /* The first reply after a checkpoint tells the worker to save its own state. */
         h.checkpoint_clock = s->ckpt_last;
@@ -505,6 +507,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     }
     s->pushes++;
     s->clock[w]++;
+    s->stop_seen |= h->stop_requested;
     if (h->checkpoint_clock > s->ckpt_last && s->cfg.ckpt_root) {
         s->ckpt_want = h->checkpoint_clock;
         s->ckpt_want_stop = h->stop_after_checkpoint;

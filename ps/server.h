@@ -3,6 +3,7 @@
 #ifndef TESSERA_PS_SERVER_H
 #define TESSERA_PS_SERVER_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ typedef struct {
     void *zctx;
     const char *sched_endpoint;
     const char *resume_dir; /* restore from this checkpoint (step directory) instead of initialising */
+    volatile sig_atomic_t *stop_flag; /* set by this process's signal handler (optional) */
 } ps_config_t;
 
 /* Sets the per-frame size limit on `router`: call before binding it, since ZeroMQ copies socket

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "program.h"
 #include "util.h"
 #include "wire.h"
 
@@ -230,7 +231,11 @@ static void handle(sched_t *s) {
     case TESSERA__KIND__KIND_CKPT_DONE: checkpoint_part(s, h->clock, r); break;
     default: break;
     }
-    wire_send_simple(s->router, &m.identity, h->request_id, TESSERA__KIND__KIND_OK);
+    Tessera__Header ok;
+    wire_header_init(&ok, TESSERA__KIND__KIND_OK);
+    ok.request_id = h->request_id;
+    ok.stop_requested = program_stop_requested != 0;
+    wire_send(s->router, &m.identity, &ok, NULL, 0);
     wire_msg_free(&m);
 }
 

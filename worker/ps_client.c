@@ -55,6 +55,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     if (kind == TESSERA__KIND__KIND_PUSH_PULL) {
         h.checkpoint_clock = c->ckpt_request;
         h.stop_after_checkpoint = c->ckpt_request_stop;
+        h.stop_requested = c->stop_requested;
     }
     int nt = 0;
     Tessera__TensorDesc descs[grads ? s->n_tensors : 1], *dptr[grads ? s->n_tensors : 1];
@@ -152,6 +153,7 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
                 rc = -TS_EPROTO;
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);
+                c->peer_stop |= m.hdr->stop_requested;
                 if (m.hdr->checkpoint_clock > 0) {
                     c->ckpt_announced = m.hdr->checkpoint_clock;
                     c->ckpt_announced_stop |= m.hdr->stop_after_checkpoint;

@@ -27,6 +27,8 @@ typedef struct {
     int ckpt_request_stop;
     int64_t ckpt_announced;
     int ckpt_announced_stop;
+    int stop_requested; /* set on pushes: this worker was asked to stop */
+    int peer_stop;      /* a reply said another rank was asked to stop */
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */

@@ -23,6 +23,7 @@ typedef struct {
     const cluster_t *cl;
     void *zctx, *sched;
     int outstanding; /* scheduler requests not yet acknowledged */
+    int sched_stop;  /* the scheduler was asked to stop the job */
     uint64_t next_request;
 } worker_t;
 
@@ -54,8 +55,9 @@ static void sched_drain(worker_t *w, int block) {
         wire_msg_t m;
         Tessera__ErrorCode code;
         char err[256];
-        if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 &&
-            m.hdr->kind == TESSERA__KIND__KIND_ERROR)
+        if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 && m.hdr->stop_requested)
+            w->sched_stop = 1;
+        if (m.hdr && m.hdr->kind == TESSERA__KIND__KIND_ERROR)
             log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code),
                      m.hdr->error_message);
         wire_msg_free(&m);
@@ -92,18 +94,19 @@ static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dat
 
 /* Worker 0 decides where checkpoints are cut: on the job's schedule, or when a signal asked. The
  * request rides on its push of iteration `clock`; the cut is at clock + 1. */
-static void plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt) {
+static void plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt,
+                            int stop) {
     int64_t next = clock + 1;
     int due = (cfg->ckpt_every_steps > 0 && next % cfg->ckpt_every_steps == 0) ||
               (cfg->ckpt_every_seconds > 0 && now_s() - *last_ckpt >= cfg->ckpt_every_seconds) ||
-              program_checkpoint_requested || program_stop_requested;
+              program_checkpoint_requested || stop;
     if (!due) return;
     pc->ckpt_request = next;
-    pc->ckpt_request_stop = program_stop_requested != 0;
+    pc->ckpt_request_stop = stop;
     program_checkpoint_requested = 0;
     *last_ckpt = now_s();
     log_info("checkpoint requested step=%lld reason=%s", (long long)next,
-             program_stop_requested ? "stop signal" : "schedule or SIGUSR2");
+             stop ? "stop signal" : "schedule or SIGUSR2");
 }
 
 /* Writes this worker's part of checkpoint `step` and tells the scheduler. */
@@ -244,7 +247,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
     uint64_t examples = start.examples;
-    int stopping = 0;
+    int stopping = 0, stop_planned = 0;
     int64_t stop_step = 0;
     /* The resumed epoch always runs: it may have no steps left but still owe its evaluation. */
     for (int epoch = start.epoch;
@@ -267,7 +270,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             double tp = now_s();
             compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
-            if (me == 0) plan_checkpoint(&pc, cfg, clock, &last_ckpt);
+            pc.stop_requested = program_stop_requested != 0;
+            /* Worker 0 cuts checkpoints; a stop asked of any rank reaches it through the shards'
+             * replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
+            if (me == 0)
+                plan_checkpoint(&pc, cfg, clock, &last_ckpt,
+                                !stop_planned && (program_stop_requested || pc.peer_stop || w.sched_stop));
+            if (pc.ckpt_request_stop) stop_planned = 1;
             rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
