@@ -115,6 +115,30 @@ static int commit_file(const char *tmp, const char *final_path) {
     return 0;
 }
 
+/* Creates `path`.tmp (into `tmp`) for writing. Returns the file, or -1 with a message. */
+static hid_t h5_create_tmp(const char *path, char *tmp, size_t n, char *err, size_t errlen) {
+    snprintf(tmp, n, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) snprintf(err, errlen, "cannot create %s", tmp);
+    return f;
+}
+
+/* Closes `f` (written to `tmp`) and commits it under `path` (fsync, then rename); on any failure
+ * removes the .tmp. 0 or -TS_EIO with a message. */
+static int h5_commit(hid_t f, const char *tmp, const char *path, char *err, size_t errlen) {
+    if (H5Fclose(f) < 0) {
+        snprintf(err, errlen, "%s: HDF5 could not finish the file", tmp);
+        unlink(tmp);
+        return -TS_EIO;
+    }
+    if (commit_file(tmp, path)) {
+        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -TS_EIO;
+    }
+    return 0;
+}
+
 static void write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step) {
     attr_str(f, "tessera_version", TESSERA_VERSION);
     attr_i64(f, "step", step);
@@ -127,14 +151,10 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
     h5_quiet();
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, shard);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     const char *slot_names[3] = {"param", NULL, NULL};
     int n_slots = 1 + ckpt_slot_names(cfg->opt_type, slot_names + 1);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), g = -1, sp = -1, d = -1;
-    if (f < 0) {
-        snprintf(err, errlen, "cannot create %s", tmp);
-        return -TS_EIO;
-    }
+    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen), g = -1, sp = -1, d = -1;
+    if (f < 0) return -TS_EIO;
     write_common_attrs(f, cfg, step);
     H5_CHECK(attr_i64(f, "shard", shard));
     H5_CHECK(attr_i64(f, "n_shards", n_shards));
@@ -163,15 +183,10 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
         H5Gclose(g);
         sp = g = -1;
     }
-    H5_CHECK(H5Fclose(f));
-    f = -1;
     /* Test hook: hold the written file before it is committed, so a test can kill the job mid-write. */
     const char *delay = getenv("TESSERA_TEST_CKPT_WRITE_DELAY_MS");
     if (delay) usleep((useconds_t)strtol(delay, NULL, 10) * 1000);
-    if (commit_file(tmp, path)) {
-        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
-        return -TS_EIO;
-    }
+    if (h5_commit(f, tmp, path, err, errlen)) return -TS_EIO;
     if (bytes) *bytes = total;
     return 0;
 fail:
@@ -188,12 +203,8 @@ int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_
     h5_quiet();
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/worker-%d.h5", step_dir, worker);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        snprintf(err, errlen, "cannot create %s", tmp);
-        return -TS_EIO;
-    }
+    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen);
+    if (f < 0) return -TS_EIO;
     H5_CHECK(attr_str(f, "tessera_version", TESSERA_VERSION));
     H5_CHECK(attr_i64(f, "worker", worker));
     H5_CHECK(attr_i64(f, "step", st->clock));
@@ -201,12 +212,7 @@ int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_
     H5_CHECK(attr_i64(f, "position", st->position));
     H5_CHECK(attr_i64(f, "examples", (int64_t)st->examples));
     H5_CHECK(attr_f64(f, "train_seconds", st->train_seconds));
-    H5_CHECK(H5Fclose(f));
-    if (commit_file(tmp, path)) {
-        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
-        return -TS_EIO;
-    }
-    return 0;
+    return h5_commit(f, tmp, path, err, errlen);
 fail:
     H5Fclose(f);
     unlink(tmp);
@@ -246,23 +252,15 @@ int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_co
     char dir[4096], path[4200], tmp[4210];
     ckpt_step_dir(root, m->step, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/manifest.h5", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        snprintf(err, errlen, "cannot create %s", tmp);
-        return -TS_EIO;
-    }
+    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen);
+    if (f < 0) return -TS_EIO;
     write_common_attrs(f, cfg, m->step);
     H5_CHECK(attr_i64(f, "n_shards", m->n_shards));
     H5_CHECK(attr_i64(f, "n_workers", m->n_workers));
     H5_CHECK(attr_i64(f, "unix_time", m->unix_time));
     H5_CHECK(attr_i64(f, "stopped", m->stopped));
     H5_CHECK(attr_str(f, "complete", "true"));
-    H5_CHECK(H5Fclose(f));
-    if (commit_file(tmp, path)) {
-        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
-        return -TS_EIO;
-    }
+    if (h5_commit(f, tmp, path, err, errlen)) return -TS_EIO;
     /* The step directory's entry must be durable before `latest` names it. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
