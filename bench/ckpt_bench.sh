@@ -14,9 +14,10 @@
 #      per checkpoint vs step time, the fraction of training time lost at every 500 steps (the
 #      default of deploy/slurm/train.sbatch; target <= 5%) and at --every, and the end-to-end
 #      slowdown (training time with checkpoints vs without, same steps);
-#   d) (unless --no-diag) a diagnosis of the write path on the idle machine with Python: the same
+#   d) (unless --no-diag) a diagnosis of the write path with Python, after the runs: one shard's
 #      bytes written with a plain write() + fsync, with h5py (the same libhdf5) + fsync, S writers at
-#      once, and the snapshot copy into a fresh vs a reused buffer.
+#      once, with every core spinning, and again (plain, 1 and S writers) while a baseline job trains;
+#      and the snapshot copy into freshly mapped memory (as a large malloc gives) vs mapped memory.
 #
 # Results go to bench/results/ckpt_bench.json.
 #
@@ -142,7 +143,11 @@ dd_secs() {  # dd's own elapsed seconds from its last line ("N bytes (...) copie
 dd_one() {  # $1 = file, $2... = extra dd args; prints seconds
     dd if=/dev/zero of="$1" bs="$DD_BS" count="$DD_COUNT" "${@:2}" 2>&1 | dd_secs
 }
-echo "  disk: dd ${DD_COUNT} x 16 MiB = $((DD_BYTES / 1048576)) MiB, conv=fdatasync, $DD_RUNS runs (+ $SERVERS at once)"
+echo "  disk: dd ${DD_COUNT} x 16 MiB = $((DD_BYTES / 1048576)) MiB, conv=fdatasync, 1 warm-up + $DD_RUNS runs (+ $SERVERS at once)"
+# One warm-up run, reported but not counted: on VMs the first write after a while is often much
+# slower (guest memory handed back to the host has to be faulted in again for the page cache).
+sync; s="$(dd_one "$TMP/dd.bin" conv=fdatasync)"; rm -f "$TMP/dd.bin"
+printf 'dd\twarmup\t1\t%s\t%s\n' "$DD_BYTES" "$s" >> "$RAW"
 for r in $(seq 1 "$DD_RUNS"); do
     sync
     s="$(dd_one "$TMP/dd.bin" conv=fdatasync)"
@@ -191,13 +196,14 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 # --- d) write-path diagnosis --------------------------------------------------------
-DIAG_JSON="$TMP/diag.json"
-if [ "$DIAG" -eq 1 ]; then
-    echo "  diagnosis: $((SHARD_BYTES / 1000000)) MB with write()+fsync, h5py+fsync, $SERVERS writers at once, snapshot copy"
-    "$PY" - "$TMP" "$SHARD_BYTES" "$SERVERS" "$DIAG_JSON" <<'EOF'
-import json, multiprocessing as mp, os, statistics, sys, time
+DIAG_IDLE="$TMP/diag-idle.json"
+DIAG_LOADED="$TMP/diag-loaded.json"
+echo '{}' > "$DIAG_IDLE"; echo '{}' > "$DIAG_LOADED"
+cat > "$TMP/diag.py" <<'EOF'
+# usage: diag.py idle|loaded TMP SHARD_BYTES SERVERS OUT_JSON
+import json, mmap, multiprocessing as mp, os, statistics, sys, time
 import numpy as np
-tmp, nbytes, servers, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+mode, tmp, nbytes, servers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 n = nbytes // 4
 data = np.arange(n, dtype=np.float32)          # one shard's param + 2 slots, as one buffer
 thirds = np.array_split(data, 3)
@@ -205,12 +211,11 @@ res = {"bytes": n * 4}
 
 def fsync_rename(tmpname, final):
     t = time.perf_counter()
-    fd = os.open(tmpname, os.O_RDONLY); os.fsync(fd); os.close(fd)
+    fd = os.open(tmpname, os.O_RDONLY); os.fsync(fd); os.close(fd)   # as ckpt.c: reopen, fsync, rename
     os.rename(tmpname, final)
     return time.perf_counter() - t
 
 def plain(path):
-    os.sync()
     t0 = time.perf_counter()
     with open(path + ".tmp", "wb", buffering=0) as f:
         mv = memoryview(data).cast("B")
@@ -224,7 +229,6 @@ def plain(path):
 
 def hdf5(path):
     import h5py
-    os.sync()
     t0 = time.perf_counter()
     with h5py.File(path + ".tmp", "w") as f:   # default (contiguous) layout, as ckpt.c
         g = f.create_group("slice")
@@ -236,43 +240,108 @@ def hdf5(path):
     return tw, ts
 
 def summarize(pairs):
-    tw = statistics.median(p[0] for p in pairs); ts = statistics.median(p[1] for p in pairs)
     tot = statistics.median(p[0] + p[1] for p in pairs)
-    return {"write_s": round(tw, 4), "fsync_s": round(ts, 4), "total_s": round(tot, 4),
-            "mb_per_s": round(n * 4 / tot / 1e6, 1), "runs": len(pairs)}
+    return {"write_s": round(statistics.median(p[0] for p in pairs), 4),
+            "fsync_s": round(statistics.median(p[1] for p in pairs), 4), "total_s": round(tot, 4),
+            "mb_per_s": round(n * 4 / tot / 1e6, 1),
+            "runs_mb_per_s": [round(n * 4 / (a + b) / 1e6, 1) for a, b in pairs]}
 
-res["plain_write_fsync"] = summarize([plain(os.path.join(tmp, "diag-plain.bin")) for _ in range(3)])
-try:
-    import h5py  # noqa: F401
-    res["h5py_write_fsync"] = summarize([hdf5(os.path.join(tmp, "diag-h5.h5")) for _ in range(3)])
-except ImportError:
-    res["h5py_write_fsync"] = None
+def series(fn, name, reps=3, gap=0.0):
+    pairs = []
+    for _ in range(reps):
+        os.sync()
+        pairs.append(fn(os.path.join(tmp, name)))
+        time.sleep(gap)
+    return summarize(pairs)
 
 def worker(k, q):
     q.put(plain(os.path.join(tmp, "diag-par%d.bin" % k)))
-aggs = []
-for _ in range(3):
-    q = mp.Queue()
-    ps = [mp.Process(target=worker, args=(k, q)) for k in range(servers)]
-    for p in ps: p.start()
-    got = [q.get() for _ in ps]
-    for p in ps: p.join()
-    aggs.append(servers * n * 4 / max(a + b for a, b in got) / 1e6)
-res["plain_parallel_aggregate_mb_per_s"] = round(statistics.median(aggs), 1)
 
-# The snapshot (the stall): copy the shard's state into a freshly allocated buffer (as
-# take_checkpoint does with malloc) vs into a buffer that is already mapped.
+def parallel(reps=3, gap=0.0):
+    aggs, per = [], []
+    for _ in range(reps):
+        os.sync()
+        q = mp.Queue()
+        ps = [mp.Process(target=worker, args=(k, q)) for k in range(servers)]
+        for p in ps: p.start()
+        got = [q.get() for _ in ps]
+        for p in ps: p.join()
+        aggs.append(servers * n * 4 / max(a + b for a, b in got) / 1e6)
+        per += [n * 4 / (a + b) / 1e6 for a, b in got]
+        time.sleep(gap)
+    return {"aggregate_mb_per_s": round(statistics.median(aggs), 1),
+            "per_writer_mb_per_s": round(statistics.median(per), 1),
+            "runs_aggregate_mb_per_s": [round(x, 1) for x in aggs]}
+
+if mode == "loaded":
+    # Run while a training job runs: the conditions a checkpoint is written in.
+    res["plain_write_fsync"] = series(plain, "diag-load.bin", gap=0.5)
+    res["plain_parallel"] = parallel(gap=0.5)
+    json.dump(res, open(out, "w"))
+    sys.exit(0)
+
+res["plain_write_fsync"] = series(plain, "diag-plain.bin")
+try:
+    import h5py  # noqa: F401
+    res["h5py_write_fsync"] = series(hdf5, "diag-h5.h5")
+except ImportError:
+    res["h5py_write_fsync"] = None
+res["plain_parallel"] = parallel()
+
+# The same write while every core spins in user space: plain CPU contention.
+def burn(stop):
+    x = 0
+    while not stop.is_set():
+        x += 1
+stop = mp.Event()
+burners = [mp.Process(target=burn, args=(stop,)) for _ in range(os.cpu_count() or 1)]
+for b in burners: b.start()
+time.sleep(0.2)
+try:
+    res["plain_write_fsync_cores_busy"] = series(plain, "diag-busy.bin")
+finally:
+    stop.set()
+    for b in burners: b.join()
+
+# The snapshot (the stall): copy one shard's state into freshly mapped memory (what a large malloc
+# gives: every 4 KiB page faults on first touch; glibc does not ask for huge pages) vs into memory
+# that is already mapped.
 fresh, reused = [], []
-warm = np.empty_like(data); warm.fill(0)
 for _ in range(3):
-    t = time.perf_counter(); b = np.empty_like(data); np.copyto(b, data); fresh.append(time.perf_counter() - t); del b
-    t = time.perf_counter(); np.copyto(warm, data); reused.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    m = mmap.mmap(-1, n * 4)
+    b = np.frombuffer(m, dtype=np.float32)
+    np.copyto(b, data)
+    fresh.append(time.perf_counter() - t)
+    t = time.perf_counter(); np.copyto(b, data); reused.append(time.perf_counter() - t)
+    del b; m.close()
 res["snapshot_copy_fresh_ms"] = round(statistics.median(fresh) * 1e3, 2)
 res["snapshot_copy_reused_ms"] = round(statistics.median(reused) * 1e3, 2)
 json.dump(res, open(out, "w"))
 EOF
-else
-    echo '{}' > "$DIAG_JSON"
+if [ "$DIAG" -eq 1 ]; then
+    echo "  diagnosis (idle): $((SHARD_BYTES / 1000000)) MB with write()+fsync, h5py+fsync, $SERVERS writers at once, cores busy, snapshot copy"
+    "$PY" "$TMP/diag.py" idle "$TMP" "$SHARD_BYTES" "$SERVERS" "$DIAG_IDLE"
+    # The same writes from outside Tessera while a baseline job trains (no checkpoints).
+    LSTEPS=60
+    echo "  diagnosis (under load): the same writes while a baseline job trains $LSTEPS steps"
+    dir="$TMP/load-run" log="$TMP/load-run.log"
+    "$B/tessera" train "$JOB" --servers "$SERVERS" --workers "$WORKERS" --run-dir "$dir" \
+        "job.max_steps=$LSTEPS" job.epochs=1000 "data.train_limit=$TRAIN_LIMIT" "data.test_limit=$TEST_LIMIT" \
+        > "$log" 2>&1 &
+    lpid=$!
+    for _ in $(seq 1 300); do   # until training has started (worker 0 logs the plan), at most 60 s
+        grep -q 'training examples=' "$log" 2>/dev/null && break
+        kill -0 "$lpid" 2>/dev/null || break
+        sleep 0.2
+    done
+    sleep 2
+    "$PY" "$TMP/diag.py" loaded "$TMP" "$SHARD_BYTES" "$SERVERS" "$DIAG_LOADED"
+    if grep -q 'worker done' "$log"; then
+        echo "ckpt_bench.sh: warning: the load job ended before the loaded writes did" >&2
+        "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["warning"]="job ended early"; json.dump(d,open(sys.argv[1],"w"))' "$DIAG_LOADED"
+    fi
+    wait "$lpid" || { tail -n 30 "$log" >&2; die "the load job failed (log above)"; }
 fi
 
 # --- c) report ----------------------------------------------------------------------
@@ -281,12 +350,12 @@ COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"
 MOUNT_OPTS="$(awk -v m="$FS_MNT" '$2 == m {print $4}' /proc/mounts | tail -n 1)"
 
-"$PY" - "$RAW" "$OUT_JSON" "$DIAG_JSON" "$STEPS" "$EVERY" "$SERVERS" "$WORKERS" "$RUNS" "$DEFAULT_INTERVAL" \
+"$PY" - "$RAW" "$OUT_JSON" "$DIAG_IDLE" "$DIAG_LOADED" "$STEPS" "$EVERY" "$SERVERS" "$WORKERS" "$RUNS" "$DEFAULT_INTERVAL" \
        "$COMMIT" "$CPU" "$(nproc)" "$N_PARAMS" "$FS_DEV" "$FS_MNT" "$FS_TYPE" "$MOUNT_OPTS" "$JOB" \
        "$TRAIN_LIMIT" <<'EOF'
 import json, re, statistics, sys, time
-(raw, out, diag_path, steps, every, servers, workers, runs, dflt, commit, cpu, cores, n_params,
- fs_dev, fs_mnt, fs_type, mount_opts, job, train_limit) = sys.argv[1:20]
+(raw, out, diag_path, diag_loaded_path, steps, every, servers, workers, runs, dflt, commit, cpu, cores,
+ n_params, fs_dev, fs_mnt, fs_type, mount_opts, job, train_limit) = sys.argv[1:21]
 steps, every, servers, workers, runs, dflt = map(int, (steps, every, servers, workers, runs, dflt))
 med = statistics.median
 MB = 1e6
@@ -320,7 +389,7 @@ def parse(log):
                  "stall_ms": float(d["stall_ms"])})
         elif role == "scheduler" and msg.startswith("checkpoint committed"):
             commits[int(d["step"])] = {"bytes": int(d["bytes"]), "write_s": float(d["write_s"]),
-                                       "stall_ms": float(d["stall_ms"]), "total_s": float(d["total_s"])}
+                                       "stall_ms": float(d["stall_ms"])}
         elif role == "worker" and msg.startswith("worker done"):
             wdone.append({"rank": int(rank), "steps": int(d["steps"]), "train_s": float(d["train_s"]),
                           "compute_s": float(d["compute_s"]), "sync_s": float(d["sync_s"])})
@@ -358,7 +427,7 @@ for r in rows:
                  "aggregate_mb_per_s": round(tot / slow / MB, 1) if slow > 0 else None,
                  "stall_ms": max(x["stall_ms"] for x in sh),
                  "committed_stall_ms": commits.get(step, {}).get("stall_ms"),
-                 "committed_total_s": commits.get(step, {}).get("total_s"),
+                 "committed_write_s": commits.get(step, {}).get("write_s"),
                  "during_training": step < wsteps}
             n_in += step < wsteps
             ckpts.append(c)
@@ -370,6 +439,7 @@ for r in rows:
 if not ckpts:
     sys.exit("ckpt_bench: no 'checkpoint slice written' lines in the checkpointed runs' logs")
 diag = json.load(open(diag_path))
+diag_loaded = json.load(open(diag_loaded_path))
 
 shard_rates = [x for c in ckpts for x in c["shard_mb_per_s"] if x]
 agg_rates = [c["aggregate_mb_per_s"] for c in ckpts if c["aggregate_mb_per_s"]]
@@ -401,6 +471,7 @@ res = {
         "dd_fdatasync_mb_per_s": round(disk, 1),
         "dd_parallel_fdatasync_aggregate_mb_per_s_runs": [round(x, 1) for x in dd_par],
         "dd_parallel_fdatasync_aggregate_mb_per_s": round(disk_par, 1) if disk_par else None,
+        "dd_warmup_fdatasync_mb_per_s_not_counted": round(dd["warmup"][0], 1) if "warmup" in dd else None,
         "dd_nosync_mb_per_s_page_cache_only": round(dd["nosync"][0], 1) if "nosync" in dd else None,
         "dd_odirect_mb_per_s": round(dd["direct"][0], 1) if "direct" in dd else None,
         "bytes_per_dd": int([r for r in rows if r[0] == "dd"][0][3]),
@@ -413,6 +484,7 @@ res = {
         "aggregate_write_mb_per_s": round(agg_mb, 1),
         "disk_mb_per_s": round(disk, 1),
         "write_vs_disk": round(ratio, 3),
+        "write_vs_disk_range_over_dd_runs": [round(agg_mb / max(dd["fdatasync"]), 3), round(agg_mb / min(dd["fdatasync"]), 3)],
         "write_vs_disk_target": 0.70, "write_vs_disk_ok": ratio >= 0.70,
         "aggregate_vs_parallel_dd": round(agg_mb / disk_par, 3) if disk_par else None,
         "stall_ms": round(stall_ms, 2),
@@ -430,7 +502,7 @@ res = {
         "effective_fraction_at_default_interval": round(frac(cost_per_ckpt_s, dflt), 5) if cost_per_ckpt_s else None,
         "effective_fraction_at_run_interval": round(frac(cost_per_ckpt_s, every), 5) if cost_per_ckpt_s else None,
     },
-    "diagnosis": diag,
+    "diagnosis": {"idle": diag, "under_training_load": diag_loaded},
 }
 with open(out, "w") as f:
     json.dump(res, f, indent=2)
@@ -448,8 +520,8 @@ if disk_par:
     print("disk, %d dd at once, aggregate:   %s MB/s  -> median %.0f MB/s" % (
         servers, " ".join("%.0f" % x for x in dd_par), disk_par))
 if res["disk"]["dd_nosync_mb_per_s_page_cache_only"]:
-    print("  (for reference: no sync %.0f MB/s = page cache, not disk; O_DIRECT %s MB/s)" % (
-        res["disk"]["dd_nosync_mb_per_s_page_cache_only"],
+    print("  (not counted: warm-up %s MB/s; no sync %.0f MB/s = page cache, not disk; O_DIRECT %s MB/s)" % (
+        "%.0f" % dd["warmup"][0] if "warmup" in dd else "n/a", res["disk"]["dd_nosync_mb_per_s_page_cache_only"],
         "%.0f" % res["disk"]["dd_odirect_mb_per_s"] if res["disk"]["dd_odirect_mb_per_s"] else "n/a"))
 print()
 print("%-4s %6s %9s  %-24s %-18s %10s %9s %9s" % ("run", "step", "MB", "shard write_s", "shard MB/s",
@@ -469,6 +541,8 @@ for kind in ("base", "ckpt"):
 print()
 print("checkpoint write: %.0f MB/s per shard, %.0f MB/s aggregate (%d shards) vs disk %.0f MB/s = %.0f%% (target >= 70%%: %s)"
       % (shard_mb, agg_mb, servers, disk, 100 * ratio, "ok" if ratio >= 0.70 else "MISSED"))
+print("  (%.0f%% to %.0f%% against the slowest and fastest dd run)" % (100 * agg_mb / max(dd["fdatasync"]),
+                                                                     100 * agg_mb / min(dd["fdatasync"])))
 if disk_par:
     print("  vs %d dd writers at once (%.0f MB/s): %.0f%%" % (servers, disk_par, 100 * agg_mb / disk_par))
 print("stall per checkpoint: %.1f ms = %.2f steps of %.0f ms; training time lost: %.3f%% every %d steps (target <= 5%%: %s), %.2f%% every %d steps"
@@ -481,14 +555,23 @@ if cost_per_ckpt_s is not None:
           % (cost_per_ckpt_s, cost_per_ckpt_s * 1e3 / step_base, stall_s, 100 * frac(cost_per_ckpt_s, dflt), dflt,
              100 * frac(cost_per_ckpt_s, every), every))
 if diag:
-    p, hh = diag.get("plain_write_fsync"), diag.get("h5py_write_fsync")
+    def wf(name, d):
+        print("  %-34s write %.3f s + fsync %.3f s = %4.0f MB/s  (runs %s)" % (
+            name, d["write_s"], d["fsync_s"], d["mb_per_s"], " ".join("%.0f" % x for x in d["runs_mb_per_s"])))
     print()
-    print("diagnosis (idle machine, %.0f MB, Python):" % (diag["bytes"] / MB))
-    print("  write()+fsync:  write %.3f s + fsync %.3f s = %.0f MB/s" % (p["write_s"], p["fsync_s"], p["mb_per_s"]))
-    if hh:
-        print("  h5py+fsync:     write %.3f s + fsync %.3f s = %.0f MB/s" % (hh["write_s"], hh["fsync_s"], hh["mb_per_s"]))
-    print("  %d x write()+fsync at once: %.0f MB/s aggregate" % (servers, diag["plain_parallel_aggregate_mb_per_s"]))
-    print("  snapshot copy: %.1f ms into a fresh buffer, %.1f ms into a reused one (shard stall %.1f ms)"
+    print("diagnosis, one shard's %.0f MB from Python (reopen + fsync + rename as ckpt.c):" % (diag["bytes"] / MB))
+    wf("idle, write()+fsync:", diag["plain_write_fsync"])
+    if diag.get("h5py_write_fsync"):
+        wf("idle, h5py (same libhdf5)+fsync:", diag["h5py_write_fsync"])
+    print("  %-34s %.0f MB/s aggregate, %.0f MB/s per writer" % ("idle, %d writers at once:" % servers,
+          diag["plain_parallel"]["aggregate_mb_per_s"], diag["plain_parallel"]["per_writer_mb_per_s"]))
+    wf("idle, all cores spinning:", diag["plain_write_fsync_cores_busy"])
+    if diag_loaded:
+        wf("while training, write()+fsync:", diag_loaded["plain_write_fsync"])
+        print("  %-34s %.0f MB/s aggregate, %.0f MB/s per writer%s" % ("while training, %d at once:" % servers,
+              diag_loaded["plain_parallel"]["aggregate_mb_per_s"], diag_loaded["plain_parallel"]["per_writer_mb_per_s"],
+              "  (WARNING: %s)" % diag_loaded["warning"] if diag_loaded.get("warning") else ""))
+    print("  snapshot copy: %.1f ms into fresh memory (page faults), %.1f ms into mapped memory (shard stall %.1f ms)"
           % (diag["snapshot_copy_fresh_ms"], diag["snapshot_copy_reused_ms"], stall_ms))
 print()
 print("wrote %s" % out)

@@ -156,8 +156,8 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r) 
         s->ckpt_bytes += (double)c->bytes;
         s->ckpt_write_s += c->write_s;
         s->ckpt_stall_s += c->stall_s;
-        log_info("checkpoint committed step=%lld bytes=%llu write_s=%.3f stall_ms=%.2f total_s=%.3f%s dir=%s/step-%09lld",
-                 (long long)step, (unsigned long long)c->bytes, c->write_s, c->stall_s * 1e3, now_s() - c->started,
+        log_info("checkpoint committed step=%lld bytes=%llu write_s=%.3f stall_ms=%.2f%s dir=%s/step-%09lld",
+                 (long long)step, (unsigned long long)c->bytes, c->write_s, c->stall_s * 1e3,
                  c->stop ? " stop=1" : "", s->ckpt_root, (long long)step);
         ckpt_prune(s->ckpt_root, s->cfg->ckpt_keep);
     }
