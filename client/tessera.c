@@ -259,6 +259,18 @@ static int resolve_resume(const char *resume, const char *root, char *out, size_
     if (!strcmp(resume, "auto")) {
         if (ckpt_find_latest(root, out, n, err, sizeof err)) {
             out[0] = '\0';
+            ckpt_entry_t *v;
+            int count, complete = 0;
+            if (ckpt_list(root, &v, &count) == 0) {
+                for (int i = 0; i < count; i++) complete += v[i].complete;
+                free(v);
+            }
+            if (complete) { /* committed checkpoints that cannot be read: do not silently start over */
+                fprintf(stderr, "tessera train: %d checkpoints under %s, none usable (see the warnings above); "
+                                "move them away to start over, or name one with --resume DIR\n",
+                        complete, root);
+                return -1;
+            }
             fprintf(stderr, "tessera: no complete checkpoint under %s: starting from the beginning\n", root);
         }
         return 0;
@@ -399,6 +411,28 @@ static int cmd_train(int argc, char **argv) {
         char resume_dir[PATH_MAX] = "";
         const char *resume = attempt > 0 ? "auto" : o.resume;
         if (resume && resolve_resume(resume, root, resume_dir, sizeof resume_dir)) return 2;
+        /* A restart before this run committed anything starts again from where the user said. */
+        if (attempt > 0 && !resume_dir[0] && o.resume && strcmp(o.resume, "auto") &&
+            resolve_resume(o.resume, root, resume_dir, sizeof resume_dir))
+            return 2;
+        if (!o.dry) { /* never prune, overwrite or resume from a timeline this run leaves behind */
+            int64_t keep = -1;
+            ckpt_manifest_t m;
+            char rdir[PATH_MAX], rroot[PATH_MAX], why[1024];
+            int have_root = realpath(root, rroot) != NULL; /* no directory yet: nothing to set aside */
+            size_t rlen = have_root ? strlen(rroot) : 0;
+            if (have_root && resume_dir[0] && realpath(resume_dir, rdir) && !strncmp(rdir, rroot, rlen) &&
+                rdir[rlen] == '/' && !ckpt_read_manifest(resume_dir, &m, why, sizeof why))
+                keep = m.step;
+            char moved_to[PATH_MAX];
+            int moved = have_root ? ckpt_set_aside(rroot, keep, moved_to, sizeof moved_to) : 0;
+            if (moved > 0)
+                fprintf(stderr, "tessera: moved %d checkpoint(s) %s of this run directory to %s\n", moved,
+                        keep >= 0 ? "newer than the one resumed" : "of an earlier start", moved_to);
+            else if (moved < 0)
+                fprintf(stderr, "tessera: warning: cannot set aside old checkpoints under %s: %s\n", root,
+                        strerror(errno));
+        }
         char *args[MAX_ARGS];
         int n = 0;
         char counts[3][16];

@@ -144,6 +144,7 @@ static void write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step) {
     attr_i64(f, "step", step);
     attr_str(f, "job", cfg->text);
     attr_str(f, "job_name", cfg->name);
+    attr_str(f, "optimizer", cfg->opt_type);
 }
 
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
@@ -158,7 +159,6 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
     write_common_attrs(f, cfg, step);
     H5_CHECK(attr_i64(f, "shard", shard));
     H5_CHECK(attr_i64(f, "n_shards", n_shards));
-    H5_CHECK(attr_str(f, "optimizer", cfg->opt_type));
     uint64_t total = 0;
     for (int i = 0; i < n_slices; i++) {
         const ckpt_slice_t *s = &slices[i];
@@ -303,6 +303,7 @@ int ckpt_read_manifest(const char *step_dir, ckpt_manifest_t *m, char *err, size
     H5_CHECK(attr_read(f, "unix_time", H5T_NATIVE_INT64, &t));
     H5_CHECK(attr_read(f, "stopped", H5T_NATIVE_INT64, &stopped));
     attr_read_str(f, "tessera_version", m->version, sizeof m->version);
+    attr_read_str(f, "optimizer", m->optimizer, sizeof m->optimizer);
     H5Fclose(f);
     if (s < 1 || w < 1 || step < 0) {
         snprintf(err, errlen, "%s: implausible manifest (step %lld, %lld shards, %lld workers)", path,
@@ -627,4 +628,44 @@ int ckpt_inspect(const char *dir, FILE *out) {
         H5Fclose(f);
     }
     return 0;
+}
+
+int ckpt_set_aside(const char *root, int64_t keep_step, char *moved_to, size_t n) {
+    ckpt_entry_t *v;
+    int count, moved = 0;
+    if (ckpt_list(root, &v, &count)) return -TS_EIO;
+    char dest[4096] = "", path[4400];
+    for (int i = 0; i < count; i++) {
+        if (keep_step >= 0 && v[i].step <= keep_step) continue;
+        if (!dest[0]) {
+            char stamp[32];
+            time_t t = time(NULL);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+            snprintf(dest, sizeof dest, "%s/abandoned-%s-%d", root, stamp, (int)getpid());
+            if (mkdir_p(dest)) {
+                free(v);
+                return -TS_EIO;
+            }
+        }
+        const char *base = strrchr(v[i].dir, '/') ? strrchr(v[i].dir, '/') + 1 : v[i].dir;
+        snprintf(path, sizeof path, "%s/%s", dest, base);
+        if (rename(v[i].dir, path)) {
+            free(v);
+            return -TS_EIO;
+        }
+        moved++;
+    }
+    free(v);
+    char latest[4200], name[64];
+    snprintf(latest, sizeof latest, "%s/latest", root);
+    if (keep_step >= 0) {
+        int len = snprintf(name, sizeof name, "step-%09lld\n", (long long)keep_step);
+        if (moved && write_file_atomic(latest, name, (size_t)len)) return -TS_EIO;
+    } else if (moved) {
+        unlink(latest);
+    }
+    if (moved_to) snprintf(moved_to, n, "%s", dest);
+    return moved;
 }

@@ -28,6 +28,7 @@ typedef struct {
     int64_t unix_time;
     int stopped; /* taken because the job was asked to stop */
     char version[32];
+    char optimizer[16]; /* the optimizer whose state the shard files hold */
 } ckpt_manifest_t;
 
 /* A tensor's slice in memory, as a shard writes it. */
@@ -95,6 +96,12 @@ int ckpt_list(const char *root, ckpt_entry_t **out, int *n);
 /* The newest complete checkpoint that validates, into `out`. Incomplete and corrupt ones are skipped
  * with a warning naming the problem. 0, or -TS_EINVAL when there is none. */
 int ckpt_find_latest(const char *root, char *out, size_t n, char *err, size_t errlen);
+
+/* Moves the step directories under `root` newer than `keep_step` (all of them when keep_step < 0)
+ * into ROOT/abandoned-TIME/, and points `latest` at keep_step (or removes it): a run that starts
+ * afresh or rewinds never prunes, overwrites or resumes from the timeline it left. Returns how many
+ * were moved, or -TS_EIO. */
+int ckpt_set_aside(const char *root, int64_t keep_step, char *moved_to, size_t n);
 
 /* Deletes all but the newest `keep` complete checkpoints, and incomplete ones older than the newest
  * complete one. Never deletes the newest complete checkpoint. */

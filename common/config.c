@@ -297,6 +297,12 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                  cfg->path, cfg->opt_type);
         return -TS_EINVAL;
     }
+    if (cfg->staleness != 0 && (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0)) {
+        snprintf(err, errlen,
+                 "%s: checkpoints need BSP (job.staleness = 0) for now: SSP and ASP have no consistent cut yet",
+                 cfg->path);
+        return -TS_EINVAL;
+    }
     if (strcmp(cfg->backend, "cpu")) {
         snprintf(err, errlen, "%s: [backend] type '%s' is not available in this build (cpu)", cfg->path, cfg->backend);
         return -TS_EINVAL;

@@ -116,6 +116,11 @@ static void params_changing(ps_server_t *s) {
 static int restore(ps_server_t *s, char *err, size_t errlen) {
     ckpt_manifest_t m;
     int rc = ckpt_read_manifest(s->cfg.resume_dir, &m, err, errlen);
+    if (!rc && m.optimizer[0] && s->cfg.job && strcmp(m.optimizer, s->cfg.job->opt_type)) {
+        snprintf(err, errlen, "%s was trained with optimizer %s but the job says %s: its state cannot carry over",
+                 s->cfg.resume_dir, m.optimizer, s->cfg.job->opt_type);
+        return -TS_EINVAL;
+    }
     for (int i = 0; !rc && i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
         float *dst[3] = {sl->p, sl->s0, sl->s1};
@@ -157,9 +162,9 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
     }
     s->ckpt_told = XCALLOC((size_t)cfg->n_workers, sizeof *s->ckpt_told);
-    if (cfg->ckpt_root) {
+    if (cfg->ckpt_root && cfg->job && (cfg->job->ckpt_every_steps > 0 || cfg->job->ckpt_every_seconds > 0)) {
         /* One snapshot buffer for all checkpoints, touched now: fresh memory would cost a page fault
-         * per 4 KiB inside every stall. */
+         * per 4 KiB inside every stall. (Without a schedule it is made at the first checkpoint.) */
         size_t total = 0;
         for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n * (size_t)(1 + slots);
         s->ckpt_buf = XCALLOC(total ? total : 1, sizeof(float));
@@ -372,7 +377,8 @@ static void apply_bsp(ps_server_t *s) {
 
 /* Tells the scheduler that this shard's part of checkpoint `step` is on disk. Runs on the writer
  * thread, with a socket of its own. */
-static void report_checkpoint(ps_server_t *s, const ckpt_job_t *job, uint64_t bytes, double seconds) {
+static void report_checkpoint(ps_server_t *s, const ckpt_job_t *job, uint64_t bytes, double seconds,
+                              const char *failure) {
     void *sock = zmq_socket(s->cfg.zctx, ZMQ_DEALER);
     int linger = 1000;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -388,8 +394,10 @@ static void report_checkpoint(ps_server_t *s, const ckpt_job_t *job, uint64_t by
     rep.ckpt_seconds = seconds;
     rep.ckpt_stall_seconds = job->stall_s;
     rep.ckpt_stop = job->stop;
+    rep.ckpt_failed = failure != NULL;
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_CKPT_DONE);
+    h.error_message = (char *)(failure ? failure : "");
     h.request_id = 1;
     h.sender = s->cfg.shard;
     h.clock = job->step;
@@ -426,12 +434,14 @@ static void *write_checkpoint(void *arg) {
         rc = ckpt_write_shard(dir, s->cfg.shard, s->cfg.map->n_shards, job->step, s->cfg.job, job->slices,
                               s->n_slices, &bytes, err, sizeof err);
     double secs = now_s() - t0;
-    if (rc) log_error("checkpoint %lld not written: %s", (long long)job->step, err);
-    else {
+    if (rc) {
+        log_error("checkpoint %lld not written: %s", (long long)job->step, err);
+        report_checkpoint(s, job, 0, secs, err);
+    } else {
         log_info("checkpoint slice written step=%lld bytes=%llu write_s=%.3f stall_ms=%.2f mb_per_s=%.0f",
                  (long long)job->step, (unsigned long long)bytes, secs, job->stall_s * 1e3,
                  secs > 0 ? (double)bytes / secs / 1e6 : 0);
-        report_checkpoint(s, job, bytes, secs);
+        report_checkpoint(s, job, bytes, secs, NULL);
     }
     free(job->slices); /* job->data is the server's reusable snapshot buffer */
     free(job);
@@ -443,6 +453,9 @@ static void *write_checkpoint(void *arg) {
 static void take_checkpoint(ps_server_t *s) {
     double t0 = now_s();
     if (s->writer_running) {
+        /* Checkpoints come faster than the disk takes them: training waits for the previous one. */
+        log_warn("checkpoint %lld: the previous one is still being written; training waits for it",
+                 (long long)s->ckpt_want);
         pthread_join(s->writer, NULL);
         s->writer_running = 0;
     }
@@ -453,6 +466,7 @@ static void take_checkpoint(ps_server_t *s) {
     job->srv = s;
     job->step = s->ckpt_want;
     job->stop = s->ckpt_want_stop;
+    if (!s->ckpt_buf) s->ckpt_buf = XMALLOC((total ? total : 1) * sizeof(float));
     job->data = s->ckpt_buf;
     job->slices = XCALLOC((size_t)(s->n_slices ? s->n_slices : 1), sizeof *job->slices);
     float *dst = job->data;

@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     int64_t step; /* 0 = free slot */
     int parts, stop;
+    unsigned char *seen; /* per part: shards first, then workers */
     uint64_t bytes;
     double write_s, stall_s, started;
 } ckpt_part_t;
@@ -52,6 +53,9 @@ typedef struct {
     char ckpt_root[4096];
     ckpt_part_t ckpt[4];
     int ckpts_written, stopped;
+    int64_t stop_failed;  /* a stop checkpoint that failed (0 = none) */
+    int64_t abandoned[8]; /* recently abandoned checkpoints: their late parts are ignored */
+    int n_abandoned;
     char resumed_from[4096];
     int64_t last_ckpt;
     double ckpt_bytes, ckpt_write_s, ckpt_stall_s;
@@ -121,9 +125,21 @@ static void record_epoch(sched_t *s, const Tessera__Report *r) {
     }
 }
 
-/* Phase two of a checkpoint: when every shard and worker has written its part of `step`, write the
- * manifest (the commit point), move `latest`, and drop old checkpoints. */
-static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r) {
+/* Frees the slot of checkpoint `c`. */
+static void ckpt_slot_free(ckpt_part_t *c) {
+    free(c->seen);
+    memset(c, 0, sizeof *c);
+}
+
+/* Phase two of a checkpoint: when every shard and every worker has written its part of `step`, write
+ * the manifest (the commit point), move `latest`, and drop old checkpoints. `from_ps` and `sender`
+ * say whose part this is (a repeated part is ignored). A failed part abandons the checkpoint; if it
+ * was the one asked for to stop the job, the job will end with an error instead of "please requeue". */
+static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r, int from_ps, int sender,
+                            const char *failure) {
+    int n_parts = s->cl->n_ps + s->cl->n_workers;
+    for (int i = 0; i < 8; i++) /* late parts of an abandoned checkpoint */
+        if (s->abandoned[i] == step) return;
     ckpt_part_t *c = NULL;
     for (int i = 0; i < 4 && !c; i++)
         if (s->ckpt[i].step == step) c = &s->ckpt[i];
@@ -133,22 +149,35 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r) 
             memset(c, 0, sizeof *c);
             c->step = step;
             c->started = now_s();
+            c->seen = XCALLOC((size_t)n_parts, 1);
         }
     if (!c) {
-        log_warn("checkpoint %lld: too many checkpoints in flight; part ignored", (long long)step);
+        log_error("checkpoint %lld: four checkpoints are already in flight; part ignored", (long long)step);
+        return;
+    }
+    int slot = from_ps ? sender : s->cl->n_ps + sender;
+    if (c->seen[slot]) return;
+    c->seen[slot] = 1;
+    c->stop |= r->ckpt_stop;
+    if (r->ckpt_failed) {
+        log_error("checkpoint %lld abandoned: %s %d could not write its part: %s", (long long)step,
+                  from_ps ? "shard" : "worker", sender, failure && *failure ? failure : "unknown error");
+        if (c->stop) s->stop_failed = step;
+        s->abandoned[s->n_abandoned++ % 8] = step;
+        ckpt_slot_free(c);
         return;
     }
     c->parts++;
-    c->stop |= r->ckpt_stop;
     c->bytes += r->ckpt_bytes;
     if (r->ckpt_seconds > c->write_s) c->write_s = r->ckpt_seconds;
     if (r->ckpt_stall_seconds > c->stall_s) c->stall_s = r->ckpt_stall_seconds;
-    if (c->parts < s->cl->n_ps + s->cl->n_workers) return;
+    if (c->parts < n_parts) return;
     ckpt_manifest_t m = {.step = step, .n_shards = s->cl->n_ps, .n_workers = s->cl->n_workers,
                          .unix_time = (int64_t)time(NULL), .stopped = c->stop};
     char err[1024];
     if (ckpt_write_manifest(s->ckpt_root, &m, s->cfg, err, sizeof err)) {
         log_error("checkpoint %lld not committed: %s", (long long)step, err);
+        if (c->stop) s->stop_failed = step;
     } else {
         s->ckpts_written++;
         s->last_ckpt = step;
@@ -161,7 +190,22 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r) 
                  c->stop ? " stop=1" : "", s->ckpt_root, (long long)step);
         ckpt_prune(s->ckpt_root, s->cfg->ckpt_keep);
     }
-    c->step = 0;
+    ckpt_slot_free(c);
+}
+
+/* A checkpoint whose parts stop coming (a rank that could not report) must not hold its slot, nor
+ * the end of the job, forever. */
+static void expire_checkpoints(sched_t *s) {
+    for (int i = 0; i < 4; i++) {
+        ckpt_part_t *c = &s->ckpt[i];
+        if (c->step && now_s() - c->started > s->cfg->timeout_s) {
+            log_error("checkpoint %lld abandoned: %d of %d parts arrived in %.0f s", (long long)c->step, c->parts,
+                      s->cl->n_ps + s->cl->n_workers, s->cfg->timeout_s);
+            if (c->stop) s->stop_failed = c->step;
+            s->abandoned[s->n_abandoned++ % 8] = c->step;
+            ckpt_slot_free(c);
+        }
+    }
 }
 
 static int ckpts_open(const sched_t *s) {
@@ -228,7 +272,9 @@ static void handle(sched_t *s) {
         mem->train_seconds = r->train_seconds;
         snprintf(mem->digest, sizeof mem->digest, "%s", r->param_digest ? r->param_digest : "");
         break;
-    case TESSERA__KIND__KIND_CKPT_DONE: checkpoint_part(s, h->clock, r); break;
+    case TESSERA__KIND__KIND_CKPT_DONE:
+        checkpoint_part(s, h->clock, r, ckpt_from_ps, h->sender, h->error_message);
+        break;
     default: break;
     }
     Tessera__Header ok;
@@ -382,6 +428,7 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
         if (it.revents & ZMQ_POLLIN) handle(&s);
         if (now_s() - s.last_print >= cfg->progress_interval_s) print_progress(&s);
         check_liveness(&s);
+        expire_checkpoints(&s);
     }
     double wall = now_s() - s.t_start;
     stop_shards(&s, zctx);
@@ -394,6 +441,12 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     if (s.metrics) fclose(s.metrics);
     free(s.workers);
     free(s.shards);
+    if (!rc && s.stop_failed && !s.stopped) {
+        log_error("the job was asked to stop, but its checkpoint %lld failed (see above); the newest committed "
+                  "checkpoint is step %lld",
+                  (long long)s.stop_failed, (long long)s.last_ckpt);
+        return -TS_EIO;
+    }
     if (!rc && s.stopped) {
         log_info("job stopped after checkpoint step=%lld; exit status %d asks for a requeue", (long long)s.last_ckpt,
                  CKPT_EXIT_REQUEUE);

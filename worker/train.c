@@ -117,12 +117,10 @@ static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_w
     int rc = mkdir_p(dir);
     if (!rc) rc = ckpt_write_worker(dir, w->cl->index, st, err, sizeof err);
     else snprintf(err, sizeof err, "cannot create the checkpoint directory: %s", strerror(errno));
-    if (rc) {
-        log_error("checkpoint %lld: worker state not written: %s", (long long)step, err);
-        return;
-    }
+    if (rc) log_error("checkpoint %lld: worker state not written: %s", (long long)step, err);
     Tessera__Report rep;
     tessera__report__init(&rep);
+    rep.ckpt_failed = rc != 0;
     rep.ckpt_seconds = now_s() - t0;
     rep.ckpt_stall_seconds = rep.ckpt_seconds;
     rep.ckpt_stop = stop;
@@ -133,8 +131,9 @@ static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_w
     h.clock = step;
     h.role = "worker";
     h.report = &rep;
+    h.error_message = rc ? err : "";
     w->outstanding++;
-    wire_send(w->sched, NULL, &h, NULL, 0);
+    if (wire_send(w->sched, NULL, &h, NULL, 0)) log_error("checkpoint %lld: cannot reach the scheduler", (long long)step);
 }
 
 /* Where a resumed worker starts: clock, epoch and position from the checkpoint. With another worker
@@ -247,7 +246,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
     uint64_t examples = start.examples;
-    int stopping = 0, stop_planned = 0;
+    int stopping = 0, stop_planned = 0, warned_async = 0;
     int64_t stop_step = 0;
     /* The resumed epoch always runs: it may have no steps left but still owe its evaluation. */
     for (int epoch = start.epoch;
@@ -273,7 +272,12 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             pc.stop_requested = program_stop_requested != 0;
             /* Worker 0 cuts checkpoints; a stop asked of any rank reaches it through the shards'
              * replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
-            if (me == 0)
+            if (cfg->staleness != 0 && (program_stop_requested || program_checkpoint_requested) && !warned_async) {
+                log_warn("a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness = 0 can); "
+                         "training goes on");
+                warned_async = 1;
+            }
+            if (me == 0 && cfg->staleness == 0)
                 plan_checkpoint(&pc, cfg, clock, &last_ckpt,
                                 !stop_planned && (program_stop_requested || pc.peer_stop || w.sched_stop));
             if (pc.ckpt_request_stop) stop_planned = 1;
