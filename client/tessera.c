@@ -199,7 +199,8 @@ static int parse_train(int argc, char **argv, train_opts_t *o) {
         } else if (!strcmp(a, "--checkpoint-every")) {
             int every;
             if (parse_count(a, v, &every)) return -1;
-            snprintf(o->checkpoint_override, sizeof o->checkpoint_override, "checkpoint.every_steps=%d", every);
+            snprintf(o->checkpoint_override, sizeof o->checkpoint_override, "checkpoint.every_steps=%d",
+                     every);
             o->overrides[o->n_over++] = o->checkpoint_override;
             i++;
         } else if (!strcmp(a, "--term-grace")) {
@@ -222,11 +223,16 @@ static int parse_train(int argc, char **argv, train_opts_t *o) {
                 fprintf(stderr, "tessera train: %s needs a value\n", a);
                 return -1;
             }
-            if (!strcmp(a, "--run-dir")) o->run_dir = v;
-            else if (!strcmp(a, "--hostfile")) o->hostfile = v;
-            else if (!strcmp(a, "--mpirun")) o->mpirun = v;
-            else if (!strcmp(a, "--resume")) o->resume = v;
-            else if (o->n_extra < 64) o->extra[o->n_extra++] = v;
+            if (!strcmp(a, "--run-dir"))
+                o->run_dir = v;
+            else if (!strcmp(a, "--hostfile"))
+                o->hostfile = v;
+            else if (!strcmp(a, "--mpirun"))
+                o->mpirun = v;
+            else if (!strcmp(a, "--resume"))
+                o->resume = v;
+            else if (o->n_extra < 64)
+                o->extra[o->n_extra++] = v;
             i++;
         } else if (!strcmp(a, "--dry-run")) {
             o->dry = 1;
@@ -262,12 +268,14 @@ static int resolve_resume(const char *resume, const char *root, char *out, size_
             ckpt_entry_t *v;
             int count, complete = 0;
             if (ckpt_list(root, &v, &count) == 0) {
-                for (int i = 0; i < count; i++) complete += v[i].complete;
+                for (int i = 0; i < count; i++)
+                    complete += v[i].complete;
                 free(v);
             }
             if (complete) { /* committed checkpoints that cannot be read: do not silently start over */
-                fprintf(stderr, "tessera train: %d checkpoints under %s, none usable (see the warnings above); "
-                                "move them away to start over, or name one with --resume DIR\n",
+                fprintf(stderr,
+                        "tessera train: %d checkpoints under %s, none usable (see the warnings above); "
+                        "move them away to start over, or name one with --resume DIR\n",
                         complete, root);
                 return -1;
             }
@@ -312,8 +320,8 @@ static int run_mpirun(char **args) {
     }
     if (pid == 0) {
         execvp(args[0], args);
-        fprintf(stderr, "tessera: cannot run %s: %s (is Open MPI installed? ./scripts/install-deps.sh)\n", args[0],
-                strerror(errno));
+        fprintf(stderr, "tessera: cannot run %s: %s (is Open MPI installed? ./scripts/install-deps.sh)\n",
+                args[0], strerror(errno));
         _exit(127);
     }
     struct sigaction sa;
@@ -347,14 +355,17 @@ static int run_mpirun(char **args) {
 static int stopped_since(const char *root, time_t since) {
     char dir[PATH_MAX], err[1024];
     ckpt_manifest_t m;
-    if (ckpt_find_latest(root, dir, sizeof dir, err, sizeof err) || ckpt_read_manifest(dir, &m, err, sizeof err))
+    if (ckpt_find_latest(root, dir, sizeof dir, err, sizeof err) ||
+        ckpt_read_manifest(dir, &m, err, sizeof err))
         return 0;
     return m.stopped && m.unix_time >= (int64_t)since;
 }
 
 static const char *describe_status(int rc, char *buf, size_t n) {
-    if (rc > 128) snprintf(buf, n, "killed by signal %d (%s)", rc - 128, strsignal(rc - 128));
-    else snprintf(buf, n, "mpirun exit status %d (a rank failed or was killed)", rc);
+    if (rc > 128)
+        snprintf(buf, n, "killed by signal %d (%s)", rc - 128, strsignal(rc - 128));
+    else
+        snprintf(buf, n, "mpirun exit status %d (a rank failed or was killed)", rc);
     return buf;
 }
 
@@ -386,8 +397,8 @@ static int cmd_train(int argc, char **argv) {
         time_t t = time(NULL);
         struct tm tm;
         localtime_r(&t, &tm);
-        snprintf(default_run, sizeof default_run, "runs/%s-%04d%02d%02d-%02d%02d%02d", cfg.name, tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        snprintf(default_run, sizeof default_run, "runs/%s-%04d%02d%02d-%02d%02d%02d", cfg.name,
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         run_dir = default_run;
     }
     char bindir[PATH_MAX], prog[3][PATH_MAX + 32];
@@ -399,7 +410,8 @@ static int cmd_train(int argc, char **argv) {
     for (int r = 0; r < 3; r++) {
         snprintf(prog[r], sizeof prog[r], "%s/%s", bindir, names[r]);
         if (access(prog[r], X_OK)) {
-            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n", prog[r]);
+            fprintf(stderr, "tessera: %s is missing or not executable (build with cmake --build build)\n",
+                    prog[r]);
             return 1;
         }
     }
@@ -460,7 +472,8 @@ static int cmd_train(int argc, char **argv) {
             args[n++] = "odls_base_sigkill_timeout";
             args[n++] = o.term_grace;
         }
-        for (int i = 0; i < o.n_extra; i++) args[n++] = (char *)o.extra[i];
+        for (int i = 0; i < o.n_extra; i++)
+            args[n++] = (char *)o.extra[i];
         snprintf(counts[0], sizeof counts[0], "1");
         snprintf(counts[1], sizeof counts[1], "%d", o.servers);
         snprintf(counts[2], sizeof counts[2], "%d", o.workers);
@@ -476,7 +489,8 @@ static int cmd_train(int argc, char **argv) {
                 args[n++] = "--resume";
                 args[n++] = resume_dir;
             }
-            for (int i = 0; i < o.n_over; i++) args[n++] = (char *)o.overrides[i];
+            for (int i = 0; i < o.n_over; i++)
+                args[n++] = (char *)o.overrides[i];
         }
         args[n] = NULL;
         fprintf(stderr, "tessera: running: ");
@@ -484,14 +498,17 @@ static int cmd_train(int argc, char **argv) {
         if (o.dry) return 0;
         time_t launched = time(NULL);
         rc = run_mpirun(args);
-        if (rc != 0 && rc != CKPT_EXIT_REQUEUE && stop_asked && stopped_since(root, launched)) rc = CKPT_EXIT_REQUEUE;
+        if (rc != 0 && rc != CKPT_EXIT_REQUEUE && stop_asked && stopped_since(root, launched))
+            rc = CKPT_EXIT_REQUEUE;
         if (rc == 0) {
             print_summary(run_dir);
             return 0;
         }
         if (rc == CKPT_EXIT_REQUEUE) {
-            fprintf(stderr, "tessera: the job checkpointed and stopped as asked (exit status %d: requeue it, "
-                            "or run again with --resume auto)\n", rc);
+            fprintf(stderr,
+                    "tessera: the job checkpointed and stopped as asked (exit status %d: requeue it, "
+                    "or run again with --resume auto)\n",
+                    rc);
             return rc;
         }
         char why[128];

@@ -20,13 +20,12 @@
 #endif
 
 /* HDF5 calls return a negative value on failure; the macro records the call and jumps to `fail`. */
-#define H5_CHECK(call)                                                                     \
-    do {                                                                                   \
-        if ((call) < 0) {                                                                  \
-            snprintf(err, errlen, "%s: HDF5 call failed: %s (%s:%d)", path, #call, __FILE__, \
-                     __LINE__);                                                            \
-            goto fail;                                                                     \
-        }                                                                                  \
+#define H5_CHECK(call)                                                                                       \
+    do {                                                                                                     \
+        if ((call) < 0) {                                                                                    \
+            snprintf(err, errlen, "%s: HDF5 call failed: %s (%s:%d)", path, #call, __FILE__, __LINE__);      \
+            goto fail;                                                                                       \
+        }                                                                                                    \
     } while (0)
 
 static void h5_quiet(void) {
@@ -53,8 +52,10 @@ int ckpt_slot_names(const char *opt_type, const char *names[2]) {
 }
 
 void ckpt_root(const char *run_dir, const job_config_t *cfg, char *out, size_t n) {
-    if (cfg->ckpt_dir[0]) snprintf(out, n, "%s", cfg->ckpt_dir);
-    else snprintf(out, n, "%s/checkpoints", run_dir);
+    if (cfg->ckpt_dir[0])
+        snprintf(out, n, "%s", cfg->ckpt_dir);
+    else
+        snprintf(out, n, "%s/checkpoints", run_dir);
 }
 
 void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n) {
@@ -71,14 +72,19 @@ static herr_t attr_write(hid_t obj, const char *name, hid_t type, int n, const v
     return rc;
 }
 
-static herr_t attr_i64(hid_t obj, const char *name, int64_t v) { return attr_write(obj, name, H5T_NATIVE_INT64, 1, &v); }
-static herr_t attr_f64(hid_t obj, const char *name, double v) { return attr_write(obj, name, H5T_NATIVE_DOUBLE, 1, &v); }
+static herr_t attr_i64(hid_t obj, const char *name, int64_t v) {
+    return attr_write(obj, name, H5T_NATIVE_INT64, 1, &v);
+}
+static herr_t attr_f64(hid_t obj, const char *name, double v) {
+    return attr_write(obj, name, H5T_NATIVE_DOUBLE, 1, &v);
+}
 
 static herr_t attr_str(hid_t obj, const char *name, const char *v) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    herr_t rc = attr_write(obj, name, t, 1, &v);
+    if (t < 0) return -1;
+    herr_t rc = H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0
+                    ? -1
+                    : attr_write(obj, name, t, 1, &v);
     H5Tclose(t);
     return rc;
 }
@@ -132,19 +138,21 @@ static int h5_commit(hid_t f, const char *tmp, const char *path, char *err, size
         return -TS_EIO;
     }
     if (commit_file(tmp, path)) {
-        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot commit %s: %s", path, strerror(e));
         unlink(tmp);
         return -TS_EIO;
     }
     return 0;
 }
 
-static void write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step) {
-    attr_str(f, "tessera_version", TESSERA_VERSION);
-    attr_i64(f, "step", step);
-    attr_str(f, "job", cfg->text);
-    attr_str(f, "job_name", cfg->name);
-    attr_str(f, "optimizer", cfg->opt_type);
+/* The attributes every Tessera HDF5 file carries. Returns < 0 on failure. */
+static herr_t write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step) {
+    if (attr_str(f, "tessera_version", TESSERA_VERSION) < 0 || attr_i64(f, "step", step) < 0 ||
+        attr_str(f, "job", cfg->text) < 0 || attr_str(f, "job_name", cfg->name) < 0 ||
+        attr_str(f, "optimizer", cfg->opt_type) < 0)
+        return -1;
+    return 0;
 }
 
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
@@ -156,7 +164,7 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
     int n_slots = 1 + ckpt_slot_names(cfg->opt_type, slot_names + 1);
     hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen), g = -1, sp = -1, d = -1;
     if (f < 0) return -TS_EIO;
-    write_common_attrs(f, cfg, step);
+    H5_CHECK(write_common_attrs(f, cfg, step));
     H5_CHECK(attr_i64(f, "shard", shard));
     H5_CHECK(attr_i64(f, "n_shards", n_shards));
     uint64_t total = 0;
@@ -183,9 +191,11 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
         H5Gclose(g);
         sp = g = -1;
     }
-    /* Test hook: hold the written file before it is committed, so a test can kill the job mid-write. */
+    /* Test hook (tests/integration/it_ckpt_write_kill.sh): hold the written file before it is
+     * committed, so a test can kill the job mid-write. */
     const char *delay = getenv("TESSERA_TEST_CKPT_WRITE_DELAY_MS");
-    if (delay) usleep((useconds_t)strtol(delay, NULL, 10) * 1000);
+    long delay_ms = delay ? strtol(delay, NULL, 10) : 0;
+    if (delay_ms > 0 && delay_ms < 600000) usleep((useconds_t)delay_ms * 1000);
     if (h5_commit(f, tmp, path, err, errlen)) return -TS_EIO;
     if (bytes) *bytes = total;
     return 0;
@@ -254,7 +264,7 @@ int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_co
     snprintf(path, sizeof path, "%s/manifest.h5", dir);
     hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen);
     if (f < 0) return -TS_EIO;
-    write_common_attrs(f, cfg, m->step);
+    H5_CHECK(write_common_attrs(f, cfg, m->step));
     H5_CHECK(attr_i64(f, "n_shards", m->n_shards));
     H5_CHECK(attr_i64(f, "n_workers", m->n_workers));
     H5_CHECK(attr_i64(f, "unix_time", m->unix_time));
@@ -343,7 +353,8 @@ int ckpt_read_rows(const char *step_dir, int n_files, const char *name, uint64_t
             const char *names[2] = {0};
             attr_read_str(f, "optimizer", opt, sizeof opt);
             if (slot > ckpt_slot_names(opt, names)) {
-                snprintf(err, errlen, "%s: written with optimizer '%s', which has no slot %d", path, opt, slot);
+                snprintf(err, errlen, "%s: written with optimizer '%s', which has no slot %d", path, opt,
+                         slot);
                 H5Fclose(f);
                 return -TS_EINVAL;
             }
@@ -614,8 +625,8 @@ int ckpt_inspect(const char *dir, FILE *out) {
         return 1;
     }
     if (ckpt_validate(step_dir, err, sizeof err)) fprintf(out, "warning: %s\n", err);
-    fprintf(out, "\n%s: step %lld, %d shards, %d workers, tessera %s%s\n", step_dir, (long long)m.step, m.n_shards,
-            m.n_workers, m.version, m.stopped ? ", taken to stop the job" : "");
+    fprintf(out, "\n%s: step %lld, %d shards, %d workers, tessera %s%s\n", step_dir, (long long)m.step,
+            m.n_shards, m.n_workers, m.version, m.stopped ? ", taken to stop the job" : "");
     for (int k = 0; k < m.n_shards; k++) {
         snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, k);
         hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);

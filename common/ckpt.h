@@ -14,8 +14,8 @@
 #define TESSERA_CKPT_H
 
 #include <stddef.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 
@@ -53,7 +53,9 @@ typedef struct {
  * adam/adamw: exp_avg, exp_avg_sq, as PyTorch names them). Returns how many. */
 int ckpt_slot_names(const char *opt_type, const char *names[2]);
 
+/* The checkpoint root of a run: [checkpoint] dir, or RUN_DIR/checkpoints. */
 void ckpt_root(const char *run_dir, const job_config_t *cfg, char *out, size_t n);
+/* ROOT/step-NNNNNNNNN, the directory of checkpoint `step`. */
 void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n);
 
 /* Writes shard `shard`'s slices to STEP_DIR/shard-K.h5 (through a .tmp file, fsync'd). Returns 0 or
@@ -62,6 +64,8 @@ void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n);
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
                      const ckpt_slice_t *slices, int n_slices, uint64_t *bytes, char *err, size_t errlen);
 
+/* Writes / reads STEP_DIR/worker-W.h5 (a worker's position). 0 or -TS_EIO with a message naming
+ * the file. */
 int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_t *st, char *err,
                       size_t errlen);
 int ckpt_read_worker(const char *step_dir, int worker, ckpt_worker_state_t *st, char *err, size_t errlen);

@@ -210,9 +210,10 @@ static int config_set(job_config_t *cfg, const char *section, const char *key, c
         if (!strcmp(fields[i].key, key)) return set_field(cfg, &fields[i], value, err, errlen);
     }
     if (!known_section)
-        snprintf(err, errlen,
-                 "unknown section [%s] (known: job, data, optimizer, backend, net, checkpoint, model, layer NAME)",
-                 section);
+        snprintf(
+            err, errlen,
+            "unknown section [%s] (known: job, data, optimizer, backend, net, checkpoint, model, layer NAME)",
+            section);
     else
         snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
     return -TS_EINVAL;
@@ -298,13 +299,15 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         return -TS_EINVAL;
     }
     if (cfg->staleness != 0 && (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0)) {
-        snprintf(err, errlen,
-                 "%s: checkpoints need BSP (job.staleness = 0) for now: SSP and ASP have no consistent cut yet",
-                 cfg->path);
+        snprintf(
+            err, errlen,
+            "%s: checkpoints need BSP (job.staleness = 0) for now: SSP and ASP have no consistent cut yet",
+            cfg->path);
         return -TS_EINVAL;
     }
     if (strcmp(cfg->backend, "cpu")) {
-        snprintf(err, errlen, "%s: [backend] type '%s' is not available in this build (cpu)", cfg->path, cfg->backend);
+        snprintf(err, errlen, "%s: [backend] type '%s' is not available in this build (cpu)", cfg->path,
+                 cfg->backend);
         return -TS_EINVAL;
     }
     if (strcmp(cfg->data_format, "idx")) {

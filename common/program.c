@@ -12,8 +12,10 @@ volatile sig_atomic_t program_stop_requested;
 volatile sig_atomic_t program_checkpoint_requested;
 
 static void on_signal(int sig) {
-    if (sig == SIGUSR2) program_checkpoint_requested = 1;
-    else program_stop_requested = 1;
+    if (sig == SIGUSR2)
+        program_checkpoint_requested = 1;
+    else
+        program_stop_requested = 1;
 }
 
 static void usage(const char *prog) {

@@ -100,7 +100,8 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
     m->loss_host = XCALLOC((size_t)max_batch, sizeof(float));
     m->pred_host = XCALLOC((size_t)max_batch, sizeof(int32_t));
     int ok = m->params && m->grads && m->labels_dev && m->pred_dev && m->loss_dev;
-    for (int i = 0; i < n; i++) ok &= m->act[i] != NULL && (i == 0 || m->dact[i] != NULL);
+    for (int i = 0; i < n; i++)
+        ok &= m->act[i] != NULL && (i == 0 || m->dact[i] != NULL);
     if (!ok) {
         snprintf(err, errlen, "backend %s: out of memory for %zu parameters", o->name, m->spec.n_floats);
         model_free(m);

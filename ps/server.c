@@ -92,7 +92,8 @@ static void release_snapshot(void *data, void *hint) {
 static snapshot_t *current_snapshot(ps_server_t *s) {
     if (s->snap) return s->snap;
     size_t total = 0;
-    for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n;
+    for (int i = 0; i < s->n_slices; i++)
+        total += s->slices[i].n;
     snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * sizeof(float));
     atomic_init(&snap->refs, 1); /* the server's own reference */
     float *dst = snap->data;
@@ -110,14 +111,14 @@ static void params_changing(ps_server_t *s) {
     s->snap = NULL;
 }
 
-
 /* Loads every slice (parameters, optimizer state and step counts) from the checkpoint in
  * cfg.resume_dir, whatever shard count wrote it, and sets every worker's clock to its step. */
 static int restore(ps_server_t *s, char *err, size_t errlen) {
     ckpt_manifest_t m;
     int rc = ckpt_read_manifest(s->cfg.resume_dir, &m, err, errlen);
     if (!rc && m.optimizer[0] && s->cfg.job && strcmp(m.optimizer, s->cfg.job->opt_type)) {
-        snprintf(err, errlen, "%s was trained with optimizer %s but the job says %s: its state cannot carry over",
+        snprintf(err, errlen,
+                 "%s was trained with optimizer %s but the job says %s: its state cannot carry over",
                  s->cfg.resume_dir, m.optimizer, s->cfg.job->opt_type);
         return -TS_EINVAL;
     }
@@ -125,13 +126,15 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
         slice_t *sl = &s->slices[i];
         float *dst[3] = {sl->p, sl->s0, sl->s1};
         for (int k = 0; !rc && k < 3 && dst[k]; k++)
-            rc = ckpt_read_rows(s->cfg.resume_dir, m.n_shards, s->cfg.spec->tensors[sl->tensor].name, sl->cols, k,
-                                sl->row_begin, sl->row_begin + sl->rows, dst[k], &sl->steps, err, errlen);
+            rc =
+                ckpt_read_rows(s->cfg.resume_dir, m.n_shards, s->cfg.spec->tensors[sl->tensor].name, sl->cols,
+                               k, sl->row_begin, sl->row_begin + sl->rows, dst[k], &sl->steps, err, errlen);
     }
     if (rc) return rc;
-    for (int w = 0; w < s->cfg.n_workers; w++) s->clock[w] = m.step;
-    log_info("shard restored checkpoint=%s step=%lld written_by_shards=%d", s->cfg.resume_dir, (long long)m.step,
-             m.n_shards);
+    for (int w = 0; w < s->cfg.n_workers; w++)
+        s->clock[w] = m.step;
+    log_info("shard restored checkpoint=%s step=%lld written_by_shards=%d", s->cfg.resume_dir,
+             (long long)m.step, m.n_shards);
     return 0;
 }
 
@@ -166,7 +169,8 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         /* One snapshot buffer for all checkpoints, touched now: fresh memory would cost a page fault
          * per 4 KiB inside every stall. (Without a schedule it is made at the first checkpoint.) */
         size_t total = 0;
-        for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n * (size_t)(1 + slots);
+        for (int i = 0; i < s->n_slices; i++)
+            total += s->slices[i].n * (size_t)(1 + slots);
         s->ckpt_buf = XCALLOC(total ? total : 1, sizeof(float));
         memset(s->ckpt_buf, 0, (total ? total : 1) * sizeof(float));
     }
@@ -417,6 +421,8 @@ static void report_checkpoint(ps_server_t *s, const ckpt_job_t *job, uint64_t by
     zmq_close(sock);
 }
 
+/* The writer thread: writes the snapshot in `arg` (a ckpt_job_t it owns and frees; job->data is the
+ * server's buffer, borrowed until the thread is joined) and reports the outcome to the scheduler. */
 static void *write_checkpoint(void *arg) {
     ckpt_job_t *job = arg;
     ps_server_t *s = job->srv;
@@ -429,7 +435,8 @@ static void *write_checkpoint(void *arg) {
     double t0 = now_s();
     uint64_t bytes = 0;
     int rc = mkdir_p(dir);
-    if (rc) snprintf(err, sizeof err, "cannot create %s: %s", dir, strerror(errno));
+    if (rc)
+        snprintf(err, sizeof err, "cannot create %s: %s", dir, strerror(errno));
     else
         rc = ckpt_write_shard(dir, s->cfg.shard, s->cfg.map->n_shards, job->step, s->cfg.job, job->slices,
                               s->n_slices, &bytes, err, sizeof err);
@@ -449,7 +456,8 @@ static void *write_checkpoint(void *arg) {
 }
 
 /* Phase one of a checkpoint: copy every slice (the only time training waits) and hand the copy to a
- * writer thread. A previous checkpoint still being written is waited for first. */
+ * writer thread. A previous checkpoint still being written is waited for first, on the event loop:
+ * checkpoints more frequent than the disk can take slow training down rather than pile up. */
 static void take_checkpoint(ps_server_t *s) {
     double t0 = now_s();
     if (s->writer_running) {
@@ -461,7 +469,8 @@ static void take_checkpoint(ps_server_t *s) {
     }
     int slots = optim_slots(&s->cfg.opt);
     size_t total = 0;
-    for (int i = 0; i < s->n_slices; i++) total += s->slices[i].n * (size_t)(1 + slots);
+    for (int i = 0; i < s->n_slices; i++)
+        total += s->slices[i].n * (size_t)(1 + slots);
     ckpt_job_t *job = XCALLOC(1, sizeof *job);
     job->srv = s;
     job->step = s->ckpt_want;
@@ -575,8 +584,8 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
         if (s->clock[w] > newest) newest = s->clock[w];
     if (h->clock > newest + 1) {
         char err[160];
-        snprintf(err, sizeof err, "pull for clock %lld, but no worker is past clock %lld", (long long)h->clock,
-                 (long long)newest);
+        snprintf(err, sizeof err, "pull for clock %lld, but no worker is past clock %lld",
+                 (long long)h->clock, (long long)newest);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
@@ -595,10 +604,12 @@ static void handle_message(ps_server_t *s) {
     if (rc) {
         /* A flood of garbage must not become a flood of log lines: the first few, then every 1000th. */
         if (s->errors < 10 || s->errors % 1000 == 0)
-            log_warn("rejected message error=%s detail=\"%s\" rejected_so_far=%llu", wire_error_name(code), err,
-                     (unsigned long long)s->errors);
-        if (rc == -TS_EPROTO && m.has_identity) reply_error(s, &m, code, err);
-        else s->errors++;
+            log_warn("rejected message error=%s detail=\"%s\" rejected_so_far=%llu", wire_error_name(code),
+                     err, (unsigned long long)s->errors);
+        if (rc == -TS_EPROTO && m.has_identity)
+            reply_error(s, &m, code, err);
+        else
+            s->errors++;
         wire_msg_free(&m);
         return;
     }
@@ -610,7 +621,8 @@ static void handle_message(ps_server_t *s) {
         break;
     case TESSERA__KIND__KIND_SHUTDOWN:
         if (!m.hdr->role || strcmp(m.hdr->role, "scheduler")) {
-            reply_error(s, &m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, "only the scheduler stops a shard");
+            reply_error(s, &m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                        "only the scheduler stops a shard");
             break;
         }
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);

@@ -28,7 +28,8 @@ int main(int argc, char **argv) {
             log_error("cannot write checkpoints to %s: %s", root, strerror(errno));
             rc = -TS_EIO;
         } else {
-            log_warn("cannot write to the checkpoint directory %s (%s): a checkpoint asked for by a signal will fail",
+            log_warn("cannot write to the checkpoint directory %s (%s): a checkpoint asked for by a signal "
+                     "will fail",
                      root, strerror(errno));
         }
     }

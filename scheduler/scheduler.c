@@ -172,8 +172,11 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r, 
     if (r->ckpt_seconds > c->write_s) c->write_s = r->ckpt_seconds;
     if (r->ckpt_stall_seconds > c->stall_s) c->stall_s = r->ckpt_stall_seconds;
     if (c->parts < n_parts) return;
-    ckpt_manifest_t m = {.step = step, .n_shards = s->cl->n_ps, .n_workers = s->cl->n_workers,
-                         .unix_time = (int64_t)time(NULL), .stopped = c->stop};
+    ckpt_manifest_t m = {.step = step,
+                         .n_shards = s->cl->n_ps,
+                         .n_workers = s->cl->n_workers,
+                         .unix_time = (int64_t)time(NULL),
+                         .stopped = c->stop};
     char err[1024];
     if (ckpt_write_manifest(s->ckpt_root, &m, s->cfg, err, sizeof err)) {
         log_error("checkpoint %lld not committed: %s", (long long)step, err);
@@ -199,8 +202,8 @@ static void expire_checkpoints(sched_t *s) {
     for (int i = 0; i < 4; i++) {
         ckpt_part_t *c = &s->ckpt[i];
         if (c->step && now_s() - c->started > s->cfg->timeout_s) {
-            log_error("checkpoint %lld abandoned: %d of %d parts arrived in %.0f s", (long long)c->step, c->parts,
-                      s->cl->n_ps + s->cl->n_workers, s->cfg->timeout_s);
+            log_error("checkpoint %lld abandoned: %d of %d parts arrived in %.0f s", (long long)c->step,
+                      c->parts, s->cl->n_ps + s->cl->n_workers, s->cfg->timeout_s);
             if (c->stop) s->stop_failed = c->step;
             s->abandoned[s->n_abandoned++ % 8] = c->step;
             ckpt_slot_free(c);
@@ -210,7 +213,8 @@ static void expire_checkpoints(sched_t *s) {
 
 static int ckpts_open(const sched_t *s) {
     int n = 0;
-    for (int i = 0; i < 4; i++) n += s->ckpt[i].step != 0;
+    for (int i = 0; i < 4; i++)
+        n += s->ckpt[i].step != 0;
     return n;
 }
 
@@ -235,7 +239,8 @@ static void handle(sched_t *s) {
     if (h->kind == TESSERA__KIND__KIND_HEARTBEAT && (h->sender < 0 || h->sender >= s->cl->n_ps)) bad = 1;
     int ckpt_from_ps = h->kind == TESSERA__KIND__KIND_CKPT_DONE && h->role && !strcmp(h->role, "ps");
     if (h->kind == TESSERA__KIND__KIND_CKPT_DONE &&
-        (!r || h->clock <= 0 || h->sender < 0 || h->sender >= (ckpt_from_ps ? s->cl->n_ps : s->cl->n_workers)))
+        (!r || h->clock <= 0 || h->sender < 0 ||
+         h->sender >= (ckpt_from_ps ? s->cl->n_ps : s->cl->n_workers)))
         bad = 1;
     if (!is_worker && h->kind != TESSERA__KIND__KIND_HEARTBEAT && h->kind != TESSERA__KIND__KIND_PING &&
         h->kind != TESSERA__KIND__KIND_CKPT_DONE)
@@ -383,8 +388,8 @@ static int write_summary(sched_t *s, double wall) {
     return rc;
 }
 
-int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router,
-                  const char *run_dir, const char *resume_dir) {
+int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router, const char *run_dir,
+                  const char *resume_dir) {
     sched_t s = {.cfg = cfg, .cl = cl, .run_dir = run_dir, .router = router};
     ckpt_root(run_dir, cfg, s.ckpt_root, sizeof s.ckpt_root);
     if (resume_dir) snprintf(s.resumed_from, sizeof s.resumed_from, "%s", resume_dir);
@@ -414,8 +419,9 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
             if (done_at == 0) done_at = now_s();
             if (!ckpts_open(&s)) break;
             if (now_s() - done_at > cfg->timeout_s) {
-                log_error("a checkpoint was still incomplete %.0f s after training ended; it is not committed",
-                          cfg->timeout_s);
+                log_error(
+                    "a checkpoint was still incomplete %.0f s after training ended; it is not committed",
+                    cfg->timeout_s);
                 break;
             }
         }
@@ -442,14 +448,15 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     free(s.workers);
     free(s.shards);
     if (!rc && s.stop_failed && !s.stopped) {
-        log_error("the job was asked to stop, but its checkpoint %lld failed (see above); the newest committed "
-                  "checkpoint is step %lld",
-                  (long long)s.stop_failed, (long long)s.last_ckpt);
+        log_error(
+            "the job was asked to stop, but its checkpoint %lld failed (see above); the newest committed "
+            "checkpoint is step %lld",
+            (long long)s.stop_failed, (long long)s.last_ckpt);
         return -TS_EIO;
     }
     if (!rc && s.stopped) {
-        log_info("job stopped after checkpoint step=%lld; exit status %d asks for a requeue", (long long)s.last_ckpt,
-                 CKPT_EXIT_REQUEUE);
+        log_info("job stopped after checkpoint step=%lld; exit status %d asks for a requeue",
+                 (long long)s.last_ckpt, CKPT_EXIT_REQUEUE);
         return CKPT_EXIT_REQUEUE;
     }
     return rc;

@@ -11,7 +11,7 @@
  * row per epoch (appended to when resuming from `resume_dir`). Commits checkpoints as their parts
  * arrive. Returns 0, CKPT_EXIT_REQUEUE when the job stopped on a signal after a checkpoint, or a
  * negative code after logging the reason. */
-int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router,
-                  const char *run_dir, const char *resume_dir);
+int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void *router, const char *run_dir,
+                  const char *resume_dir);
 
 #endif

@@ -9,9 +9,9 @@
 #include "backend.h"
 #include "check.h"
 #include "ckpt.h"
-#include "program.h"
 #include "data.h"
 #include "model.h"
+#include "program.h"
 #include "ps_client.h"
 #include "util.h"
 #include "wire.h"
@@ -115,8 +115,10 @@ static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_w
     ckpt_step_dir(root, step, dir, sizeof dir);
     double t0 = now_s();
     int rc = mkdir_p(dir);
-    if (!rc) rc = ckpt_write_worker(dir, w->cl->index, st, err, sizeof err);
-    else snprintf(err, sizeof err, "cannot create the checkpoint directory: %s", strerror(errno));
+    if (!rc)
+        rc = ckpt_write_worker(dir, w->cl->index, st, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "cannot create the checkpoint directory: %s", strerror(errno));
     if (rc) log_error("checkpoint %lld: worker state not written: %s", (long long)step, err);
     Tessera__Report rep;
     tessera__report__init(&rep);
@@ -133,7 +135,8 @@ static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_w
     h.report = &rep;
     h.error_message = rc ? err : "";
     w->outstanding++;
-    if (wire_send(w->sched, NULL, &h, NULL, 0)) log_error("checkpoint %lld: cannot reach the scheduler", (long long)step);
+    if (wire_send(w->sched, NULL, &h, NULL, 0))
+        log_error("checkpoint %lld: cannot reach the scheduler", (long long)step);
 }
 
 /* Where a resumed worker starts: clock, epoch and position from the checkpoint. With another worker
@@ -152,8 +155,8 @@ static int resume_state(const char *dir, int me, int W, size_t spe_new, size_t n
         size_t spe_old = n_train / (size_t)m.n_workers / (size_t)batch;
         st->position = spe_old ? (int64_t)((size_t)st->position * spe_new / spe_old) : 0;
         st->examples = st->examples * (uint64_t)m.n_workers / (uint64_t)W;
-        log_warn("resuming with %d workers from a checkpoint of %d: epoch %d continues at step %lld of %zu", W,
-                 m.n_workers, st->epoch, (long long)st->position, spe_new);
+        log_warn("resuming with %d workers from a checkpoint of %d: epoch %d continues at step %lld of %zu",
+                 W, m.n_workers, st->epoch, (long long)st->position, spe_new);
     }
     return 0;
 }
@@ -272,8 +275,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             pc.stop_requested = program_stop_requested != 0;
             /* Worker 0 cuts checkpoints; a stop asked of any rank reaches it through the shards'
              * replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
-            if (cfg->staleness != 0 && (program_stop_requested || program_checkpoint_requested) && !warned_async) {
-                log_warn("a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness = 0 can); "
+            if (cfg->staleness != 0 && (program_stop_requested || program_checkpoint_requested) &&
+                !warned_async) {
+                log_warn("a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness "
+                         "= 0 can); "
                          "training goes on");
                 warned_async = 1;
             }
@@ -290,8 +295,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             clock++;
             examples += (uint64_t)B;
             if (pc.ckpt_announced > 0) {
-                ckpt_worker_state_t st = {.clock = clock, .epoch = epoch, .position = (int64_t)s + 1,
-                                          .examples = examples, .train_seconds = train_seconds + (now_s() - t0)};
+                ckpt_worker_state_t st = {.clock = clock,
+                                          .epoch = epoch,
+                                          .position = (int64_t)s + 1,
+                                          .examples = examples,
+                                          .train_seconds = train_seconds + (now_s() - t0)};
                 save_state(&w, ckpt_dir, pc.ckpt_announced, &st, pc.ckpt_announced_stop);
                 stopping = pc.ckpt_announced_stop;
                 if (stopping) stop_step = pc.ckpt_announced;
@@ -335,8 +343,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         MPI_CHECK(MPI_Allreduce(lmax, gmax, 3, MPI_DOUBLE, MPI_MAX, cl->role_comm));
         if (gmax[1] > 0) {
             if (!stopping) { /* finished the epoch before the announcement reached it */
-                ckpt_worker_state_t st = {.clock = clock, .epoch = epoch + 1, .position = 0,
-                                          .examples = examples, .train_seconds = train_seconds};
+                ckpt_worker_state_t st = {.clock = clock,
+                                          .epoch = epoch + 1,
+                                          .position = 0,
+                                          .examples = examples,
+                                          .train_seconds = train_seconds};
                 save_state(&w, ckpt_dir, (int64_t)gmax[2], &st, 1);
             }
             stopping = 1;

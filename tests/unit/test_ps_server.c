@@ -7,12 +7,12 @@
 #include <zmq.h>
 
 #include "check.h"
-#include "util.h"
 #include "expect.h"
 #include "model.h"
 #include "optim.h"
 #include "server.h"
 #include "shard_map.h"
+#include "util.h"
 #include "wire.h"
 
 typedef struct {
@@ -201,7 +201,8 @@ static void test_robustness(void) {
 
     /* A pull for a clock no worker will reach is refused, not queued forever. */
     request(d, TESSERA__KIND__KIND_PULL, -1, 1000000, 0, NULL, 0, 0);
-    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
            "pull far in the future refused");
     /* Only the scheduler may stop a shard. */
     {
@@ -209,19 +210,22 @@ static void test_robustness(void) {
         wire_header_init(&h, TESSERA__KIND__KIND_SHUTDOWN);
         h.role = "worker";
         wire_send(d, NULL, &h, NULL, 0);
-        EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "shutdown from a worker refused");
+        EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR,
+               "shutdown from a worker refused");
     }
     /* A peer that asks for parameters and never reads them cannot stall updates (replies are sent
      * from snapshots, not from the live parameters). */
     void *lazy = client(s.endpoint);
     int hwm = 1;
     zmq_setsockopt(lazy, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    for (int i = 0; i < 200; i++) request(lazy, TESSERA__KIND__KIND_PULL, -1, 0, 0, NULL, 0, 0);
+    for (int i = 0; i < 200; i++)
+        request(lazy, TESSERA__KIND__KIND_PULL, -1, 0, 0, NULL, 0, 0);
     double t0 = now_s();
     request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &one, 0, 0);
     EXPECT(reply(d, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "push while a peer does not read");
     EXPECT(now_s() - t0 < 0.5, "push took %.3f s with a non-reading peer", now_s() - t0);
-    for (size_t i = 0; i < n0; i++) EXPECT_NEAR(p[i], p0[i] - 1.0f, 1e-6);
+    for (size_t i = 0; i < n0; i++)
+        EXPECT_NEAR(p[i], p0[i] - 1.0f, 1e-6);
     zmq_close(lazy);
 
     /* A fresh client is served too. */
@@ -262,7 +266,8 @@ static void test_bsp(void) {
     EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: waiting for worker 1 again");
     zmq_close(w1);
     stop(&s);
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR && code == TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
            "waiting request answered UNAVAILABLE at shutdown");
     zmq_close(w0);
 }
