@@ -80,7 +80,8 @@ int main(int argc, char **argv) {
                       .zctx = zctx,
                       .sched_endpoint = cl.sched_endpoint,
                       .resume_dir = prog.resume_dir,
-                      .stop_flag = &program_stop_requested};
+                      .stop_flag = &program_stop_requested,
+                      .ckpt_flag = &program_checkpoint_requested};
     ps_server_t *srv = ps_server_create(&pc, router, sched, err, sizeof err);
     if (!srv) {
         log_error("cannot start shard: %s", err);

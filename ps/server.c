@@ -71,6 +71,7 @@ struct ps_server {
     int ckpt_last_stop;
     int *ckpt_told; /* per worker: the last checkpoint has been announced to it */
     int stop_seen;  /* a stop was requested somewhere: tell every worker */
+    int ckpt_asked; /* a checkpoint was asked for somewhere and not taken yet */
     pthread_t writer;
     int writer_running;
     float *ckpt_buf; /* snapshot buffer, reused; the writer owns it until joined */
@@ -238,6 +239,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
     h.request_id = request_id;
     h.clock = clock;
     h.stop_requested = s->stop_seen || (s->cfg.stop_flag && *s->cfg.stop_flag);
+    h.checkpoint_requested = s->ckpt_asked || (s->cfg.ckpt_flag && *s->cfg.ckpt_flag);
     if (worker >= 0 && s->ckpt_last > 0 && !s->ckpt_told[worker]) {
         /* The first reply after a checkpoint tells the worker to save its own state. */
         h.checkpoint_clock = s->ckpt_last;
@@ -500,6 +502,8 @@ static void take_checkpoint(ps_server_t *s) {
     s->ckpt_last_stop = s->ckpt_want_stop;
     memset(s->ckpt_told, 0, (size_t)s->cfg.n_workers * sizeof *s->ckpt_told);
     s->ckpt_want = 0;
+    s->ckpt_asked = 0; /* requests on demand are served by this checkpoint */
+    if (s->cfg.ckpt_flag) *s->cfg.ckpt_flag = 0;
     job->stall_s = now_s() - t0;
     if (pthread_create(&s->writer, NULL, write_checkpoint, job)) {
         log_error("cannot start the checkpoint writer thread; writing inline");
@@ -546,6 +550,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     s->pushes++;
     s->clock[w]++;
     s->stop_seen |= h->stop_requested;
+    s->ckpt_asked |= h->checkpoint_requested;
     if (h->checkpoint_clock > s->ckpt_last && s->cfg.ckpt_root) {
         s->ckpt_want = h->checkpoint_clock;
         s->ckpt_want_stop = h->stop_after_checkpoint;

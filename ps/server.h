@@ -32,6 +32,7 @@ typedef struct {
     const char *sched_endpoint;
     const char *resume_dir; /* restore from this checkpoint (step directory) instead of initialising */
     volatile sig_atomic_t *stop_flag; /* set by this process's signal handler (optional) */
+    volatile sig_atomic_t *ckpt_flag; /* likewise, for a checkpoint on demand (optional) */
 } ps_config_t;
 
 /* Sets the per-frame size limit on `router`: call before binding it, since ZeroMQ copies socket

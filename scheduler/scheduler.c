@@ -184,6 +184,7 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r, 
     } else {
         s->ckpts_written++;
         s->last_ckpt = step;
+        program_checkpoint_requested = 0; /* a request on demand is served by this checkpoint */
         s->stopped |= c->stop;
         s->ckpt_bytes += (double)c->bytes;
         s->ckpt_write_s += c->write_s;
@@ -286,6 +287,7 @@ static void handle(sched_t *s) {
     wire_header_init(&ok, TESSERA__KIND__KIND_OK);
     ok.request_id = h->request_id;
     ok.stop_requested = program_stop_requested != 0;
+    ok.checkpoint_requested = program_checkpoint_requested != 0;
     wire_send(s->router, &m.identity, &ok, NULL, 0);
     wire_msg_free(&m);
 }

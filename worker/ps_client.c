@@ -56,6 +56,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         h.checkpoint_clock = c->ckpt_request;
         h.stop_after_checkpoint = c->ckpt_request_stop;
         h.stop_requested = c->stop_requested;
+        h.checkpoint_requested = c->ckpt_asked;
     }
     int nt = 0;
     Tessera__TensorDesc descs[grads ? s->n_tensors : 1], *dptr[grads ? s->n_tensors : 1];
@@ -154,6 +155,7 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);
                 c->peer_stop |= m.hdr->stop_requested;
+                c->peer_ckpt |= m.hdr->checkpoint_requested;
                 if (m.hdr->checkpoint_clock > 0) {
                     c->ckpt_announced = m.hdr->checkpoint_clock;
                     c->ckpt_announced_stop |= m.hdr->stop_after_checkpoint;

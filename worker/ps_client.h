@@ -29,6 +29,8 @@ typedef struct {
     int ckpt_announced_stop;
     int stop_requested; /* set on pushes: this worker was asked to stop */
     int peer_stop;      /* a reply said another rank was asked to stop */
+    int ckpt_asked;     /* set on pushes: this worker was asked for a checkpoint */
+    int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */

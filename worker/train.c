@@ -24,6 +24,7 @@ typedef struct {
     void *zctx, *sched;
     int outstanding; /* scheduler requests not yet acknowledged */
     int sched_stop;  /* the scheduler was asked to stop the job */
+    int sched_ckpt;  /* the scheduler was asked for a checkpoint */
     uint64_t next_request;
 } worker_t;
 
@@ -57,6 +58,7 @@ static void sched_drain(worker_t *w, int block) {
         char err[256];
         if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 && m.hdr->stop_requested)
             w->sched_stop = 1;
+        if (m.hdr && m.hdr->checkpoint_requested) w->sched_ckpt = 1;
         if (m.hdr && m.hdr->kind == TESSERA__KIND__KIND_ERROR)
             log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code),
                      m.hdr->error_message);
@@ -273,6 +275,14 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
             pc.stop_requested = program_stop_requested != 0;
+            if (me != 0 && program_checkpoint_requested) { /* relay it to worker 0 through the shards */
+                pc.ckpt_asked = 1;
+                program_checkpoint_requested = 0;
+            }
+            if (me == 0 && (pc.peer_ckpt || w.sched_ckpt)) {
+                program_checkpoint_requested = 1; /* asked of another rank: worker 0 cuts it */
+                pc.peer_ckpt = w.sched_ckpt = 0;
+            }
             /* Worker 0 cuts checkpoints; a stop asked of any rank reaches it through the shards'
              * replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
             if (cfg->staleness != 0 && (program_stop_requested || program_checkpoint_requested) &&
@@ -289,6 +299,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
+            pc.ckpt_asked = 0;
             if (rc) break;
             sync_s += now_s() - tp;
             if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));

@@ -1,7 +1,8 @@
 #!/bin/sh
-# What triggers a checkpoint: a time schedule (with `keep` pruning old ones), SIGUSR2 on demand (the
-# job goes on, its result unchanged), and a stop signal that reaches only one rank (a shard, the
-# scheduler, a worker other than 0): the job checkpoints, stops with exit 85, and resumes exactly.
+# What triggers a checkpoint: a time schedule (with `keep` pruning old ones), SIGUSR2 on demand to
+# tessera or to any single rank (the job goes on, its result unchanged), and a stop signal that
+# reaches only one rank (a shard, the scheduler, a worker other than 0): the job checkpoints, stops
+# with exit 85, and resumes exactly.
 . "$(dirname "$0")/lib.sh"
 
 ARGS="job.epochs=2 data.train_limit=24000 data.test_limit=2000"
@@ -24,13 +25,28 @@ grep -q "checkpoint committed step=" "$WORK/usr2.log" || fail "no checkpoint aft
 cmp "$WORK/ref/params.bin" "$WORK/usr2/params.bin" || fail "an on-demand checkpoint changed the result"
 echo "ok: SIGUSR2 -> checkpoint, job continued"
 
+# rank_pid NAME WHO: one rank of that kind (the last: for workers, worker 1, not worker 0)
+rank_pid() {
+    ranks "$1" | xargs ps -o pid=,args= -p | grep "/$2 " | sort -n | tail -1 | awk '{print $1}'
+}
+
+for who in tessera-ps tessera-scheduler tessera-worker; do
+    name=usr2-$(echo $who | cut -d- -f2)
+    start_job "$name" $ARGS
+    wait_log "$name" "worker 3 training"
+    sleep 0.4
+    kill -USR2 "$(rank_pid "$name" $who)"
+    wait $JOB_PID || fail "SIGUSR2 to one $who should not stop the job"
+    grep -q "checkpoint committed step=" "$WORK/$name.log" || fail "no checkpoint after SIGUSR2 to one $who"
+    echo "ok: SIGUSR2 to one $who -> checkpoint, job finished"
+done
+
 for who in tessera-ps tessera-scheduler tessera-worker; do
     name=stop-$(echo $who | cut -d- -f2)
     start_job "$name" $ARGS
     wait_log "$name" "worker 3 training"
     sleep 0.4
-    # one rank only: the last of its kind (for workers, worker 1, not the one that cuts checkpoints)
-    pid=$(ranks "$name" | xargs ps -o pid=,args= -p | grep "/$who " | sort -n | tail -1 | awk '{print $1}')
+    pid=$(rank_pid "$name" $who)
     [ -n "$pid" ] || fail "no $who rank found"
     kill -TERM "$pid"
     rc=0
