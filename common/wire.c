@@ -13,6 +13,20 @@ void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind) {
     hdr->sender = -1;
 }
 
+void wire_desc_init(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t id, const char *name,
+                    uint64_t row_begin, uint64_t rows, uint64_t cols) {
+    tessera__tensor_desc__init(d);
+    shape[0] = rows;
+    shape[1] = cols;
+    d->id = id;
+    d->name = (char *)(name ? name : "");
+    d->dtype = TESSERA__DTYPE__DTYPE_F32;
+    d->n_shape = 2;
+    d->shape = shape;
+    d->row_begin = row_begin;
+    d->nbytes = rows * cols * sizeof(float);
+}
+
 void wire_msg_free(wire_msg_t *m) {
     if (!m) return;
     if (m->has_identity) zmq_msg_close(&m->identity);

@@ -41,6 +41,11 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
 
 void wire_msg_free(wire_msg_t *m);
 
+/* Describes a float32 row block [row_begin, row_begin + rows) x cols of tensor `id` (name may be
+ * NULL); `shape` (2 entries, caller-owned) must live as long as `d`. */
+void wire_desc_init(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t id, const char *name,
+                    uint64_t row_begin, uint64_t rows, uint64_t cols);
+
 /* Sets the protocol version and kind on a fresh header. */
 void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind);
 

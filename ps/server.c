@@ -75,6 +75,9 @@ struct ps_server {
     pthread_t writer;
     int writer_running;
     float *ckpt_buf; /* snapshot buffer, reused; the writer owns it until joined */
+    /* the descriptors of this shard's slices, as every PARAMS reply sends them */
+    Tessera__TensorDesc *descs, **desc_ptrs;
+    uint64_t *desc_shapes;
 };
 
 /* Parameters are never sent from live memory: an update could change them while ZeroMQ still sends
@@ -166,6 +169,16 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
     }
     s->ckpt_told = XCALLOC((size_t)cfg->n_workers, sizeof *s->ckpt_told);
+    size_t nd = (size_t)(s->n_slices ? s->n_slices : 1);
+    s->descs = XCALLOC(nd, sizeof *s->descs);
+    s->desc_ptrs = XCALLOC(nd, sizeof *s->desc_ptrs);
+    s->desc_shapes = XCALLOC(nd * 2, sizeof *s->desc_shapes);
+    for (int i = 0; i < s->n_slices; i++) {
+        const slice_t *sl = &s->slices[i];
+        wire_desc_init(&s->descs[i], &s->desc_shapes[2 * i], (uint32_t)sl->tensor,
+                       cfg->spec->tensors[sl->tensor].name, sl->row_begin, sl->rows, sl->cols);
+        s->desc_ptrs[i] = &s->descs[i];
+    }
     if (cfg->ckpt_root && cfg->job && (cfg->job->ckpt_every_steps > 0 || cfg->job->ckpt_every_seconds > 0)) {
         /* One snapshot buffer for all checkpoints, touched now: fresh memory would cost a page fault
          * per 4 KiB inside every stall. (Without a schedule it is made at the first checkpoint.) */
@@ -198,6 +211,9 @@ void ps_server_free(ps_server_t *s) {
     if (s->writer_running) pthread_join(s->writer, NULL);
     free(s->ckpt_buf);
     free(s->ckpt_told);
+    free(s->descs);
+    free(s->desc_ptrs);
+    free(s->desc_shapes);
     snapshot_unref(s->snap); /* queued replies keep their own references */
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
@@ -248,35 +264,16 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
     }
     int n = s->n_slices;
     snapshot_t *snap = current_snapshot(s);
+    wire_buf_t bufs[n ? n : 1];
     size_t off = 0;
-    Tessera__TensorDesc *descs = XCALLOC((size_t)(n ? n : 1), sizeof *descs);
-    Tessera__TensorDesc **dptr = XCALLOC((size_t)(n ? n : 1), sizeof *dptr);
-    uint64_t *shapes = XCALLOC((size_t)(n ? n : 1) * 2, sizeof *shapes);
-    wire_buf_t *bufs = XCALLOC((size_t)(n ? n : 1), sizeof *bufs);
     for (int i = 0; i < n; i++) {
-        slice_t *sl = &s->slices[i];
-        tessera__tensor_desc__init(&descs[i]);
-        descs[i].id = (uint32_t)sl->tensor;
-        descs[i].name = s->cfg.spec->tensors[sl->tensor].name;
-        descs[i].dtype = TESSERA__DTYPE__DTYPE_F32;
-        shapes[2 * i] = sl->rows;
-        shapes[2 * i + 1] = sl->cols;
-        descs[i].n_shape = 2;
-        descs[i].shape = &shapes[2 * i];
-        descs[i].row_begin = sl->row_begin;
-        descs[i].nbytes = sl->n * sizeof(float);
-        dptr[i] = &descs[i];
-        bufs[i] = (wire_buf_t){snap->data + off, sl->n * sizeof(float), release_snapshot, snap};
-        off += sl->n;
+        bufs[i] = (wire_buf_t){snap->data + off, s->slices[i].n * sizeof(float), release_snapshot, snap};
+        off += s->slices[i].n;
     }
     h.n_tensors = (size_t)n;
-    h.tensors = dptr;
+    h.tensors = s->desc_ptrs;
     atomic_fetch_add(&snap->refs, n);
     wire_send(s->router, identity, &h, bufs, (size_t)n);
-    free(descs);
-    free(dptr);
-    free(shapes);
-    free(bufs);
 }
 
 /* Answers every waiting pull whose clock the consistency model now allows. */

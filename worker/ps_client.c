@@ -66,15 +66,8 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         row_range_t r = shard_map_range(c->map, t, k);
         if (r.row_end == r.row_begin) continue;
         const tensor_info_t *ti = &s->tensors[t];
-        tessera__tensor_desc__init(&descs[nt]);
-        descs[nt].id = (uint32_t)t;
-        descs[nt].dtype = TESSERA__DTYPE__DTYPE_F32;
-        shapes[2 * nt] = r.row_end - r.row_begin;
-        shapes[2 * nt + 1] = ti->cols;
-        descs[nt].n_shape = 2;
-        descs[nt].shape = &shapes[2 * nt];
-        descs[nt].row_begin = r.row_begin;
-        descs[nt].nbytes = (r.row_end - r.row_begin) * ti->cols * sizeof(float);
+        wire_desc_init(&descs[nt], &shapes[2 * nt], (uint32_t)t, NULL, r.row_begin, r.row_end - r.row_begin,
+                       ti->cols);
         dptr[nt] = &descs[nt];
         bufs[nt] = (wire_buf_t){grads + ti->offset + r.row_begin * ti->cols, descs[nt].nbytes, NULL, NULL};
         c->bytes_sent += descs[nt].nbytes;

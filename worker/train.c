@@ -96,19 +96,21 @@ static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dat
 
 /* Worker 0 decides where checkpoints are cut: on the job's schedule, or when a signal asked. The
  * request rides on its push of iteration `clock`; the cut is at clock + 1. */
-static void plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt,
-                            int stop) {
+static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt,
+                           int asked, int stop) {
     int64_t next = clock + 1;
     int due = (cfg->ckpt_every_steps > 0 && next % cfg->ckpt_every_steps == 0) ||
-              (cfg->ckpt_every_seconds > 0 && now_s() - *last_ckpt >= cfg->ckpt_every_seconds) ||
-              program_checkpoint_requested || stop;
-    if (!due) return;
+              (cfg->ckpt_every_seconds > 0 && now_s() - *last_ckpt >= cfg->ckpt_every_seconds) || asked ||
+              stop;
+    if (!due) return 0;
     pc->ckpt_request = next;
     pc->ckpt_request_stop = stop;
-    program_checkpoint_requested = 0;
     *last_ckpt = now_s();
     log_info("checkpoint requested step=%lld reason=%s", (long long)next,
-             stop ? "stop signal" : "schedule or SIGUSR2");
+             stop    ? "stop signal"
+             : asked ? "SIGUSR2"
+                     : "schedule");
+    return 1;
 }
 
 /* Writes this worker's part of checkpoint `step` and tells the scheduler. */
@@ -274,28 +276,27 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             double tp = now_s();
             compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
+            /* Worker 0 cuts checkpoints; a request or a stop asked of any rank reaches it through the
+             * shards' replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
             pc.stop_requested = program_stop_requested != 0;
             if (me != 0 && program_checkpoint_requested) { /* relay it to worker 0 through the shards */
                 pc.ckpt_asked = 1;
                 program_checkpoint_requested = 0;
             }
-            if (me == 0 && (pc.peer_ckpt || w.sched_ckpt)) {
-                program_checkpoint_requested = 1; /* asked of another rank: worker 0 cuts it */
-                pc.peer_ckpt = w.sched_ckpt = 0;
-            }
-            /* Worker 0 cuts checkpoints; a stop asked of any rank reaches it through the shards'
-             * replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
-            if (cfg->staleness != 0 && (program_stop_requested || program_checkpoint_requested) &&
-                !warned_async) {
-                log_warn("a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness "
-                         "= 0 can); "
-                         "training goes on");
+            int asked = program_checkpoint_requested || pc.peer_ckpt || w.sched_ckpt;
+            int stop_asked = program_stop_requested || pc.peer_stop || w.sched_stop;
+            if (cfg->staleness != 0 && (asked || stop_asked) && !warned_async) {
+                log_warn(
+                    "a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness = 0 "
+                    "can); training goes on");
                 warned_async = 1;
             }
-            if (me == 0 && cfg->staleness == 0)
-                plan_checkpoint(&pc, cfg, clock, &last_ckpt,
-                                !stop_planned && (program_stop_requested || pc.peer_stop || w.sched_stop));
-            if (pc.ckpt_request_stop) stop_planned = 1;
+            if (me == 0 && cfg->staleness == 0 &&
+                plan_checkpoint(&pc, cfg, clock, &last_ckpt, asked, !stop_planned && stop_asked)) {
+                program_checkpoint_requested = 0;
+                pc.peer_ckpt = w.sched_ckpt = 0;
+                stop_planned |= pc.ckpt_request_stop;
+            }
             rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
