@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "commands.h"
 #include "config.h"
 
 #ifndef TESSERA_EXAMPLES_DIR
@@ -33,6 +34,12 @@ static const char *const main_help =
     "commands:\n"
     "  train [JOB] [options] [section.key=value ...]\n"
     "                 launch a training job with mpirun (see `tessera train --help`)\n"
+    "  serve --checkpoint DIR [options]\n"
+    "                 serve a checkpoint directory's models (see `tessera serve --help`)\n"
+    "  predict --endpoint E --input FILE [options]\n"
+    "                 send inputs (IDX, CSV or JSON lines) and print predictions\n"
+    "  loadtest --endpoint E [options]\n"
+    "                 measure a server's throughput and latency percentiles\n"
     "  ckpt inspect DIR\n"
     "                 list the checkpoints of a run and the tensors of the newest\n"
     "  version        print the version\n"
@@ -545,6 +552,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "loadtest")) return cmd_loadtest(argc - 2, argv + 2);
     fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);
     return 2;
 }

@@ -21,7 +21,7 @@ fi
 
 PKGS="build-essential cmake pkg-config ca-certificates
       openmpi-bin libopenmpi-dev
-      libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
+      libzmq3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
       libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
       libinih-dev libcjson-dev libxxhash-dev
       dataset-fashion-mnist
