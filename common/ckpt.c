@@ -331,6 +331,30 @@ fail:
     return -TS_EIO;
 }
 
+int ckpt_read_job(const char *step_dir, job_config_t *cfg, char *err, size_t errlen) {
+    h5_quiet();
+    char path[4200], origin[4300];
+    snprintf(path, sizeof path, "%s/manifest.h5", step_dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, errlen, "%s: no readable manifest", step_dir);
+        return -TS_EIO;
+    }
+    char *text = XCALLOC(1, sizeof cfg->text);
+    herr_t rc = attr_read_str(f, "job", text, sizeof cfg->text);
+    H5Fclose(f);
+    int out = 0;
+    if (rc < 0 || !text[0]) {
+        snprintf(err, errlen, "%s: the manifest holds no job", path);
+        out = -TS_EIO;
+    } else {
+        snprintf(origin, sizeof origin, "%s (job)", path);
+        out = config_load_text(cfg, text, origin, err, errlen);
+    }
+    free(text);
+    return out;
+}
+
 int ckpt_read_rows(const char *step_dir, int n_files, const char *name, uint64_t cols, int slot,
                    uint64_t row_begin, uint64_t row_end, float *out, long *steps, char *err, size_t errlen) {
     h5_quiet();

@@ -75,6 +75,9 @@ int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_co
                         size_t errlen);
 int ckpt_read_manifest(const char *step_dir, ckpt_manifest_t *m, char *err, size_t errlen);
 
+/* Reads the job a checkpoint was written by (the manifest's `job` attribute, with its overrides). */
+int ckpt_read_job(const char *step_dir, job_config_t *cfg, char *err, size_t errlen);
+
 /* Reads rows [row_begin, row_end) of slot `slot` (0 = param) of tensor `name` into `out` from the
  * shard files of a checkpoint written by `n_files` shards, whatever their row ranges: restoring
  * with another shard count works. *steps gets the optimizer step count. 0, or -TS_EIO / -TS_EINVAL

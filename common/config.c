@@ -58,6 +58,19 @@ static const field_t fields[] = {
     F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
     F("checkpoint", "dir", T_STR, ckpt_dir, 0, 0),
     F("model", "input", T_INT, input_dim, 1, 1 << 28),
+    F("serve", "enabled", T_INT, serve_enabled, 0, 1),
+    F("serve", "listen", T_STR, serve_listen, 0, 0),
+    F("serve", "model", T_STR, serve_model, 0, 0),
+    F("serve", "versions", T_STR, serve_versions, 0, 0),
+    F("serve", "max_batch", T_INT, serve_max_batch, 1, 1 << 16),
+    F("serve", "max_delay_us", T_INT, serve_max_delay_us, 0, 10000000),
+    F("serve", "max_queue", T_INT, serve_max_queue, 1, 1 << 24),
+    F("serve", "deadline_ms", T_INT, serve_deadline_ms, 1, 86400000),
+    F("serve", "cache_mb", T_DOUBLE, serve_cache_mb, 0, 1e9),
+    F("serve", "poll_s", T_DOUBLE, serve_poll_s, 0.01, 3600),
+    F("serve", "max_request_mb", T_LONG, serve_max_request_mb, 1, 1 << 14),
+    F("serve", "replica_timeout_ms", T_INT, serve_replica_timeout_ms, 10, 600000),
+    F("serve", "threads", T_INT, serve_threads, 1, 1024),
 };
 #undef F
 
@@ -88,6 +101,17 @@ void config_defaults(job_config_t *cfg) {
     cfg->timeout_s = 300;
     cfg->max_message_mb = 1024;
     cfg->ckpt_keep = 3;
+    snprintf(cfg->serve_listen, sizeof cfg->serve_listen, "tcp://127.0.0.1:5555");
+    snprintf(cfg->serve_versions, sizeof cfg->serve_versions, "latest");
+    cfg->serve_max_batch = 64;
+    cfg->serve_max_delay_us = 0;
+    cfg->serve_max_queue = 1024;
+    cfg->serve_deadline_ms = 10000;
+    cfg->serve_cache_mb = 1024;
+    cfg->serve_poll_s = 1.0;
+    cfg->serve_max_request_mb = 64;
+    cfg->serve_replica_timeout_ms = 300;
+    cfg->serve_threads = 1;
 }
 
 /* Parses `value` into the field; 0 or -TS_EINVAL with a message. */
@@ -257,6 +281,31 @@ int config_load(job_config_t *cfg, const char *path, char *err, size_t errlen) {
         return -TS_EINVAL;
     }
     return 0;
+}
+
+int config_load_text(job_config_t *cfg, const char *text, const char *origin, char *err, size_t errlen) {
+    config_defaults(cfg);
+    snprintf(cfg->path, sizeof cfg->path, "%s", origin);
+    parse_ctx_t ctx = {.cfg = cfg, .msg = ""};
+    int rc = ini_parse_string(text, on_ini_key, &ctx);
+    if (rc) {
+        snprintf(err, errlen, "%s:%d: %s", origin, rc, ctx.msg[0] ? ctx.msg : "syntax error");
+        return -TS_EINVAL;
+    }
+    static const char mark[] = "; override ";
+    for (const char *line = strstr(text, mark); line; line = strstr(line + 1, mark)) {
+        if (line != text && line[-1] != '\n') continue;
+        char assignment[512];
+        const char *v = line + sizeof mark - 1;
+        size_t n = strcspn(v, "\n");
+        if (n >= sizeof assignment) continue;
+        memcpy(assignment, v, n);
+        assignment[n] = '\0';
+        rc = config_apply_override(cfg, assignment, err, errlen);
+        if (rc) return rc;
+    }
+    snprintf(cfg->text, sizeof cfg->text, "%s", text);
+    return config_validate(cfg, err, errlen);
 }
 
 int config_apply_override(job_config_t *cfg, const char *assignment, char *err, size_t errlen) {

@@ -54,6 +54,21 @@ typedef struct {
     int ckpt_keep;             /* complete checkpoints kept */
     char ckpt_dir[CFG_STR];    /* empty = RUN_DIR/checkpoints */
 
+    /* [serve]: serving (tessera serve, tessera train --serve) */
+    int serve_enabled;           /* train --serve: the shards serve after training */
+    char serve_listen[CFG_STR];  /* the router's client endpoint */
+    char serve_model[64];        /* the served model's name (default: [job] name) */
+    char serve_versions[CFG_STR]; /* policy: latest, latest:K, or a list of steps N,M */
+    int serve_max_batch;         /* rows per batch */
+    int serve_max_delay_us;      /* longest a request waits for a batch to fill (0: run what is queued) */
+    int serve_max_queue;         /* requests queued at the router; more get RESOURCE_EXHAUSTED */
+    int serve_deadline_ms;       /* a request's deadline when it sets none */
+    double serve_cache_mb;       /* dense parameters up to this size are cached at the router */
+    double serve_poll_s;         /* how often the checkpoint directory is scanned */
+    long serve_max_request_mb;   /* larger requests get RESOURCE_EXHAUSTED */
+    int serve_replica_timeout_ms; /* a shard replica silent this long is failed over */
+    int serve_threads;           /* BLAS threads of the router and each serving shard */
+
     /* the job file's text, stored in every checkpoint */
     char text[32768];
 
@@ -69,6 +84,11 @@ void config_defaults(job_config_t *cfg);
 /* Parses the INI file at `path` on top of the defaults. Returns 0, or -TS_EINVAL / -TS_EIO with a
  * message naming the file, line and key in `err`. */
 int config_load(job_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Parses job text (as stored in a checkpoint) on top of the defaults, then re-applies the
+ * overrides recorded in it (`; override section.key=value` lines) and validates. `origin` names the
+ * text in messages. 0 or -TS_EINVAL. */
+int config_load_text(job_config_t *cfg, const char *text, const char *origin, char *err, size_t errlen);
 
 /* Applies one `section.key=value` override (e.g. `job.epochs=3`). Returns 0 or -TS_EINVAL. */
 int config_apply_override(job_config_t *cfg, const char *assignment, char *err, size_t errlen);

@@ -216,3 +216,25 @@ const char *wire_error_name(int code) {
         protobuf_c_enum_descriptor_get_value(&tessera__error_code__descriptor, code);
     return v ? v->name : "ERR_INVALID";
 }
+
+static void free_aligned(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+int wire_align_frame(zmq_msg_t *msg) {
+    void *data = zmq_msg_data(msg);
+    size_t n = zmq_msg_size(msg);
+    if ((uintptr_t)data % _Alignof(float) == 0) return 0;
+    void *copy = NULL;
+    if (posix_memalign(&copy, 64, n ? n : 64)) return -TS_ENOMEM;
+    memcpy(copy, data, n);
+    zmq_msg_close(msg);
+    if (zmq_msg_init_data(msg, copy, n, free_aligned, NULL)) {
+        free(copy);
+        zmq_msg_init(msg);
+        return -TS_ENOMEM;
+    }
+    return 0;
+}
+

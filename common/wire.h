@@ -60,6 +60,10 @@ int wire_send_error(void *sock, zmq_msg_t *identity, uint64_t request_id, Tesser
 /* Sends a reply with no payload of `kind` (KIND_OK usually). */
 int wire_send_simple(void *sock, zmq_msg_t *identity, uint64_t request_id, Tessera__Kind kind);
 
+/* ZeroMQ keeps small frames inside the message, where floats may be misaligned: such a frame is
+ * moved to an aligned copy so it can be read as float[]. Returns 0 or -TS_ENOMEM. */
+int wire_align_frame(zmq_msg_t *msg);
+
 const char *wire_kind_name(int kind);
 const char *wire_error_name(int code);
 

@@ -161,3 +161,18 @@ void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch
         *correct += m->pred_host[r] == y_host[r];
     }
 }
+
+void model_forward(model_t *m, const float *x_host, int batch, float *logits_host) {
+    backend_t *be = m->be;
+    int n = m->spec.n_layers;
+    layer_t *L = m->spec.layers;
+    be->ops->to_device(be, m->act[0], x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
+    for (int i = 0; i < n - 1; i++)
+        L[i].ops->forward(&L[i], be, m->act[i], m->act[i + 1], batch);
+    be->ops->to_host(be, logits_host, m->act[n - 1], (size_t)batch * (size_t)L[n - 1].in * sizeof(float));
+    be->ops->sync(be);
+}
+
+int model_layer_out(const model_spec_t *s, int i) {
+    return i + 1 < s->n_layers ? s->layers[i + 1].in : s->layers[i].out;
+}

@@ -56,4 +56,11 @@ void model_free(model_t *m);
 void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train, double *loss_sum,
                long *correct);
 
+/* Inference: runs x_host[batch, input] through every layer before the loss and copies the loss
+ * layer's input (the logits, [batch, classes]) to logits_host. batch <= max_batch. */
+void model_forward(model_t *m, const float *x_host, int batch, float *logits_host);
+
+/* The width of layer i's output (the input of layer i + 1, or the logits for the last one). */
+int model_layer_out(const model_spec_t *s, int i);
+
 #endif

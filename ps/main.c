@@ -1,6 +1,8 @@
 /* tessera-ps: one parameter-server shard. */
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 #include "check.h"
@@ -8,10 +10,77 @@
 #include "cluster.h"
 #include "model.h"
 #include "program.h"
+#include "serve.h"
 #include "server.h"
 #include "shard_map.h"
 
+static volatile sig_atomic_t serve_stop;
+static void on_serve_signal(int sig) {
+    (void)sig;
+    serve_stop = 1;
+}
+
+static const char serve_usage[] =
+    "usage: tessera-ps --serve --listen ENDPOINT --shard K --shards S [--threads T] [--max-message-mb M]\n"
+    "A serving shard outside MPI (tessera serve starts these): binds ENDPOINT and answers the router.\n";
+
+/* tessera-ps --serve: a serving shard on its own, without MPI, started by `tessera serve`. */
+static int serve_main(int argc, char **argv) {
+    const char *listen = NULL;
+    int shard = -1, shards = 0, threads = 1;
+    long max_mb = 1024;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--listen") && v) listen = argv[++i];
+        else if (!strcmp(a, "--shard") && v) shard = atoi(argv[++i]);
+        else if (!strcmp(a, "--shards") && v) shards = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--max-message-mb") && v) max_mb = atol(argv[++i]);
+        else {
+            fprintf(stderr, "tessera-ps: unexpected argument '%s'\n%s", a, serve_usage);
+            return 2;
+        }
+    }
+    if (!listen || shard < 0 || shards < 1 || shard >= shards || threads < 1 || max_mb < 1) {
+        fprintf(stderr, "%s", serve_usage);
+        return 2;
+    }
+    log_init_from_env();
+    log_set_identity("ps", shard);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_serve_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    void *zctx = zmq_ctx_new();
+    void *router = zmq_socket(zctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    char err[1024];
+    if (ps_server_prepare_socket(router, (size_t)max_mb << 20) || zmq_bind(router, listen)) {
+        log_error("cannot listen on %s: %s", listen, zmq_strerror(zmq_errno()));
+        return 1;
+    }
+    serve_shard_config_t sc = {.shard = shard,
+                               .n_shards = shards,
+                               .max_message_bytes = (size_t)max_mb << 20,
+                               .threads = threads,
+                               .stop_flag = &serve_stop};
+    serve_shard_t *ss = serve_shard_create(&sc, router, err, sizeof err);
+    if (!ss) {
+        log_error("cannot start serving shard: %s", err);
+        return 1;
+    }
+    log_info("serving shard listening shard=%d of=%d endpoint=%s", shard, shards, listen);
+    int rc = serve_shard_run(ss);
+    serve_shard_free(ss);
+    zmq_close(router);
+    zmq_ctx_term(zctx);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--serve")) return serve_main(argc, argv);
     program_t prog;
     program_start(&prog, ROLE_PS, &argc, &argv);
     const job_config_t *cfg = &prog.cfg;
@@ -90,6 +159,32 @@ int main(int argc, char **argv) {
     log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s endpoint=%s", cl.index,
              cl.n_ps, cl.n_workers, cfg->staleness, cfg->opt_type, cl.self_endpoint);
     rc = ps_server_run(srv);
+    uint64_t version = rc ? 0 : ps_server_serve_version(srv);
+    if (version) {
+        /* tessera train --serve: the trained parameters become serving version `version`, in place. */
+        serve_slice_t *slices = NULL;
+        int n = ps_server_take_slices(srv, &slices);
+        ps_server_free(srv);
+        srv = NULL;
+        serve_shard_config_t sc = {.shard = cl.index,
+                                   .n_shards = cl.n_ps,
+                                   .max_message_bytes = (size_t)cfg->max_message_mb << 20,
+                                   .threads = cfg->serve_threads,
+                                   .stop_flag = &program_stop_requested};
+        serve_shard_t *ss = serve_shard_create(&sc, router, err, sizeof err);
+        if (!ss || serve_shard_adopt(ss, version, cfg, slices, n, err, sizeof err)) {
+            log_error("cannot serve the trained parameters: %s", err);
+            rc = -TS_EINVAL;
+        } else {
+            log_info("shard serving the trained parameters version=%llu endpoint=%s", (unsigned long long)version,
+                     cl.self_endpoint);
+            rc = serve_shard_run(ss);
+        }
+        for (int i = 0; i < n; i++)
+            free(slices[i].p);
+        free(slices);
+        serve_shard_free(ss);
+    }
 
     ps_server_free(srv);
     zmq_close(sched);

@@ -78,6 +78,7 @@ struct ps_server {
     /* the descriptors of this shard's slices, as every PARAMS reply sends them */
     Tessera__TensorDesc *descs, **desc_ptrs;
     uint64_t *desc_shapes;
+    uint64_t serve_version; /* SERVE received: serve the parameters as this version */
 };
 
 /* Parameters are never sent from live memory: an update could change them while ZeroMQ still sends
@@ -333,29 +334,6 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
     return 0;
 }
 
-static void free_aligned(void *data, void *hint) {
-    (void)hint;
-    free(data);
-}
-
-/* ZeroMQ keeps small frames inside the message, where floats may be misaligned: such a frame is
- * moved to an aligned copy so it can be read as float[]. Returns 0 or -TS_ENOMEM. */
-static int align_frame(zmq_msg_t *msg) {
-    void *data = zmq_msg_data(msg);
-    size_t n = zmq_msg_size(msg);
-    if ((uintptr_t)data % _Alignof(float) == 0) return 0;
-    void *copy = NULL;
-    if (posix_memalign(&copy, 64, n ? n : 64)) return -TS_ENOMEM;
-    memcpy(copy, data, n);
-    zmq_msg_close(msg);
-    if (zmq_msg_init_data(msg, copy, n, free_aligned, NULL)) {
-        free(copy);
-        zmq_msg_init(msg);
-        return -TS_ENOMEM;
-    }
-    return 0;
-}
-
 /* BSP: all workers' gradients of one clock are in; sum them in worker order and step once. */
 static void apply_bsp(ps_server_t *s) {
     int W = s->cfg.n_workers;
@@ -532,7 +510,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         return;
     }
     for (size_t i = 0; i < m->nframes; i++)
-        if (align_frame(&m->frames[i])) {
+        if (wire_align_frame(&m->frames[i])) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
@@ -621,6 +599,7 @@ static void handle_message(ps_server_t *s) {
     case TESSERA__KIND__KIND_PING:
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         break;
+    case TESSERA__KIND__KIND_SERVE:
     case TESSERA__KIND__KIND_SHUTDOWN:
         if (!m.hdr->role || strcmp(m.hdr->role, "scheduler")) {
             reply_error(s, &m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
@@ -628,6 +607,7 @@ static void handle_message(ps_server_t *s) {
             break;
         }
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
+        if (m.hdr->kind == TESSERA__KIND__KIND_SERVE) s->serve_version = m.hdr->model_version;
         s->stop = 1;
         break;
     default:
@@ -694,4 +674,23 @@ int ps_server_run(ps_server_t *s) {
              (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s,
              s->apply_s);
     return 0;
+}
+
+uint64_t ps_server_serve_version(const ps_server_t *s) {
+    return s->serve_version;
+}
+
+int ps_server_take_slices(ps_server_t *s, serve_slice_t **out) {
+    if (s->writer_running) {
+        pthread_join(s->writer, NULL); /* the last checkpoint reads the snapshot buffer, not these */
+        s->writer_running = 0;
+    }
+    serve_slice_t *v = XCALLOC((size_t)(s->n_slices ? s->n_slices : 1), sizeof *v);
+    for (int i = 0; i < s->n_slices; i++) {
+        slice_t *sl = &s->slices[i];
+        v[i] = (serve_slice_t){sl->tensor, sl->row_begin, sl->rows, sl->cols, sl->p};
+        sl->p = NULL;
+    }
+    *out = v;
+    return s->n_slices;
 }

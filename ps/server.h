@@ -10,6 +10,7 @@
 #include "config.h"
 #include "model.h"
 #include "optim.h"
+#include "serve.h"
 #include "shard_map.h"
 
 typedef struct ps_server ps_server_t;
@@ -49,5 +50,13 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
 int ps_server_run(ps_server_t *s);
 
 void ps_server_free(ps_server_t *s);
+
+/* The version the scheduler asked this shard to serve (KIND_SERVE) when ps_server_run returned, or 0
+ * when it was told to shut down. */
+uint64_t ps_server_serve_version(const ps_server_t *s);
+
+/* Hands the parameter slices over (to serve_shard_adopt) without copying; *out is malloc'd. Returns
+ * how many. The server keeps its optimizer state until freed. */
+int ps_server_take_slices(ps_server_t *s, serve_slice_t **out);
 
 #endif

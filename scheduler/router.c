@@ -1,1 +1,1105 @@
+#include "router.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "backend.h"
+#include "check.h"
+#include "ckpt.h"
+#include "model.h"
+#include "shard_map.h"
+#include "util.h"
+#include "wire.h"
+
+#define PING_INTERVAL_S 0.1
+#define RETIRE_GRACE_S  1.0
+#define INFER_ATTEMPTS  4
+
+typedef enum { VS_LOADING, VS_FETCHING, VS_AVAILABLE, VS_RETIRING, VS_FAILED } vstate_t;
+static const char *const vstate_names[] = {"LOADING", "LOADING", "AVAILABLE", "UNLOADING", "FAILED"};
+
+/* One model version at the router: its spec, the parameters it caches and its activation buffers. */
+typedef struct rversion {
+    uint64_t number;
+    vstate_t state;
+    char path[4096];
+    char message[8192];
+    job_config_t *job;
+    model_spec_t spec;
+    shard_map_t map;
+    int on_shards;     /* linear weights are evaluated on the shards */
+    float **tensor;    /* per tensor: cached rows (all of them), or NULL when on the shards */
+    float **act;       /* per layer: its input [max_batch, in]; act[n_layers - 1] holds the logits */
+    int *fetched;      /* per shard: its PULL reply has arrived */
+    double started, retire_at;
+    struct rversion *next;
+} rversion_t;
+
+typedef struct {
+    void *sock;
+    char endpoint[256];
+    int shard, replica;
+    int up;
+    uint64_t ping_id;
+    double ping_sent;
+    uint64_t *loaded; /* versions it holds */
+    int n_loaded, cap_loaded;
+} replica_t;
+
+/* A request to a shard whose reply the event loop dispatches. */
+typedef struct {
+    uint64_t id;
+    Tessera__Kind kind;
+    int replica;
+    uint64_t version;
+} pending_t;
+
+typedef struct {
+    zmq_msg_t identity, frame;
+    uint64_t request_id, version;
+    int rows;
+    double arrival, deadline;
+} request_t;
+
+typedef struct {
+    const router_config_t *cfg;
+    const job_config_t *o;
+    char model[64];
+    void *front;
+    backend_t *be;
+    int n_rep; /* n_shards * n_replicas */
+    replica_t *rep;
+    zmq_pollitem_t *items;
+    rversion_t *versions; /* newest first */
+    uint64_t default_version;
+    pending_t *pending;
+    int n_pending, cap_pending;
+    uint64_t next_id;
+    request_t *queue; /* ring of max_queue */
+    int q_head, q_len;
+    int *rr; /* per shard: round-robin position */
+    double next_ping, next_scan;
+    uint64_t requests, errors, batches, rows;
+    float *xbuf;
+    int stop;
+} router_t;
+
+/* ---- versions ---- */
+
+static rversion_t *find_version(router_t *r, uint64_t number) {
+    for (rversion_t *v = r->versions; v; v = v->next)
+        if (v->number == number) return v;
+    return NULL;
+}
+
+static void free_version(router_t *r, rversion_t *v) {
+    if (v->tensor)
+        for (int t = 0; t < v->spec.n_tensors; t++)
+            r->be->ops->free(r->be, v->tensor[t]);
+    if (v->act)
+        for (int i = 0; i < v->spec.n_layers; i++)
+            r->be->ops->free(r->be, v->act[i]);
+    free(v->tensor);
+    free(v->act);
+    free(v->fetched);
+    if (v->map.n_shards) shard_map_free(&v->map);
+    model_spec_free(&v->spec);
+    free(v->job);
+    free(v);
+}
+
+static void remove_version(router_t *r, rversion_t *v) {
+    for (rversion_t **p = &r->versions; *p; p = &(*p)->next)
+        if (*p == v) {
+            *p = v->next;
+            break;
+        }
+    free_version(r, v);
+}
+
+/* Builds the router's side of a version from its job: the spec, the shard map, the placement and
+ * the buffers. 0 or -TS_EINVAL with a message. */
+static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen) {
+    int rc = model_spec_init(&v->spec, v->job, err, errlen);
+    if (rc) return rc;
+    int nt = v->spec.n_tensors, nl = v->spec.n_layers;
+    uint64_t *rows = XCALLOC((size_t)nt, sizeof *rows);
+    for (int t = 0; t < nt; t++)
+        rows[t] = v->spec.tensors[t].rows;
+    rc = shard_map_init(&v->map, rows, nt, r->cfg->n_shards);
+    free(rows);
+    if (rc) {
+        snprintf(err, errlen, "cannot map the model onto %d shards", r->cfg->n_shards);
+        return -TS_EINVAL;
+    }
+    double mb = (double)v->spec.n_floats * sizeof(float) / (1 << 20);
+    v->on_shards = mb > r->o->serve_cache_mb;
+    v->tensor = XCALLOC((size_t)nt, sizeof *v->tensor);
+    for (int i = 0; i < nl; i++) {
+        layer_t *l = &v->spec.layers[i];
+        for (int p = 0; p < l->n_params; p++) {
+            int t = l->tensor[p];
+            int sharded = v->on_shards && !strcmp(l->ops->type, "linear") && p == 0;
+            if (!sharded) {
+                v->tensor[t] =
+                    r->be->ops->alloc(r->be, (size_t)(v->spec.tensors[t].rows * v->spec.tensors[t].cols) * 4);
+                if (!v->tensor[t]) {
+                    snprintf(err, errlen, "out of memory caching %s", v->spec.tensors[t].name);
+                    return -TS_ENOMEM;
+                }
+            }
+            l->p[p] = v->tensor[t];
+        }
+    }
+    v->act = XCALLOC((size_t)nl, sizeof *v->act);
+    for (int i = 0; i < nl; i++) {
+        v->act[i] = r->be->ops->alloc(r->be, (size_t)r->o->serve_max_batch * (size_t)v->spec.layers[i].in * 4);
+        if (!v->act[i]) {
+            snprintf(err, errlen, "out of memory for activations");
+            return -TS_ENOMEM;
+        }
+    }
+    v->fetched = XCALLOC((size_t)r->cfg->n_shards, sizeof *v->fetched);
+    if (!r->model[0])
+        snprintf(r->model, sizeof r->model, "%s", v->job->serve_model[0] ? v->job->serve_model : v->job->name);
+    return 0;
+}
+
+static int replica_has(const replica_t *p, uint64_t version) {
+    for (int i = 0; i < p->n_loaded; i++)
+        if (p->loaded[i] == version) return 1;
+    return 0;
+}
+
+static void replica_add(replica_t *p, uint64_t version) {
+    if (replica_has(p, version)) return;
+    if (p->n_loaded == p->cap_loaded) {
+        p->cap_loaded = p->cap_loaded ? 2 * p->cap_loaded : 4;
+        p->loaded = realloc(p->loaded, (size_t)p->cap_loaded * sizeof *p->loaded);
+        if (!p->loaded) abort();
+    }
+    p->loaded[p->n_loaded++] = version;
+}
+
+static void replica_drop(replica_t *p, uint64_t version) {
+    for (int i = 0; i < p->n_loaded; i++)
+        if (p->loaded[i] == version) p->loaded[i--] = p->loaded[--p->n_loaded];
+}
+
+/* ---- shard requests ---- */
+
+static int can_send(void *sock) {
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLOUT);
+}
+
+/* Sends `h` (plus frames) to replica i and records it to dispatch the reply. 0, or -1 when the replica
+ * is not connected (then marked down). */
+static int send_to_replica(router_t *r, int i, Tessera__Header *h, const wire_buf_t *bufs, size_t n,
+                           int track) {
+    replica_t *p = &r->rep[i];
+    h->request_id = ++r->next_id;
+    h->role = (char *)r->cfg->role;
+    if (!can_send(p->sock) || wire_send(p->sock, NULL, h, bufs, n)) {
+        if (p->up) {
+            log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"not connected\"", p->shard, p->replica,
+                     p->endpoint);
+            p->up = 0;
+            p->n_loaded = 0;
+        }
+        return -1;
+    }
+    if (track) {
+        if (r->n_pending == r->cap_pending) {
+            r->cap_pending = r->cap_pending ? 2 * r->cap_pending : 64;
+            r->pending = realloc(r->pending, (size_t)r->cap_pending * sizeof *r->pending);
+            if (!r->pending) abort();
+        }
+        r->pending[r->n_pending++] = (pending_t){h->request_id, h->kind, i, h->model_version};
+    }
+    return 0;
+}
+
+static int take_pending(router_t *r, uint64_t id, pending_t *out) {
+    for (int i = 0; i < r->n_pending; i++)
+        if (r->pending[i].id == id) {
+            *out = r->pending[i];
+            r->pending[i] = r->pending[--r->n_pending];
+            return 1;
+        }
+    return 0;
+}
+
+static void send_load(router_t *r, int i, rversion_t *v) {
+    if (!v->path[0]) return; /* a training job's live parameters: nothing to load from */
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_LOAD);
+    h.model_version = v->number;
+    h.path = v->path;
+    send_to_replica(r, i, &h, NULL, 0, 1);
+}
+
+/* A replica that answers again: it may have restarted with nothing loaded, so it loads every version
+ * in service before it takes requests for them. */
+static void replica_up(router_t *r, int i) {
+    replica_t *p = &r->rep[i];
+    p->up = 1;
+    log_info("replica up shard=%d replica=%d endpoint=%s", p->shard, p->replica, p->endpoint);
+    for (rversion_t *v = r->versions; v; v = v->next)
+        if (v->state != VS_FAILED && v->state != VS_RETIRING && !replica_has(p, v->number)) send_load(r, i, v);
+}
+
+static void replica_down(router_t *r, int i, const char *why) {
+    replica_t *p = &r->rep[i];
+    if (p->up)
+        log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"%s\"", p->shard, p->replica, p->endpoint,
+                 why);
+    p->up = 0;
+    p->n_loaded = 0; /* it may come back empty */
+    p->ping_id = 0;
+}
+
+/* Every shard has a live replica holding version v: fetch what the router caches. */
+static void maybe_fetch(router_t *r, rversion_t *v) {
+    if (v->state != VS_LOADING) return;
+    for (int k = 0; k < r->cfg->n_shards; k++) {
+        int ok = 0;
+        for (int j = 0; j < r->cfg->n_replicas; j++) {
+            replica_t *p = &r->rep[k * r->cfg->n_replicas + j];
+            ok |= p->up && replica_has(p, v->number);
+        }
+        if (!ok) return;
+    }
+    v->state = VS_FETCHING;
+    for (int k = 0; k < r->cfg->n_shards; k++) {
+        v->fetched[k] = 0;
+        for (int j = 0; j < r->cfg->n_replicas; j++) {
+            int i = k * r->cfg->n_replicas + j;
+            if (!r->rep[i].up || !replica_has(&r->rep[i], v->number)) continue;
+            Tessera__Header h;
+            wire_header_init(&h, TESSERA__KIND__KIND_PULL);
+            h.model_version = v->number;
+            h.cached_only = v->on_shards;
+            if (send_to_replica(r, i, &h, NULL, 0, 1) == 0) break;
+        }
+    }
+}
+
+static void set_default(router_t *r) {
+    uint64_t best = 0;
+    for (rversion_t *v = r->versions; v; v = v->next)
+        if (v->state == VS_AVAILABLE && v->number > best) best = v->number;
+    if (best != r->default_version) {
+        log_info("serving version=%llu previous=%llu model=%s", (unsigned long long)best,
+                 (unsigned long long)r->default_version, r->model);
+        r->default_version = best;
+    }
+}
+
+/* Which steps the policy serves, of the complete checkpoints `e` (newest first). */
+static int policy_wants(const router_t *r, const ckpt_entry_t *e, int n, int idx) {
+    const char *pol = r->o->serve_versions;
+    if (!strncmp(pol, "latest", 6)) {
+        int keep = pol[6] == ':' ? atoi(pol + 7) : 1;
+        int rank = 0;
+        for (int i = 0; i < idx; i++)
+            rank += e[i].complete;
+        return rank < (keep > 0 ? keep : 1);
+    }
+    (void)n;
+    char buf[CFG_STR];
+    snprintf(buf, sizeof buf, "%s", pol);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (strtoll(tok, NULL, 10) == e[idx].step) return 1;
+    return 0;
+}
+
+/* Looks for new checkpoints the policy wants and starts loading them; retires versions it no longer
+ * wants once a newer one is available. */
+static void scan_checkpoints(router_t *r) {
+    if (!r->cfg->ckpt_root) return;
+    ckpt_entry_t *e = NULL;
+    int n = 0;
+    if (ckpt_list(r->cfg->ckpt_root, &e, &n)) return;
+    for (int i = 0; i < n; i++) {
+        if (!e[i].complete || !policy_wants(r, e, n, i) || find_version(r, (uint64_t)e[i].step)) continue;
+        rversion_t *v = XCALLOC(1, sizeof *v);
+        v->number = (uint64_t)e[i].step;
+        snprintf(v->path, sizeof v->path, "%s", e[i].dir);
+        v->job = XCALLOC(1, sizeof *v->job);
+        v->started = now_s();
+        v->next = r->versions;
+        r->versions = v;
+        char err[8192];
+        int rc = ckpt_validate(v->path, err, sizeof err);
+        if (!rc) rc = ckpt_read_job(v->path, v->job, err, sizeof err);
+        if (!rc) rc = version_prepare(r, v, err, sizeof err);
+        if (rc) {
+            v->state = VS_FAILED;
+            snprintf(v->message, sizeof v->message, "%s", err);
+            log_error("version %llu cannot be served: %s", (unsigned long long)v->number, err);
+            continue;
+        }
+        log_info("loading version=%llu path=%s placement=%s", (unsigned long long)v->number, v->path,
+                 v->on_shards ? "shards" : "router");
+        for (int j = 0; j < r->n_rep; j++)
+            if (r->rep[j].up) send_load(r, j, v);
+    }
+    /* Retire what the policy dropped, once something newer is available. */
+    for (rversion_t *v = r->versions; v; v = v->next) {
+        if (v->state != VS_AVAILABLE || v->number == r->default_version) continue;
+        int wanted = 0;
+        for (int i = 0; i < n; i++)
+            if ((uint64_t)e[i].step == v->number) wanted = e[i].complete && policy_wants(r, e, n, i);
+        if (!wanted) {
+            v->state = VS_RETIRING;
+            v->retire_at = now_s() + RETIRE_GRACE_S;
+            log_info("retiring version=%llu", (unsigned long long)v->number);
+        }
+    }
+    free(e);
+}
+
+/* Unloads retired versions whose grace period is over. */
+static void unload_retired(router_t *r) {
+    double t = now_s();
+    for (rversion_t *v = r->versions, *next; v; v = next) {
+        next = v->next;
+        if (v->state != VS_RETIRING || t < v->retire_at) continue;
+        for (int i = 0; i < r->n_rep; i++) {
+            if (!replica_has(&r->rep[i], v->number)) continue;
+            Tessera__Header h;
+            wire_header_init(&h, TESSERA__KIND__KIND_UNLOAD);
+            h.model_version = v->number;
+            send_to_replica(r, i, &h, NULL, 0, 0);
+            replica_drop(&r->rep[i], v->number);
+        }
+        log_info("unloaded version=%llu", (unsigned long long)v->number);
+        remove_version(r, v);
+    }
+}
+
+/* Copies a PULL reply's cached tensors into version v. */
+static void store_params(router_t *r, rversion_t *v, int shard, wire_msg_t *m) {
+    for (size_t f = 0; f < m->nframes; f++) {
+        const Tessera__TensorDesc *d = m->hdr->tensors[f];
+        if (d->id >= (uint32_t)v->spec.n_tensors) continue;
+        const tensor_info_t *ti = &v->spec.tensors[d->id];
+        if (!v->tensor[d->id] || d->shape[1] != ti->cols || d->row_begin + d->shape[0] > ti->rows) continue;
+        memcpy(v->tensor[d->id] + d->row_begin * ti->cols, zmq_msg_data(&m->frames[f]), d->nbytes);
+    }
+    if (v->fetched[shard]) return;
+    v->fetched[shard] = 1;
+    for (int k = 0; k < r->cfg->n_shards; k++)
+        if (!v->fetched[k]) return;
+    v->state = VS_AVAILABLE;
+    log_info("version available version=%llu load_s=%.3f placement=%s", (unsigned long long)v->number,
+             now_s() - v->started, v->on_shards ? "shards" : "router");
+    set_default(r);
+    scan_checkpoints(r); /* retire what it replaces now, not at the next scan */
+}
+
+/* Dispatches a reply from replica i to a request the event loop made (INFER replies are taken by
+ * infer_layer; anything else unknown is stale and dropped). */
+static void handle_shard_reply(router_t *r, int i, wire_msg_t *m) {
+    pending_t p;
+    if (!take_pending(r, m->hdr->request_id, &p)) return;
+    replica_t *rp = &r->rep[i];
+    rversion_t *v = find_version(r, p.version);
+    int ok = m->hdr->kind != TESSERA__KIND__KIND_ERROR;
+    switch (p.kind) {
+    case TESSERA__KIND__KIND_PING:
+        rp->ping_id = 0;
+        if (!rp->up) replica_up(r, i);
+        break;
+    case TESSERA__KIND__KIND_LOAD:
+        if (ok) {
+            replica_add(rp, p.version);
+            if (v) maybe_fetch(r, v);
+        } else if (v && m->hdr->error_code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION &&
+                   v->state == VS_LOADING) {
+            v->state = VS_FAILED;
+            snprintf(v->message, sizeof v->message, "%s", m->hdr->error_message);
+            log_error("version %llu failed to load on shard %d: %s", (unsigned long long)v->number, rp->shard,
+                      m->hdr->error_message);
+        }
+        break;
+    case TESSERA__KIND__KIND_PULL:
+        if (!v || v->state != VS_FETCHING) break;
+        if (ok) {
+            store_params(r, v, rp->shard, m);
+        } else { /* try the fetch again from any replica */
+            replica_drop(rp, p.version);
+            v->state = VS_LOADING;
+            maybe_fetch(r, v);
+        }
+        break;
+    default: break;
+    }
+}
+
+static void drain_replica(router_t *r, int i) {
+    for (;;) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) return;
+        wire_msg_t m;
+        Tessera__ErrorCode code;
+        char err[256];
+        if (wire_recv(r->rep[i].sock, 0, SIZE_MAX, &m, &code, err, sizeof err) == 0) handle_shard_reply(r, i, &m);
+        wire_msg_free(&m);
+    }
+}
+
+static void ping_replicas(router_t *r) {
+    double t = now_s();
+    double timeout = r->o->serve_replica_timeout_ms / 1000.0;
+    for (int i = 0; i < r->n_rep; i++) {
+        replica_t *p = &r->rep[i];
+        if (p->ping_id && t - p->ping_sent > timeout) {
+            pending_t dummy;
+            take_pending(r, p->ping_id, &dummy);
+            replica_down(r, i, "no answer to ping");
+        }
+        if (p->ping_id || t < r->next_ping) continue;
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_PING);
+        if (send_to_replica(r, i, &h, NULL, 0, 1) == 0) {
+            p->ping_id = h.request_id;
+            p->ping_sent = t;
+        }
+    }
+    if (t >= r->next_ping) r->next_ping = t + PING_INTERVAL_S;
+}
+
+/* ---- evaluation ---- */
+
+typedef struct {
+    atomic_int refs;
+    float data[];
+} shared_buf_t;
+
+static void release_shared(void *data, void *hint) {
+    (void)data;
+    shared_buf_t *b = hint;
+    if (atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+/* Picks the next live replica of `shard` holding version v, after `not` (-1: any). */
+static int pick_replica(router_t *r, rversion_t *v, int shard, int not) {
+    int R = r->cfg->n_replicas;
+    for (int j = 0; j < R; j++) {
+        int i = shard * R + (r->rr[shard] + j) % R;
+        if (i != not && r->rep[i].up && replica_has(&r->rep[i], v->number)) {
+            r->rr[shard] = (r->rr[shard] + j + 1) % R;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* y[batch, out] = x[batch, in] W^T for weight tensor t held by the shards: one INFER to a replica of
+ * every shard holding rows of t; a replica that fails or stays silent is failed over. 0, or -1 with a
+ * message when some shard has no replica left. */
+static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int batch, int in, float *y, int out,
+                       char *err, size_t errlen) {
+    int S = r->cfg->n_shards;
+    size_t xbytes = (size_t)batch * (size_t)in * sizeof(float);
+    shared_buf_t *xb = XMALLOC(sizeof *xb + xbytes);
+    atomic_init(&xb->refs, 1);
+    memcpy(xb->data, x, xbytes);
+    uint64_t id[S];
+    int rep[S], attempts[S], left = 0;
+    double sent[S];
+    for (int k = 0; k < S; k++) {
+        row_range_t rr = shard_map_range(&v->map, t, k);
+        id[k] = 0;
+        rep[k] = -1;
+        attempts[k] = 0;
+        if (rr.row_end > rr.row_begin) left++;
+        else attempts[k] = -1; /* nothing to ask */
+    }
+    double timeout = r->o->serve_replica_timeout_ms / 1000.0;
+    int rc = 0;
+    while (left > 0) {
+        /* (Re)send every part that has no request in flight. */
+        for (int k = 0; k < S && !rc; k++) {
+            if (attempts[k] < 0 || id[k]) continue;
+            for (;;) {
+                int i = pick_replica(r, v, k, rep[k]);
+                if (i < 0 && rep[k] >= 0 && r->rep[rep[k]].up && replica_has(&r->rep[rep[k]], v->number))
+                    i = rep[k]; /* the only one left: try it again */
+                if (i < 0 || ++attempts[k] > INFER_ATTEMPTS) {
+                    snprintf(err, errlen, "shard %d has no live replica holding version %llu", k,
+                             (unsigned long long)v->number);
+                    rc = -1;
+                    break;
+                }
+                Tessera__Header h;
+                wire_header_init(&h, TESSERA__KIND__KIND_INFER);
+                h.model_version = v->number;
+                h.tensor = (uint32_t)t;
+                Tessera__TensorDesc d, *dp = &d;
+                uint64_t shape[2];
+                wire_desc_init(&d, shape, 0, NULL, 0, (uint64_t)batch, (uint64_t)in);
+                h.n_tensors = 1;
+                h.tensors = &dp;
+                atomic_fetch_add(&xb->refs, 1);
+                wire_buf_t b = {xb->data, xbytes, release_shared, xb};
+                if (send_to_replica(r, i, &h, &b, 1, 0) == 0) {
+                    id[k] = h.request_id;
+                    rep[k] = i;
+                    sent[k] = now_s();
+                    break;
+                }
+                rep[k] = i;
+            }
+        }
+        if (rc) break;
+        /* Wait for replies; others (pings, loads) are dispatched as usual. */
+        int nrep = r->n_rep;
+        int n = zmq_poll(r->items + 1, nrep, 5);
+        if (n < 0 && zmq_errno() != EINTR) {
+            snprintf(err, errlen, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < nrep; i++) {
+            for (;;) {
+                int events = 0;
+                size_t len = sizeof events;
+                if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+                wire_msg_t m;
+                Tessera__ErrorCode code;
+                char e2[256];
+                if (wire_recv(r->rep[i].sock, 0, SIZE_MAX, &m, &code, e2, sizeof e2)) {
+                    wire_msg_free(&m);
+                    continue;
+                }
+                int k = 0;
+                while (k < S && (id[k] == 0 || id[k] != m.hdr->request_id))
+                    k++;
+                if (k == S) {
+                    handle_shard_reply(r, i, &m);
+                } else if (m.hdr->kind == TESSERA__KIND__KIND_PREDICTION && m.nframes == 1 &&
+                           m.hdr->tensors[0]->shape[0] == (uint64_t)batch) {
+                    const Tessera__TensorDesc *d = m.hdr->tensors[0];
+                    row_range_t rr = shard_map_range(&v->map, t, k);
+                    if (d->row_begin == rr.row_begin && d->shape[1] == rr.row_end - rr.row_begin &&
+                        !wire_align_frame(&m.frames[0])) {
+                        const float *src = zmq_msg_data(&m.frames[0]);
+                        size_t w = d->shape[1];
+                        for (int b = 0; b < batch; b++)
+                            memcpy(y + (size_t)b * (size_t)out + rr.row_begin, src + (size_t)b * w, w * sizeof(float));
+                        attempts[k] = -1;
+                        left--;
+                    }
+                    id[k] = 0;
+                } else { /* an error: this replica lacks the version (restarted?); ask another */
+                    log_warn("replica shard=%d replica=%d failed an INFER: %s", r->rep[i].shard, r->rep[i].replica,
+                             m.hdr->error_message ? m.hdr->error_message : wire_kind_name(m.hdr->kind));
+                    replica_drop(&r->rep[i], v->number);
+                    send_load(r, i, v);
+                    id[k] = 0;
+                }
+                wire_msg_free(&m);
+            }
+        }
+        double tnow = now_s();
+        for (int k = 0; k < S; k++)
+            if (id[k] && tnow - sent[k] > timeout) {
+                replica_down(r, rep[k], "no answer to an INFER");
+                id[k] = 0;
+            }
+    }
+    release_shared(NULL, xb);
+    return rc;
+}
+
+/* Runs `batch` rows of r->xbuf through version v into v->act[last] (the logits). */
+static int evaluate(router_t *r, rversion_t *v, int batch, char *err, size_t errlen) {
+    backend_t *be = r->be;
+    int n = v->spec.n_layers;
+    layer_t *L = v->spec.layers;
+    be->ops->to_device(be, v->act[0], r->xbuf, (size_t)batch * (size_t)v->spec.input_dim * sizeof(float));
+    for (int i = 0; i < n - 1; i++) {
+        layer_t *l = &L[i];
+        if (v->on_shards && !strcmp(l->ops->type, "linear")) {
+            if (infer_layer(r, v, l->tensor[0], v->act[i], batch, l->in, v->act[i + 1], l->out, err, errlen))
+                return -1;
+            be->ops->add_bias(be, v->act[i + 1], l->p[1], batch, l->out);
+        } else {
+            l->ops->forward(l, be, v->act[i], v->act[i + 1], batch);
+        }
+    }
+    be->ops->sync(be);
+    return 0;
+}
+
+/* ---- clients ---- */
+
+static void client_error(router_t *r, zmq_msg_t *identity, uint64_t request_id, Tessera__ErrorCode code,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void client_error(router_t *r, zmq_msg_t *identity, uint64_t request_id, Tessera__ErrorCode code,
+                         const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r->errors++;
+    wire_send_error(r->front, identity, request_id, code, msg);
+}
+
+static rversion_t *servable(router_t *r, uint64_t number) {
+    rversion_t *v = find_version(r, number ? number : r->default_version);
+    return v && (v->state == VS_AVAILABLE || v->state == VS_RETIRING) ? v : NULL;
+}
+
+static void list_available(router_t *r, char *out, size_t n) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (rversion_t *v = r->versions; v; v = v->next)
+        if (v->state == VS_AVAILABLE && used < n)
+            used += (size_t)snprintf(out + used, n - used, "%s%llu", used ? ", " : "", (unsigned long long)v->number);
+    if (!out[0]) snprintf(out, n, "none");
+}
+
+static void handle_predict(router_t *r, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    if (h->model && h->model[0] && strcmp(h->model, r->model)) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
+                     "model '%s' is not served here (this router serves '%s')", h->model, r->model);
+        return;
+    }
+    rversion_t *v = servable(r, h->model_version);
+    if (!v) {
+        char avail[256];
+        list_available(r, avail, sizeof avail);
+        if (h->model_version)
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
+                         "model '%s' has no version %llu available (available: %s)", r->model,
+                         (unsigned long long)h->model_version, avail);
+        else
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
+                         "model '%s' has no version loaded yet", r->model);
+        return;
+    }
+    if (h->n_tensors != 1) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                     "PREDICT takes exactly one input tensor [rows, %d], not %zu", v->spec.input_dim, h->n_tensors);
+        return;
+    }
+    const Tessera__TensorDesc *d = h->tensors[0];
+    if (d->shape[1] != (uint64_t)v->spec.input_dim || d->shape[0] == 0 || d->shape[0] > (1u << 24)) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                     "input is [%llu, %llu]; model '%s' version %llu takes [rows >= 1, %d]",
+                     (unsigned long long)d->shape[0], (unsigned long long)d->shape[1], r->model,
+                     (unsigned long long)v->number, v->spec.input_dim);
+        return;
+    }
+    if (r->q_len == r->o->serve_max_queue) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+                     "the router's queue is full (%d requests waiting): retry later", r->q_len);
+        return;
+    }
+    if (wire_align_frame(&m->frames[0])) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    request_t *q = &r->queue[(r->q_head + r->q_len++) % r->o->serve_max_queue];
+    zmq_msg_init(&q->identity);
+    zmq_msg_move(&q->identity, &m->identity);
+    zmq_msg_init(&q->frame);
+    zmq_msg_move(&q->frame, &m->frames[0]);
+    q->request_id = h->request_id;
+    q->version = h->model_version;
+    q->rows = (int)d->shape[0];
+    q->arrival = now_s();
+    double deadline_ms = h->deadline_ms ? (double)h->deadline_ms : (double)r->o->serve_deadline_ms;
+    q->deadline = q->arrival + deadline_ms / 1000.0;
+}
+
+static void handle_status(router_t *r, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    if (h->model && h->model[0] && strcmp(h->model, r->model)) {
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
+                     "model '%s' is not served here (this router serves '%s')", h->model, r->model);
+        return;
+    }
+    Tessera__ModelStatus st;
+    tessera__model_status__init(&st);
+    st.name = r->model;
+    st.default_version = r->default_version;
+    int nv = 0;
+    for (rversion_t *v = r->versions; v; v = v->next)
+        nv++;
+    Tessera__VersionStatus vs[nv ? nv : 1], *vp[nv ? nv : 1];
+    int k = 0;
+    for (rversion_t *v = r->versions; v; v = v->next, k++) {
+        tessera__version_status__init(&vs[k]);
+        vs[k].version = v->number;
+        vs[k].state = (char *)vstate_names[v->state];
+        vs[k].path = v->path;
+        vs[k].message = v->message;
+        vp[k] = &vs[k];
+    }
+    st.n_versions = (size_t)nv;
+    st.versions = vp;
+    Tessera__ReplicaStatus rs[r->n_rep], *rpp[r->n_rep];
+    for (int i = 0; i < r->n_rep; i++) {
+        tessera__replica_status__init(&rs[i]);
+        rs[i].shard = (uint32_t)r->rep[i].shard;
+        rs[i].replica = (uint32_t)r->rep[i].replica;
+        rs[i].endpoint = r->rep[i].endpoint;
+        rs[i].up = r->rep[i].up;
+        rpp[i] = &rs[i];
+    }
+    st.n_replicas = (size_t)r->n_rep;
+    st.replicas = rpp;
+    rversion_t *dv = servable(r, 0);
+    if (!dv) dv = r->versions && r->versions->job && r->versions->spec.n_layers ? r->versions : NULL;
+    if (dv) {
+        st.input_dim = (uint32_t)dv->spec.input_dim;
+        st.outputs = (uint32_t)dv->spec.classes;
+        st.placement = dv->on_shards ? "shards" : "router";
+        st.input_mean = dv->job->mean;
+        st.input_std = dv->job->std;
+    }
+    st.requests = r->requests;
+    st.errors = r->errors;
+    st.batches = r->batches;
+    st.queue_depth = (uint32_t)r->q_len;
+    st.max_queue = (uint32_t)r->o->serve_max_queue;
+    Tessera__Header out;
+    wire_header_init(&out, TESSERA__KIND__KIND_STATUS);
+    out.request_id = h->request_id;
+    out.model = r->model;
+    out.status = &st;
+    wire_send(r->front, &m->identity, &out, NULL, 0);
+}
+
+static void handle_client(router_t *r) {
+    wire_msg_t m;
+    Tessera__ErrorCode code;
+    char err[512];
+    int rc = wire_recv(r->front, 1, (size_t)r->o->serve_max_request_mb << 20, &m, &code, err, sizeof err);
+    if (rc) {
+        if (r->errors < 10 || r->errors % 1000 == 0)
+            log_warn("rejected request error=%s detail=\"%s\"", wire_error_name(code), err);
+        if (rc == -TS_EPROTO && m.has_identity)
+            client_error(r, &m.identity, m.hdr ? m.hdr->request_id : 0, code, "%s", err);
+        else
+            r->errors++;
+        wire_msg_free(&m);
+        return;
+    }
+    const Tessera__Header *h = m.hdr;
+    switch (h->kind) {
+    case TESSERA__KIND__KIND_PREDICT: handle_predict(r, &m); break;
+    case TESSERA__KIND__KIND_STATUS: handle_status(r, &m); break;
+    case TESSERA__KIND__KIND_LIVE:
+    case TESSERA__KIND__KIND_PING: wire_send_simple(r->front, &m.identity, h->request_id, TESSERA__KIND__KIND_OK); break;
+    case TESSERA__KIND__KIND_READY:
+        if (h->model && h->model[0] && strcmp(h->model, r->model))
+            client_error(r, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
+                         "model '%s' is not served here (this router serves '%s')", h->model, r->model);
+        else if (servable(r, 0))
+            wire_send_simple(r->front, &m.identity, h->request_id, TESSERA__KIND__KIND_OK);
+        else
+            client_error(r, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
+                         "no version of model '%s' is available yet", r->model[0] ? r->model : "(none)");
+        break;
+    default:
+        client_error(r, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                     "the router does not handle %s (PREDICT, STATUS, LIVE, READY)", wire_kind_name(h->kind));
+    }
+    wire_msg_free(&m);
+}
+
+static void free_request(request_t *q) {
+    zmq_msg_close(&q->identity);
+    zmq_msg_close(&q->frame);
+}
+
+static void free_buffer(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* Runs one batch: the head of the queue and the requests right behind it for the same version, up to
+ * max_batch rows (a larger request runs alone, in chunks). Expired requests are answered
+ * DEADLINE_EXCEEDED. */
+static void run_batch(router_t *r) {
+    int Q = r->o->serve_max_queue, maxb = r->o->serve_max_batch;
+    double t = now_s();
+    request_t *head = &r->queue[r->q_head];
+    rversion_t *v = servable(r, head->version);
+    if (!v || t > head->deadline) {
+        if (!v)
+            client_error(r, &head->identity, head->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
+                         "version %llu was unloaded before the request ran", (unsigned long long)head->version);
+        else
+            client_error(r, &head->identity, head->request_id, TESSERA__ERROR_CODE__ERR_DEADLINE_EXCEEDED,
+                         "deadline exceeded after %.1f ms in the queue", (t - head->arrival) * 1e3);
+        free_request(head);
+        r->q_head = (r->q_head + 1) % Q;
+        r->q_len--;
+        return;
+    }
+    int n = 1, rows = head->rows;
+    while (n < r->q_len && head->rows <= maxb) {
+        request_t *q = &r->queue[(r->q_head + n) % Q];
+        if (servable(r, q->version) != v || t > q->deadline || rows + q->rows > maxb) break;
+        rows += q->rows;
+        n++;
+    }
+    int in = v->spec.input_dim, classes = v->spec.classes;
+    float **out = XCALLOC((size_t)n, sizeof *out);
+    char err[512] = "";
+    double t0 = now_s();
+    int failed = 0;
+    if (head->rows > maxb) { /* one large request, in chunks */
+        out[0] = XMALLOC((size_t)head->rows * (size_t)classes * sizeof(float));
+        const float *x = zmq_msg_data(&head->frame);
+        for (int b = 0; b < head->rows && !failed; b += maxb) {
+            int c = head->rows - b < maxb ? head->rows - b : maxb;
+            memcpy(r->xbuf, x + (size_t)b * (size_t)in, (size_t)c * (size_t)in * sizeof(float));
+            failed = evaluate(r, v, c, err, sizeof err);
+            if (!failed)
+                memcpy(out[0] + (size_t)b * (size_t)classes, v->act[v->spec.n_layers - 1],
+                       (size_t)c * (size_t)classes * sizeof(float));
+        }
+    } else {
+        size_t off = 0;
+        for (int i = 0; i < n; i++) {
+            request_t *q = &r->queue[(r->q_head + i) % Q];
+            memcpy(r->xbuf + off, zmq_msg_data(&q->frame), (size_t)q->rows * (size_t)in * sizeof(float));
+            off += (size_t)q->rows * (size_t)in;
+        }
+        failed = evaluate(r, v, rows, err, sizeof err);
+        off = 0;
+        for (int i = 0; i < n && !failed; i++) {
+            request_t *q = &r->queue[(r->q_head + i) % Q];
+            size_t bytes = (size_t)q->rows * (size_t)classes * sizeof(float);
+            out[i] = XMALLOC(bytes);
+            memcpy(out[i], v->act[v->spec.n_layers - 1] + off, bytes);
+            off += (size_t)q->rows * (size_t)classes;
+        }
+    }
+    uint64_t compute_us = (uint64_t)((now_s() - t0) * 1e6);
+    r->batches++;
+    r->rows += (uint64_t)rows;
+    for (int i = 0; i < n; i++) {
+        request_t *q = &r->queue[(r->q_head + i) % Q];
+        if (failed) {
+            client_error(r, &q->identity, q->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "%s", err);
+        } else {
+            Tessera__Header h;
+            wire_header_init(&h, TESSERA__KIND__KIND_PREDICTION);
+            h.request_id = q->request_id;
+            h.model_version = v->number;
+            h.model = r->model;
+            h.compute_us = compute_us;
+            h.batch_rows = (uint32_t)rows;
+            Tessera__TensorDesc d, *dp = &d;
+            uint64_t shape[2];
+            wire_desc_init(&d, shape, 0, "logits", 0, (uint64_t)q->rows, (uint64_t)classes);
+            h.n_tensors = 1;
+            h.tensors = &dp;
+            wire_buf_t b = {out[i], (size_t)q->rows * (size_t)classes * sizeof(float), free_buffer, NULL};
+            out[i] = NULL;
+            wire_send(r->front, &q->identity, &h, &b, 1);
+            r->requests++;
+        }
+        free(out[i]);
+        free_request(q);
+    }
+    free(out);
+    r->q_head = (r->q_head + n) % Q;
+    r->q_len -= n;
+}
+
+/* Whether the queue's head should run now: a full batch is waiting, or the oldest request has waited
+ * max_delay (0: at once). */
+static int batch_due(router_t *r, double *wait_s) {
+    if (!r->q_len) return 0;
+    double delay = r->o->serve_max_delay_us / 1e6;
+    if (delay <= 0) return 1;
+    int rows = 0;
+    for (int i = 0; i < r->q_len && rows < r->o->serve_max_batch; i++)
+        rows += r->queue[(r->q_head + i) % r->o->serve_max_queue].rows;
+    if (rows >= r->o->serve_max_batch) return 1;
+    double left = r->queue[r->q_head].arrival + delay - now_s();
+    if (left <= 0) return 1;
+    if (left < *wait_s) *wait_s = left;
+    return 0;
+}
+
+/* ---- setup and loop ---- */
+
+static int open_sockets(router_t *r, void *zctx) {
+    const router_config_t *c = r->cfg;
+    r->front = zmq_socket(zctx, ZMQ_ROUTER);
+    int linger = 500;
+    zmq_setsockopt(r->front, ZMQ_LINGER, &linger, sizeof linger);
+    /* Requests up to max_request_mb get a clear error; far larger ones are cut off by ZeroMQ. */
+    int64_t hard = (int64_t)(c->opts->serve_max_request_mb << 20) * 4;
+    zmq_setsockopt(r->front, ZMQ_MAXMSGSIZE, &hard, sizeof hard);
+    int hwm = 100000;
+    zmq_setsockopt(r->front, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(r->front, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (zmq_bind(r->front, c->opts->serve_listen)) {
+        log_error("cannot listen on %s: %s", c->opts->serve_listen, zmq_strerror(zmq_errno()));
+        return -TS_EIO;
+    }
+    r->n_rep = c->n_shards * c->n_replicas;
+    r->rep = XCALLOC((size_t)r->n_rep, sizeof *r->rep);
+    r->items = XCALLOC((size_t)r->n_rep + 1, sizeof *r->items);
+    r->items[0] = (zmq_pollitem_t){r->front, 0, ZMQ_POLLIN, 0};
+    for (int i = 0; i < r->n_rep; i++) {
+        replica_t *p = &r->rep[i];
+        p->shard = i / c->n_replicas;
+        p->replica = i % c->n_replicas;
+        snprintf(p->endpoint, sizeof p->endpoint, "%s", c->shard_endpoints[i]);
+        p->sock = zmq_socket(zctx, ZMQ_DEALER);
+        int zero = 0, one = 1, ivl = 100;
+        zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(p->sock, ZMQ_SNDTIMEO, &zero, sizeof zero);
+        zmq_setsockopt(p->sock, ZMQ_IMMEDIATE, &one, sizeof one); /* no queueing for a dead replica */
+        zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+        if (zmq_connect(p->sock, p->endpoint)) {
+            log_error("cannot connect to shard %d replica %d at %s: %s", p->shard, p->replica, p->endpoint,
+                      zmq_strerror(zmq_errno()));
+            return -TS_EIO;
+        }
+        r->items[i + 1] = (zmq_pollitem_t){p->sock, 0, ZMQ_POLLIN, 0};
+    }
+    return 0;
+}
+
+static void shutdown_shards(router_t *r) {
+    for (int i = 0; i < r->n_rep; i++) {
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_SHUTDOWN);
+        h.request_id = ++r->next_id;
+        h.role = (char *)r->cfg->role;
+        if (can_send(r->rep[i].sock)) wire_send(r->rep[i].sock, NULL, &h, NULL, 0);
+        zmq_pollitem_t it = {r->rep[i].sock, 0, ZMQ_POLLIN, 0};
+        zmq_poll(&it, 1, 1000);
+    }
+}
+
+int router_run(const router_config_t *cfg, void *zctx) {
+    router_t rt, *r = &rt;
+    memset(r, 0, sizeof *r);
+    r->cfg = cfg;
+    r->o = cfg->opts;
+    if (cfg->model_name) snprintf(r->model, sizeof r->model, "%s", cfg->model_name);
+    char err[8192];
+    r->be = backend_create("cpu", r->o->serve_threads, err, sizeof err);
+    if (!r->be) {
+        log_error("router: %s", err);
+        return -TS_EINVAL;
+    }
+    r->queue = XCALLOC((size_t)r->o->serve_max_queue, sizeof *r->queue);
+    r->rr = XCALLOC((size_t)cfg->n_shards, sizeof *r->rr);
+    int rc = open_sockets(r, zctx);
+    size_t xcap = 0;
+    if (!rc && cfg->initial_version) {
+        rversion_t *v = XCALLOC(1, sizeof *v);
+        v->number = cfg->initial_version;
+        v->job = XCALLOC(1, sizeof *v->job);
+        *v->job = *cfg->initial_job;
+        v->started = now_s();
+        r->versions = v;
+        rc = version_prepare(r, v, err, sizeof err);
+        if (rc) log_error("cannot serve version %llu: %s", (unsigned long long)v->number, err);
+        for (int i = 0; i < r->n_rep; i++)
+            replica_add(&r->rep[i], v->number); /* the training shards hold it already */
+    }
+    log_info("router listening endpoint=%s shards=%d replicas=%d max_batch=%d max_delay_us=%d max_queue=%d "
+             "cache_mb=%g versions=%s watch=%s",
+             r->o->serve_listen, cfg->n_shards, cfg->n_replicas, r->o->serve_max_batch, r->o->serve_max_delay_us,
+             r->o->serve_max_queue, r->o->serve_cache_mb, r->o->serve_versions,
+             cfg->ckpt_root ? cfg->ckpt_root : "(none)");
+    double next_report = now_s() + 10;
+    uint64_t last_requests = 0;
+    while (!rc && !r->stop && !(cfg->stop_flag && *cfg->stop_flag)) {
+        /* The input buffer fits the widest version's batch. */
+        for (rversion_t *v = r->versions; v; v = v->next)
+            if (v->spec.n_layers && (size_t)v->spec.input_dim * (size_t)r->o->serve_max_batch > xcap) {
+                xcap = (size_t)v->spec.input_dim * (size_t)r->o->serve_max_batch;
+                free(r->xbuf);
+                r->xbuf = XMALLOC(xcap * sizeof(float));
+            }
+        double wait = PING_INTERVAL_S;
+        int due = batch_due(r, &wait);
+        int n = zmq_poll(r->items, r->n_rep + 1, due ? 0 : (long)(wait * 1000) + 1);
+        if (n < 0 && zmq_errno() != EINTR) {
+            log_error("zmq_poll failed: %s", zmq_strerror(zmq_errno()));
+            rc = -TS_EIO;
+            break;
+        }
+        for (int budget = 0; budget < 4096; budget++) {
+            int events = 0;
+            size_t len = sizeof events;
+            if (zmq_getsockopt(r->front, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+            handle_client(r);
+        }
+        for (int i = 0; i < r->n_rep; i++)
+            drain_replica(r, i);
+        for (rversion_t *v = r->versions; v; v = v->next)
+            maybe_fetch(r, v);
+        double t = now_s();
+        ping_replicas(r);
+        if (t >= r->next_scan) {
+            scan_checkpoints(r);
+            r->next_scan = t + r->o->serve_poll_s;
+        }
+        unload_retired(r);
+        for (int k = 0; k < 64 && batch_due(r, &wait); k++)
+            run_batch(r);
+        if (t >= next_report) {
+            log_info("serving version=%llu requests=%llu rps=%.0f errors=%llu batches=%llu mean_batch=%.1f queue=%d",
+                     (unsigned long long)r->default_version, (unsigned long long)r->requests,
+                     (double)(r->requests - last_requests) / 10.0, (unsigned long long)r->errors,
+                     (unsigned long long)r->batches, r->batches ? (double)r->rows / (double)r->batches : 0.0,
+                     r->q_len);
+            last_requests = r->requests;
+            next_report = t + 10;
+        }
+    }
+    /* Every request gets exactly one reply, even when the router stops under it. */
+    while (r->q_len) {
+        request_t *q = &r->queue[r->q_head];
+        client_error(r, &q->identity, q->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "the router is stopping");
+        free_request(q);
+        r->q_head = (r->q_head + 1) % r->o->serve_max_queue;
+        r->q_len--;
+    }
+    log_info("router stopping requests=%llu errors=%llu batches=%llu", (unsigned long long)r->requests,
+             (unsigned long long)r->errors, (unsigned long long)r->batches);
+    if (cfg->shutdown_shards) shutdown_shards(r);
+    while (r->versions)
+        remove_version(r, r->versions);
+    for (int i = 0; i < r->n_rep; i++) {
+        if (r->rep[i].sock) zmq_close(r->rep[i].sock);
+        free(r->rep[i].loaded);
+    }
+    if (r->front) zmq_close(r->front);
+    free(r->rep);
+    free(r->items);
+    free(r->pending);
+    free(r->queue);
+    free(r->rr);
+    free(r->xbuf);
+    backend_free(r->be);
+    return rc;
+}
