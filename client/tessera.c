@@ -36,6 +36,8 @@ static const char *const main_help =
     "                 launch a training job with mpirun (see `tessera train --help`)\n"
     "  serve --checkpoint DIR [options]\n"
     "                 serve a checkpoint directory's models (see `tessera serve --help`)\n"
+    "  status --endpoint E [--wait-ready S]\n"
+    "                 a server's versions, replicas and counters as JSON\n"
     "  predict --endpoint E --input FILE [options]\n"
     "                 send inputs (IDX, CSV or JSON lines) and print predictions\n"
     "  loadtest --endpoint E [options]\n"
@@ -73,6 +75,9 @@ static const char *const train_help =
     "  --term-grace S       seconds mpirun lets ranks finish a stop checkpoint after a\n"
     "                       SIGTERM that reached it too (batch systems; default 1, Open\n"
     "                       MPI's); longer also delays the cleanup after a rank dies\n"
+    "  --serve              after training, keep the shards and serve the trained model from\n"
+    "                       them (no reload) until SIGTERM/SIGINT; see tessera serve --help\n"
+    "  --listen E           the serving endpoint with --serve (default tcp://127.0.0.1:5555)\n"
     "  --dry-run            print the command line and exit\n"
     "  section.key=value    override a job-file setting, e.g. job.epochs=3 job.staleness=2\n"
     "                       optimizer.lr=0.01 data.dir=/path (staleness: 0 = BSP, k = SSP,\n"
@@ -186,6 +191,7 @@ typedef struct {
     int n_extra, n_over, servers, workers, dry, max_restarts;
     char checkpoint_override[64];
     char term_grace[16];
+    char listen_override[300];
 } train_opts_t;
 
 static int parse_train(int argc, char **argv, train_opts_t *o) {
@@ -240,6 +246,16 @@ static int parse_train(int argc, char **argv, train_opts_t *o) {
                 o->resume = v;
             else if (o->n_extra < 64)
                 o->extra[o->n_extra++] = v;
+            i++;
+        } else if (!strcmp(a, "--serve")) {
+            o->overrides[o->n_over++] = "serve.enabled=1";
+        } else if (!strcmp(a, "--listen")) {
+            if (!v) {
+                fprintf(stderr, "tessera train: --listen needs an endpoint\n");
+                return -1;
+            }
+            snprintf(o->listen_override, sizeof o->listen_override, "serve.listen=%s", v);
+            o->overrides[o->n_over++] = o->listen_override;
             i++;
         } else if (!strcmp(a, "--dry-run")) {
             o->dry = 1;
@@ -553,6 +569,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 2, argv + 2);
     if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "status")) return cmd_status(argc - 2, argv + 2);
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
     if (!strcmp(argv[1], "loadtest")) return cmd_loadtest(argc - 2, argv + 2);
     fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);

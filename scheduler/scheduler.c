@@ -11,6 +11,7 @@
 #include "check.h"
 #include "ckpt.h"
 #include "program.h"
+#include "router.h"
 #include "util.h"
 #include "wire.h"
 
@@ -303,8 +304,9 @@ static void check_liveness(sched_t *s) {
     }
 }
 
-/* Asks every shard to stop and waits for the acknowledgements. */
-static void stop_shards(sched_t *s, void *zctx) {
+/* Asks every shard to stop, or with serve_version to serve its parameters as that version, and waits
+ * for the acknowledgements. */
+static void stop_shards(sched_t *s, void *zctx, uint64_t serve_version) {
     int n = s->cl->n_ps, acked = 0;
     void **socks = XCALLOC((size_t)n, sizeof *socks);
     for (int k = 0; k < n; k++) {
@@ -313,8 +315,9 @@ static void stop_shards(sched_t *s, void *zctx) {
         zmq_setsockopt(socks[k], ZMQ_LINGER, &linger, sizeof linger);
         zmq_connect(socks[k], s->cl->ps_endpoints[k]);
         Tessera__Header h;
-        wire_header_init(&h, TESSERA__KIND__KIND_SHUTDOWN);
+        wire_header_init(&h, serve_version ? TESSERA__KIND__KIND_SERVE : TESSERA__KIND__KIND_SHUTDOWN);
         h.request_id = (uint64_t)k + 1;
+        h.model_version = serve_version;
         h.role = "scheduler";
         wire_send(socks[k], NULL, &h, NULL, 0);
     }
@@ -439,7 +442,10 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
         expire_checkpoints(&s);
     }
     double wall = now_s() - s.t_start;
-    stop_shards(&s, zctx);
+    /* tessera train --serve: a job that ran to the end keeps its shards, which serve what it trained. */
+    int serve = cfg->serve_enabled && !s.stopped && !s.stop_failed && !program_stop_requested;
+    uint64_t version = (uint64_t)(min_step(&s) > 0 ? min_step(&s) : 1);
+    stop_shards(&s, zctx, serve ? version : 0);
     int rc = write_summary(&s, wall);
     for (int i = 1; i < cl->n_workers; i++)
         if (strcmp(s.workers[i].digest, s.workers[0].digest) && cfg->staleness == 0)
@@ -460,6 +466,27 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
         log_info("job stopped after checkpoint step=%lld; exit status %d asks for a requeue",
                  (long long)s.last_ckpt, CKPT_EXIT_REQUEUE);
         return CKPT_EXIT_REQUEUE;
+    }
+    if (!rc && serve) {
+        router_config_t rc_cfg = {.opts = cfg,
+                                  .n_shards = cl->n_ps,
+                                  .n_replicas = 1,
+                                  .shard_endpoints = NULL,
+                                  .ckpt_root = NULL,
+                                  .model_name = NULL,
+                                  .initial_version = version,
+                                  .initial_job = cfg,
+                                  .role = "scheduler",
+                                  .shutdown_shards = 1,
+                                  .stop_flag = &program_stop_requested};
+        char **eps = XCALLOC((size_t)cl->n_ps, sizeof *eps);
+        for (int k = 0; k < cl->n_ps; k++)
+            eps[k] = (char *)cl->ps_endpoints[k];
+        rc_cfg.shard_endpoints = eps;
+        log_info("serving the trained model version=%llu endpoint=%s (stop with SIGTERM or Ctrl-C)",
+                 (unsigned long long)version, cfg->serve_listen);
+        rc = router_run(&rc_cfg, zctx);
+        free(eps);
     }
     return rc;
 }
