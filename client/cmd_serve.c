@@ -154,8 +154,9 @@ int cmd_serve(int argc, char **argv) {
     }
     if (!ckpt || shards < 1 || replicas < 1 || threads < 1 || shards * replicas + 1 > MAX_PROCS) {
         fprintf(stderr, "tessera serve: %s\n\n%s",
-                !ckpt ? "--checkpoint DIR is required" : "--servers, --replicas and --threads must be >= 1 "
-                                                         "(and S x R <= 256)",
+                !ckpt ? "--checkpoint DIR is required"
+                      : "--servers, --replicas and --threads must be >= 1 "
+                        "(and S x R <= 256)",
                 serve_help);
         return 2;
     }
@@ -220,8 +221,8 @@ int cmd_serve(int argc, char **argv) {
         snprintf(strs[i][1], ARG_LEN, "ipc://%s/shard-%d-%d.sock", sockdir, p->shard, p->replica);
         snprintf(strs[i][2], ARG_LEN, "%d", p->shard);
         snprintf(p->log, sizeof p->log, "%s/shard-%d-%d.log", run_dir, p->shard, p->replica);
-        char *args[] = {strs[i][0], "--serve", "--listen", strs[i][1], "--shard", strs[i][2], "--shards", sbuf,
-                        "--threads", tbuf, NULL};
+        char *args[] = {strs[i][0], "--serve", "--listen",  strs[i][1], "--shard", strs[i][2],
+                        "--shards", sbuf,      "--threads", tbuf,       NULL};
         memcpy(p->argv, args, sizeof args);
         size_t used = strlen(endpoints);
         snprintf(endpoints + used, eplen - used, "%s%s", i ? "," : "", strs[i][1]);
@@ -264,9 +265,10 @@ int cmd_serve(int argc, char **argv) {
             fprintf(stderr, "tessera serve: fork failed: %s\n", strerror(errno));
             stop_sig = SIGTERM;
         }
-    fprintf(stderr,
-            "tessera serve: %d shard(s) x %d replica(s) serving %s%s%s on %s; logs in %s (router on stderr)\n",
-            shards, replicas, root, pin ? " pinned to step " : "", pin ? strs[n][3] + 15 : "", listen, run_dir);
+    fprintf(
+        stderr,
+        "tessera serve: %d shard(s) x %d replica(s) serving %s%s%s on %s; logs in %s (router on stderr)\n",
+        shards, replicas, root, pin ? " pinned to step " : "", pin ? strs[n][3] + 15 : "", listen, run_dir);
 
     int status = 0;
     while (!stop_sig) {
@@ -293,7 +295,8 @@ int cmd_serve(int argc, char **argv) {
             p->pid = 0;
             if (p->quick_deaths >= 5) {
                 fprintf(stderr, "tessera serve: %s %d.%d keeps failing (%s); giving up (log: %s)\n", p->what,
-                        p->shard, p->replica, exit_reason(st, why, sizeof why), p->log[0] ? p->log : "stderr");
+                        p->shard, p->replica, exit_reason(st, why, sizeof why),
+                        p->log[0] ? p->log : "stderr");
                 if (p == router) {
                     stop_sig = SIGTERM;
                     status = 1;
@@ -302,8 +305,8 @@ int cmd_serve(int argc, char **argv) {
                 break;
             }
             double delay = 0.2 * (1 << p->quick_deaths);
-            fprintf(stderr, "tessera serve: %s %d.%d %s; restarting in %.1f s\n", p->what, p->shard, p->replica,
-                    exit_reason(st, why, sizeof why), delay);
+            fprintf(stderr, "tessera serve: %s %d.%d %s; restarting in %.1f s\n", p->what, p->shard,
+                    p->replica, exit_reason(st, why, sizeof why), delay);
             p->started = now_s() + delay;
         }
     }
@@ -379,7 +382,8 @@ int cmd_status(int argc, char **argv) {
         rc = tsc_ready(c, model);
     }
     if (wait > 0 && rc != TSC_OK) {
-        fprintf(stderr, "tessera status: not ready after %.0f s: %s %s\n", wait, tsc_code_name(rc), tsc_error(c));
+        fprintf(stderr, "tessera status: not ready after %.0f s: %s %s\n", wait, tsc_code_name(rc),
+                tsc_error(c));
         tsc_close(c);
         return 1;
     }

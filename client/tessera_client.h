@@ -39,7 +39,7 @@ enum {
 typedef struct tsc_client tsc_client_t;
 
 typedef struct {
-    float *outputs;      /* rows x cols, row-major (malloc'd; tsc_result_free) */
+    float *outputs; /* rows x cols, row-major (malloc'd; tsc_result_free) */
     size_t rows, cols;
     uint64_t version;    /* the model version that answered */
     uint64_t compute_us; /* model time of the batch the request ran in */
@@ -56,8 +56,8 @@ void tsc_set_timeout(tsc_client_t *c, int ms);
 
 /* Predicts `rows` inputs of `cols` floats each with `model` ("" or NULL: the served model) at
  * `version` (0: the server's default). Fills *out on TSC_OK. */
-int tsc_predict(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows, size_t cols,
-                tsc_result_t *out);
+int tsc_predict(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
+                size_t cols, tsc_result_t *out);
 void tsc_result_free(tsc_result_t *r);
 
 /* TSC_OK when the server process answers. */
@@ -66,6 +66,27 @@ int tsc_live(tsc_client_t *c);
 int tsc_ready(tsc_client_t *c, const char *model);
 /* The status of `model` as JSON text (malloc'd; free it): versions, replicas, counters. */
 int tsc_status_json(tsc_client_t *c, const char *model, char **json);
+
+/* The served model's shape and the training job's input scaling (raw image bytes b become
+ * (b / 255 - input_mean) / input_std), from a STATUS call. */
+typedef struct {
+    uint32_t input_dim, outputs;
+    uint64_t default_version; /* 0 while no version is available */
+    double input_mean, input_std;
+} tsc_model_info_t;
+int tsc_model_info(tsc_client_t *c, const char *model, tsc_model_info_t *info);
+
+/* Pipelined predictions: many requests in flight on one client (one thread), as `tessera loadtest`
+ * does. tsc_predict_send queues a request (x is copied) with the client's timeout as its deadline
+ * and returns at once with its id. tsc_predict_recv waits up to timeout_ms (0: not at all) for the
+ * next reply to any request and sets *request_id to the request it answers: TSC_OK with *out
+ * filled; the server's error code; TSC_IO for a malformed reply (*request_id != 0) or a failed
+ * socket (*request_id == 0); TSC_TIMEOUT when nothing arrived (*request_id == 0). The caller
+ * matches ids and drops replies to requests it gave up on. Blocking calls on the same client drop
+ * replies that are not theirs, so do not make them while pipelined requests are outstanding. */
+int tsc_predict_send(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
+                     size_t cols, uint64_t *request_id);
+int tsc_predict_recv(tsc_client_t *c, int timeout_ms, uint64_t *request_id, tsc_result_t *out);
 
 /* The message of the last failure on `c` ("" after success). */
 const char *tsc_error(const tsc_client_t *c);

@@ -31,6 +31,7 @@ static const field_t fields[] = {
     F("job", "staleness", T_STALENESS, staleness, 0, 1 << 30),
     F("job", "max_steps", T_LONG, max_steps, 0, 1e15),
     F("job", "progress_interval_s", T_DOUBLE, progress_interval_s, 0.05, 3600),
+    F("job", "save_test_logits", T_INT, save_test_logits, 0, 1),
     F("data", "format", T_STR, data_format, 0, 0),
     F("data", "dir", T_STR, data_dir, 0, 0),
     F("data", "train_images", T_STR, train_images, 0, 0),

@@ -26,6 +26,7 @@ typedef struct {
     int staleness;  /* 0 = BSP, k = SSP, CFG_STALENESS_INF = ASP */
     long max_steps; /* 0 = no limit; stops the job early (tests) */
     double progress_interval_s;
+    int save_test_logits; /* write the test set's logits to RUN_DIR/test-logits-*.f32 at each evaluation */
 
     /* [data] */
     char data_format[16];
@@ -55,19 +56,19 @@ typedef struct {
     char ckpt_dir[CFG_STR];    /* empty = RUN_DIR/checkpoints */
 
     /* [serve]: serving (tessera serve, tessera train --serve) */
-    int serve_enabled;           /* train --serve: the shards serve after training */
-    char serve_listen[CFG_STR];  /* the router's client endpoint */
-    char serve_model[64];        /* the served model's name (default: [job] name) */
+    int serve_enabled;            /* train --serve: the shards serve after training */
+    char serve_listen[CFG_STR];   /* the router's client endpoint */
+    char serve_model[64];         /* the served model's name (default: [job] name) */
     char serve_versions[CFG_STR]; /* policy: latest, latest:K, or a list of steps N,M */
-    int serve_max_batch;         /* rows per batch */
-    int serve_max_delay_us;      /* longest a request waits for a batch to fill (0: run what is queued) */
-    int serve_max_queue;         /* requests queued at the router; more get RESOURCE_EXHAUSTED */
-    int serve_deadline_ms;       /* a request's deadline when it sets none */
-    double serve_cache_mb;       /* dense parameters up to this size are cached at the router */
-    double serve_poll_s;         /* how often the checkpoint directory is scanned */
-    long serve_max_request_mb;   /* larger requests get RESOURCE_EXHAUSTED */
+    int serve_max_batch;          /* rows per batch */
+    int serve_max_delay_us;       /* longest a request waits for a batch to fill (0: run what is queued) */
+    int serve_max_queue;          /* requests queued at the router; more get RESOURCE_EXHAUSTED */
+    int serve_deadline_ms;        /* a request's deadline when it sets none */
+    double serve_cache_mb;        /* dense parameters up to this size are cached at the router */
+    double serve_poll_s;          /* how often the checkpoint directory is scanned */
+    long serve_max_request_mb;    /* larger requests get RESOURCE_EXHAUSTED */
     int serve_replica_timeout_ms; /* a shard replica silent this long is failed over */
-    int serve_threads;           /* BLAS threads of the router and each serving shard */
+    int serve_threads;            /* BLAS threads of the router and each serving shard */
 
     /* the job file's text, stored in every checkpoint */
     char text[32768];

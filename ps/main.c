@@ -1,6 +1,6 @@
 /* tessera-ps: one parameter-server shard. */
-#include <stdio.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -31,11 +31,16 @@ static int serve_main(int argc, char **argv) {
     long max_mb = 1024;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--listen") && v) listen = argv[++i];
-        else if (!strcmp(a, "--shard") && v) shard = atoi(argv[++i]);
-        else if (!strcmp(a, "--shards") && v) shards = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--max-message-mb") && v) max_mb = atol(argv[++i]);
+        if (!strcmp(a, "--listen") && v)
+            listen = argv[++i];
+        else if (!strcmp(a, "--shard") && v)
+            shard = atoi(argv[++i]);
+        else if (!strcmp(a, "--shards") && v)
+            shards = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--max-message-mb") && v)
+            max_mb = atol(argv[++i]);
         else {
             fprintf(stderr, "tessera-ps: unexpected argument '%s'\n%s", a, serve_usage);
             return 2;
@@ -176,8 +181,8 @@ int main(int argc, char **argv) {
             log_error("cannot serve the trained parameters: %s", err);
             rc = -TS_EINVAL;
         } else {
-            log_info("shard serving the trained parameters version=%llu endpoint=%s", (unsigned long long)version,
-                     cl.self_endpoint);
+            log_info("shard serving the trained parameters version=%llu endpoint=%s",
+                     (unsigned long long)version, cl.self_endpoint);
             rc = serve_shard_run(ss);
         }
         for (int i = 0; i < n; i++)

@@ -1,8 +1,8 @@
 #include "serve.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,7 +142,8 @@ static void *load_version(void *arg) {
     }
     if (!rc)
         log_info("serving shard loaded version=%llu path=%s slices=%d bytes=%llu load_s=%.3f",
-                 (unsigned long long)v->number, v->path, v->n_slices, (unsigned long long)bytes, now_s() - t0);
+                 (unsigned long long)v->number, v->path, v->n_slices, (unsigned long long)bytes,
+                 now_s() - t0);
     atomic_store(&v->state, rc ? V_FAILED : V_READY);
     return NULL;
 }
@@ -195,10 +196,12 @@ int serve_shard_adopt(serve_shard_t *s, uint64_t version, const job_config_t *jo
     *v->job = *job;
     int rc = version_layout(v, &s->cfg, err, errlen);
     for (int i = 0; !rc && i < n_slices; i++) {
-        int k = slices[i].tensor >= 0 && slices[i].tensor < v->spec.n_tensors ? v->slice_of[slices[i].tensor] : -1;
+        int k = slices[i].tensor >= 0 && slices[i].tensor < v->spec.n_tensors ? v->slice_of[slices[i].tensor]
+                                                                              : -1;
         if (k < 0 || v->slices[k].row_begin != slices[i].row_begin || v->slices[k].rows != slices[i].rows) {
-            snprintf(err, errlen, "slice %d (tensor %d rows %llu+%llu) is not this shard's", i, slices[i].tensor,
-                     (unsigned long long)slices[i].row_begin, (unsigned long long)slices[i].rows);
+            snprintf(err, errlen, "slice %d (tensor %d rows %llu+%llu) is not this shard's", i,
+                     slices[i].tensor, (unsigned long long)slices[i].row_begin,
+                     (unsigned long long)slices[i].rows);
             rc = -TS_EINVAL;
             break;
         }
@@ -206,7 +209,8 @@ int serve_shard_adopt(serve_shard_t *s, uint64_t version, const job_config_t *jo
         slices[i].p = NULL;
     }
     if (!rc && n_slices != v->n_slices) {
-        snprintf(err, errlen, "%d slices handed over; shard %d holds %d", n_slices, s->cfg.shard, v->n_slices);
+        snprintf(err, errlen, "%d slices handed over; shard %d holds %d", n_slices, s->cfg.shard,
+                 v->n_slices);
         rc = -TS_EINVAL;
     }
     if (rc) {
@@ -242,7 +246,8 @@ static void start_load(serve_shard_t *s) {
     s->loading = next;
     s->loader_joinable = pthread_create(&s->loader, NULL, load_version, next) == 0;
     if (!s->loader_joinable) {
-        log_warn("cannot start a loader thread; loading version %llu inline", (unsigned long long)next->number);
+        log_warn("cannot start a loader thread; loading version %llu inline",
+                 (unsigned long long)next->number);
         load_version(next);
     }
 }
@@ -259,8 +264,8 @@ static void finish_load(serve_shard_t *s) {
         if (ok)
             wire_send_simple(s->router, &v->identity, v->request_id, TESSERA__KIND__KIND_OK);
         else
-            wire_send_error(s->router, &v->identity, v->request_id, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
-                            v->err);
+            wire_send_error(s->router, &v->identity, v->request_id,
+                            TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, v->err);
         zmq_msg_close(&v->identity);
         v->has_requester = 0;
     }
@@ -299,8 +304,8 @@ static void handle_load(serve_shard_t *s, wire_msg_t *m) {
 static version_t *ready_version(serve_shard_t *s, wire_msg_t *m) {
     version_t *v = find_version(s, m->hdr->model_version);
     if (!v || atomic_load(&v->state) != V_READY) {
-        reply_error(s, m, TESSERA__ERROR_CODE__ERR_NOT_FOUND, "shard %d has no version %llu loaded", s->cfg.shard,
-                    (unsigned long long)m->hdr->model_version);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_NOT_FOUND, "shard %d has no version %llu loaded",
+                    s->cfg.shard, (unsigned long long)m->hdr->model_version);
         return NULL;
     }
     return v;
@@ -354,8 +359,9 @@ static void handle_infer(serve_shard_t *s, wire_msg_t *m) {
     }
     const serve_slice_t *sl = &v->slices[k];
     if (h->n_tensors != 1 || h->tensors[0]->shape[1] != sl->cols || h->tensors[0]->shape[0] == 0) {
-        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "INFER on %s needs one tensor [rows, %llu]",
-                    v->spec.tensors[t].name, (unsigned long long)sl->cols);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                    "INFER on %s needs one tensor [rows, %llu]", v->spec.tensors[t].name,
+                    (unsigned long long)sl->cols);
         return;
     }
     if (wire_align_frame(&m->frames[0])) {

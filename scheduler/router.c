@@ -32,10 +32,10 @@ typedef struct rversion {
     job_config_t *job;
     model_spec_t spec;
     shard_map_t map;
-    int on_shards;     /* linear weights are evaluated on the shards */
-    float **tensor;    /* per tensor: cached rows (all of them), or NULL when on the shards */
-    float **act;       /* per layer: its input [max_batch, in]; act[n_layers - 1] holds the logits */
-    int *fetched;      /* per shard: its PULL reply has arrived */
+    int on_shards;  /* linear weights are evaluated on the shards */
+    float **tensor; /* per tensor: cached rows (all of them), or NULL when on the shards */
+    float **act;    /* per layer: its input [max_batch, in]; act[n_layers - 1] holds the logits */
+    int *fetched;   /* per shard: its PULL reply has arrived */
     double started, retire_at;
     struct rversion *next;
 } rversion_t;
@@ -158,7 +158,8 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
     }
     v->act = XCALLOC((size_t)nl, sizeof *v->act);
     for (int i = 0; i < nl; i++) {
-        v->act[i] = r->be->ops->alloc(r->be, (size_t)r->o->serve_max_batch * (size_t)v->spec.layers[i].in * 4);
+        v->act[i] =
+            r->be->ops->alloc(r->be, (size_t)r->o->serve_max_batch * (size_t)v->spec.layers[i].in * 4);
         if (!v->act[i]) {
             snprintf(err, errlen, "out of memory for activations");
             return -TS_ENOMEM;
@@ -166,7 +167,8 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
     }
     v->fetched = XCALLOC((size_t)r->cfg->n_shards, sizeof *v->fetched);
     if (!r->model[0])
-        snprintf(r->model, sizeof r->model, "%s", v->job->serve_model[0] ? v->job->serve_model : v->job->name);
+        snprintf(r->model, sizeof r->model, "%s",
+                 v->job->serve_model[0] ? v->job->serve_model : v->job->name);
     return 0;
 }
 
@@ -208,8 +210,8 @@ static int send_to_replica(router_t *r, int i, Tessera__Header *h, const wire_bu
     h->role = (char *)r->cfg->role;
     if (!can_send(p->sock) || wire_send(p->sock, NULL, h, bufs, n)) {
         if (p->up) {
-            log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"not connected\"", p->shard, p->replica,
-                     p->endpoint);
+            log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"not connected\"", p->shard,
+                     p->replica, p->endpoint);
             p->up = 0;
             p->n_loaded = 0;
         }
@@ -252,14 +254,15 @@ static void replica_up(router_t *r, int i) {
     p->up = 1;
     log_info("replica up shard=%d replica=%d endpoint=%s", p->shard, p->replica, p->endpoint);
     for (rversion_t *v = r->versions; v; v = v->next)
-        if (v->state != VS_FAILED && v->state != VS_RETIRING && !replica_has(p, v->number)) send_load(r, i, v);
+        if (v->state != VS_FAILED && v->state != VS_RETIRING && !replica_has(p, v->number))
+            send_load(r, i, v);
 }
 
 static void replica_down(router_t *r, int i, const char *why) {
     replica_t *p = &r->rep[i];
     if (p->up)
-        log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"%s\"", p->shard, p->replica, p->endpoint,
-                 why);
+        log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"%s\"", p->shard, p->replica,
+                 p->endpoint, why);
     p->up = 0;
     p->n_loaded = 0; /* it may come back empty */
     p->ping_id = 0;
@@ -452,7 +455,8 @@ static void drain_replica(router_t *r, int i) {
         wire_msg_t m;
         Tessera__ErrorCode code;
         char err[256];
-        if (wire_recv(r->rep[i].sock, 0, SIZE_MAX, &m, &code, err, sizeof err) == 0) handle_shard_reply(r, i, &m);
+        if (wire_recv(r->rep[i].sock, 0, SIZE_MAX, &m, &code, err, sizeof err) == 0)
+            handle_shard_reply(r, i, &m);
         wire_msg_free(&m);
     }
 }
@@ -492,11 +496,11 @@ static void release_shared(void *data, void *hint) {
 }
 
 /* Picks the next live replica of `shard` holding version v, after `not` (-1: any). */
-static int pick_replica(router_t *r, rversion_t *v, int shard, int not) {
+static int pick_replica(router_t *r, rversion_t *v, int shard, int not ) {
     int R = r->cfg->n_replicas;
     for (int j = 0; j < R; j++) {
         int i = shard * R + (r->rr[shard] + j) % R;
-        if (i != not && r->rep[i].up && replica_has(&r->rep[i], v->number)) {
+        if (i != not &&r->rep[i].up && replica_has(&r->rep[i], v->number)) {
             r->rr[shard] = (r->rr[shard] + j + 1) % R;
             return i;
         }
@@ -507,8 +511,8 @@ static int pick_replica(router_t *r, rversion_t *v, int shard, int not) {
 /* y[batch, out] = x[batch, in] W^T for weight tensor t held by the shards: one INFER to a replica of
  * every shard holding rows of t; a replica that fails or stays silent is failed over. 0, or -1 with a
  * message when some shard has no replica left. */
-static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int batch, int in, float *y, int out,
-                       char *err, size_t errlen) {
+static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int batch, int in, float *y,
+                       int out, char *err, size_t errlen) {
     int S = r->cfg->n_shards;
     size_t xbytes = (size_t)batch * (size_t)in * sizeof(float);
     shared_buf_t *xb = XMALLOC(sizeof *xb + xbytes);
@@ -522,8 +526,10 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
         id[k] = 0;
         rep[k] = -1;
         attempts[k] = 0;
-        if (rr.row_end > rr.row_begin) left++;
-        else attempts[k] = -1; /* nothing to ask */
+        if (rr.row_end > rr.row_begin)
+            left++;
+        else
+            attempts[k] = -1; /* nothing to ask */
     }
     double timeout = r->o->serve_replica_timeout_ms / 1000.0;
     int rc = 0;
@@ -574,7 +580,8 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
             for (;;) {
                 int events = 0;
                 size_t len = sizeof events;
-                if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+                if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN))
+                    break;
                 wire_msg_t m;
                 Tessera__ErrorCode code;
                 char e2[256];
@@ -596,13 +603,15 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
                         const float *src = zmq_msg_data(&m.frames[0]);
                         size_t w = d->shape[1];
                         for (int b = 0; b < batch; b++)
-                            memcpy(y + (size_t)b * (size_t)out + rr.row_begin, src + (size_t)b * w, w * sizeof(float));
+                            memcpy(y + (size_t)b * (size_t)out + rr.row_begin, src + (size_t)b * w,
+                                   w * sizeof(float));
                         attempts[k] = -1;
                         left--;
                     }
                     id[k] = 0;
                 } else { /* an error: this replica lacks the version (restarted?); ask another */
-                    log_warn("replica shard=%d replica=%d failed an INFER: %s", r->rep[i].shard, r->rep[i].replica,
+                    log_warn("replica shard=%d replica=%d failed an INFER: %s", r->rep[i].shard,
+                             r->rep[i].replica,
                              m.hdr->error_message ? m.hdr->error_message : wire_kind_name(m.hdr->kind));
                     replica_drop(&r->rep[i], v->number);
                     send_load(r, i, v);
@@ -667,7 +676,8 @@ static void list_available(router_t *r, char *out, size_t n) {
     out[0] = '\0';
     for (rversion_t *v = r->versions; v; v = v->next)
         if (v->state == VS_AVAILABLE && used < n)
-            used += (size_t)snprintf(out + used, n - used, "%s%llu", used ? ", " : "", (unsigned long long)v->number);
+            used += (size_t)snprintf(out + used, n - used, "%s%llu", used ? ", " : "",
+                                     (unsigned long long)v->number);
     if (!out[0]) snprintf(out, n, "none");
 }
 
@@ -693,7 +703,8 @@ static void handle_predict(router_t *r, wire_msg_t *m) {
     }
     if (h->n_tensors != 1) {
         client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
-                     "PREDICT takes exactly one input tensor [rows, %d], not %zu", v->spec.input_dim, h->n_tensors);
+                     "PREDICT takes exactly one input tensor [rows, %d], not %zu", v->spec.input_dim,
+                     h->n_tensors);
         return;
     }
     const Tessera__TensorDesc *d = h->tensors[0];
@@ -710,7 +721,8 @@ static void handle_predict(router_t *r, wire_msg_t *m) {
         return;
     }
     if (wire_align_frame(&m->frames[0])) {
-        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
+        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+                     "out of memory");
         return;
     }
     request_t *q = &r->queue[(r->q_head + r->q_len++) % r->o->serve_max_queue];
@@ -805,7 +817,9 @@ static void handle_client(router_t *r) {
     case TESSERA__KIND__KIND_PREDICT: handle_predict(r, &m); break;
     case TESSERA__KIND__KIND_STATUS: handle_status(r, &m); break;
     case TESSERA__KIND__KIND_LIVE:
-    case TESSERA__KIND__KIND_PING: wire_send_simple(r->front, &m.identity, h->request_id, TESSERA__KIND__KIND_OK); break;
+    case TESSERA__KIND__KIND_PING:
+        wire_send_simple(r->front, &m.identity, h->request_id, TESSERA__KIND__KIND_OK);
+        break;
     case TESSERA__KIND__KIND_READY:
         if (h->model && h->model[0] && strcmp(h->model, r->model))
             client_error(r, &m.identity, h->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
@@ -844,7 +858,8 @@ static void run_batch(router_t *r) {
     if (!v || t > head->deadline) {
         if (!v)
             client_error(r, &head->identity, head->request_id, TESSERA__ERROR_CODE__ERR_NOT_FOUND,
-                         "version %llu was unloaded before the request ran", (unsigned long long)head->version);
+                         "version %llu was unloaded before the request ran",
+                         (unsigned long long)head->version);
         else
             client_error(r, &head->identity, head->request_id, TESSERA__ERROR_CODE__ERR_DEADLINE_EXCEEDED,
                          "deadline exceeded after %.1f ms in the queue", (t - head->arrival) * 1e3);
@@ -1026,8 +1041,8 @@ int router_run(const router_config_t *cfg, void *zctx) {
     }
     log_info("router listening endpoint=%s shards=%d replicas=%d max_batch=%d max_delay_us=%d max_queue=%d "
              "cache_mb=%g versions=%s watch=%s",
-             r->o->serve_listen, cfg->n_shards, cfg->n_replicas, r->o->serve_max_batch, r->o->serve_max_delay_us,
-             r->o->serve_max_queue, r->o->serve_cache_mb, r->o->serve_versions,
+             r->o->serve_listen, cfg->n_shards, cfg->n_replicas, r->o->serve_max_batch,
+             r->o->serve_max_delay_us, r->o->serve_max_queue, r->o->serve_cache_mb, r->o->serve_versions,
              cfg->ckpt_root ? cfg->ckpt_root : "(none)");
     double next_report = now_s() + 10;
     uint64_t last_requests = 0;
@@ -1067,7 +1082,8 @@ int router_run(const router_config_t *cfg, void *zctx) {
         for (int k = 0; k < 64 && batch_due(r, &wait); k++)
             run_batch(r);
         if (t >= next_report) {
-            log_info("serving version=%llu requests=%llu rps=%.0f errors=%llu batches=%llu mean_batch=%.1f queue=%d",
+            log_info("serving version=%llu requests=%llu rps=%.0f errors=%llu batches=%llu mean_batch=%.1f "
+                     "queue=%d",
                      (unsigned long long)r->default_version, (unsigned long long)r->requests,
                      (double)(r->requests - last_requests) / 10.0, (unsigned long long)r->errors,
                      (unsigned long long)r->batches, r->batches ? (double)r->rows / (double)r->batches : 0.0,
@@ -1079,7 +1095,8 @@ int router_run(const router_config_t *cfg, void *zctx) {
     /* Every request gets exactly one reply, even when the router stops under it. */
     while (r->q_len) {
         request_t *q = &r->queue[r->q_head];
-        client_error(r, &q->identity, q->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "the router is stopping");
+        client_error(r, &q->identity, q->request_id, TESSERA__ERROR_CODE__ERR_UNAVAILABLE,
+                     "the router is stopping");
         free_request(q);
         r->q_head = (r->q_head + 1) % r->o->serve_max_queue;
         r->q_len--;

@@ -30,8 +30,8 @@ typedef struct {
     /* A version already on the shards (tessera train --serve), or 0. */
     uint64_t initial_version;
     const job_config_t *initial_job;
-    const char *role;        /* the role SHUTDOWN requests carry: "router" or "scheduler" */
-    int shutdown_shards;     /* send SHUTDOWN to every shard when stopping */
+    const char *role;    /* the role SHUTDOWN requests carry: "router" or "scheduler" */
+    int shutdown_shards; /* send SHUTDOWN to every shard when stopping */
     volatile sig_atomic_t *stop_flag;
 } router_config_t;
 

@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
         eps[k++] = tok;
     }
     if (k != n) {
-        fprintf(stderr, "tessera-router: --shard-endpoints has %s endpoints; %d shards x %d replicas need %d\n",
+        fprintf(stderr,
+                "tessera-router: --shard-endpoints has %s endpoints; %d shards x %d replicas need %d\n",
                 k > n ? "too many" : "too few", shards, replicas, n);
         return 2;
     }

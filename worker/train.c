@@ -1,5 +1,6 @@
 #include "train.h"
 
+#include <errno.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,9 +68,11 @@ static void sched_drain(worker_t *w, int block) {
     }
 }
 
-/* Evaluates rows [begin, end) of `test`; adds loss sum, correct and count into acc[0..2]. */
+/* Evaluates rows [begin, end) of `test`; adds loss sum, correct and count into acc[0..2]. With
+ * `logits` (job.save_test_logits), also writes each row's logits there as float32. */
 static void evaluate(model_t *m, const dataset_t *test, size_t begin, size_t end, const job_config_t *cfg,
-                     float *xb, int32_t *yb, uint32_t *idx, double acc[3]) {
+                     float *xb, int32_t *yb, uint32_t *idx, double acc[3], FILE *logits) {
+    float *host = logits ? XMALLOC((size_t)EVAL_BATCH * (size_t)m->spec.classes * sizeof(float)) : NULL;
     for (size_t i = begin; i < end; i += EVAL_BATCH) {
         size_t n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
         for (size_t j = 0; j < n; j++)
@@ -79,7 +82,14 @@ static void evaluate(model_t *m, const dataset_t *test, size_t begin, size_t end
         model_run(m, xb, yb, (int)n, 0, &acc[0], &correct);
         acc[1] += (double)correct;
         acc[2] += (double)n;
+        if (logits) {
+            size_t bytes = n * (size_t)m->spec.classes * sizeof(float);
+            m->be->ops->to_host(m->be, host, m->act[m->spec.n_layers - 1], bytes);
+            m->be->ops->sync(m->be);
+            if (fwrite(host, 1, bytes, logits) != bytes) log_warn("cannot write test logits");
+        }
     }
+    free(host);
 }
 
 static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dataset_t *test) {
@@ -350,7 +360,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         double local[6] = {ep_loss, (double)ep_correct, (double)ep_count, 0, 0, 0}, global[6];
         double lmax[3] = {ep_seconds, stopping, (double)stop_step}, gmax[3];
         size_t tb = test.n * (size_t)me / (size_t)W, te = test.n * (size_t)(me + 1) / (size_t)W;
-        if (!stopping) evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3);
+        FILE *logits = NULL;
+        char lpath[4200];
+        if (cfg->save_test_logits && !stopping) {
+            /* The last epoch's file stays: the test logits of the trained model, rows [tb, te). */
+            snprintf(lpath, sizeof lpath, "%s/test-logits-%09zu-%09zu.f32", run_dir, tb, te);
+            if (!(logits = fopen(lpath, "wb"))) log_warn("cannot write %s: %s", lpath, strerror(errno));
+        }
+        if (!stopping) evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3, logits);
+        if (logits) fclose(logits);
         MPI_CHECK(MPI_Allreduce(local, global, 6, MPI_DOUBLE, MPI_SUM, cl->role_comm));
         MPI_CHECK(MPI_Allreduce(lmax, gmax, 3, MPI_DOUBLE, MPI_MAX, cl->role_comm));
         if (gmax[1] > 0) {

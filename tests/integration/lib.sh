@@ -73,3 +73,28 @@ kill_random_rank() {
 kill_all_ranks() {
     for p in $(ranks "$1"); do kill -9 "$p" 2>/dev/null || true; done
 }
+
+# free_port: a TCP port on loopback that nothing listens on now.
+free_port() {
+    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_serve NAME ENDPOINT [tessera serve args...]: starts `tessera serve` in the background (log in
+# $WORK/NAME.log, $SERVE_PID) and waits until it is ready.
+start_serve() {
+    name=$1
+    endpoint=$2
+    shift 2
+    "$TESSERA" serve --listen "$endpoint" --run-dir "$WORK/$name" "$@" >"$WORK/$name.log" 2>&1 &
+    SERVE_PID=$!
+    if ! "$TESSERA" status --endpoint "$endpoint" --wait-ready 60 >"$WORK/$name.status.json"; then
+        tail -20 "$WORK/$name.log" >&2
+        fail "tessera serve $name not ready"
+    fi
+}
+
+# stop_serve: SIGTERM to `tessera serve`, which must stop cleanly.
+stop_serve() {
+    kill -TERM "$SERVE_PID"
+    wait "$SERVE_PID" || fail "tessera serve did not stop cleanly"
+}
