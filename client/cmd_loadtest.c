@@ -288,7 +288,7 @@ static int run(const loadtest_opts_t *o, tsc_client_t *c, const pool_t *p, stats
         /* Wait for a reply until the next thing to do. */
         tsc_result_t r;
         uint64_t id;
-        int wait_ms = wake > now ? (int)((wake - now) * 1000.0) : 0;
+        int wait_ms = wake > now ? (int)fmin((wake - now) * 1000.0, 1000.0) : 0;
         int s = tsc_predict_recv(c, wait_ms, &id, &r);
         double t = now_s();
         if (s == TSC_TIMEOUT) continue;
@@ -303,7 +303,9 @@ static int run(const loadtest_opts_t *o, tsc_client_t *c, const pool_t *p, stats
         if (slot) {
             slot->busy = 0;
             if (t >= t_meas && t < t_end) {
-                if (s == TSC_OK)
+                if (t - slot->sent >= timeout_s) /* late while the loop was busy sending */
+                    st->timeouts++;
+                else if (s == TSC_OK)
                     record_ok(st, &r, t - slot->sent, t - t_meas);
                 else
                     count_error(st, s, tsc_error(c));
@@ -376,8 +378,11 @@ static void print_json(const loadtest_opts_t *o, const stats_t *st, double secs)
 
 static void print_human(const loadtest_opts_t *o, const stats_t *st, double secs) {
     const samples_t *lat = &st->latency_us, *ovh = &st->overhead_us;
-    printf("endpoint     %s model=%s version=%ld\n", o->endpoint, *o->model ? o->model : "(default)",
-           o->version);
+    printf("endpoint     %s model=%s ", o->endpoint, *o->model ? o->model : "(default)");
+    if (o->version)
+        printf("version=%ld\n", o->version);
+    else
+        printf("version=(default)\n");
     if (o->rate > 0)
         printf("load         open loop at %g requests/s, at most %ld outstanding, batch %ld\n", o->rate,
                o->concurrency, o->batch);

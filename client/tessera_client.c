@@ -119,6 +119,15 @@ static int send_request(tsc_client_t *c, Tessera__Header *h, const float *x, siz
     c->err[0] = '\0';
     int rc = set_send_timeout(c, send_timeout_ms);
     if (rc) return rc;
+    if (!send_timeout_ms) { /* check first: wire_send would log every refused send */
+        int events;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &len))
+            return fail(c, TSC_IO, "zmq_getsockopt(ZMQ_EVENTS): %s", zmq_strerror(zmq_errno()));
+        if (!(events & ZMQ_POLLOUT))
+            return fail(c, TSC_IO,
+                        "cannot queue the request: send queue full (the server is not reading fast enough)");
+    }
     h->request_id = *id = ++c->next_id;
     Tessera__TensorDesc desc, *descs[1] = {&desc};
     uint64_t shape[2];
@@ -139,7 +148,7 @@ static int send_request(tsc_client_t *c, Tessera__Header *h, const float *x, siz
         int e = zmq_errno();
         if (e == EAGAIN)
             return fail(c, send_timeout_ms ? TSC_TIMEOUT : TSC_IO,
-                        "cannot queue the request: the server is not reading (send queue full)");
+                        "cannot queue the request: send queue full (the server is not reading fast enough)");
         return fail(c, TSC_IO, "send: %s", zmq_strerror(e));
     }
     return TSC_OK;
@@ -360,10 +369,9 @@ static int add_num(cJSON *o, const char *k, double v) {
 /* The ModelStatus as a cJSON object with the proto's field names; NULL when out of memory. */
 static cJSON *status_to_json(const Tessera__ModelStatus *s) {
     cJSON *o = cJSON_CreateObject();
-    cJSON *versions = cJSON_AddArrayToObject(o, "versions");
-    cJSON *replicas = cJSON_AddArrayToObject(o, "replicas");
-    int ok = o && versions && replicas;
-    ok = ok && add_str(o, "name", s->name) && add_num(o, "default_version", (double)s->default_version);
+    int ok = o && add_str(o, "name", s->name) && add_num(o, "default_version", (double)s->default_version);
+    cJSON *versions = ok ? cJSON_AddArrayToObject(o, "versions") : NULL;
+    ok = ok && versions;
     for (size_t i = 0; ok && i < s->n_versions; i++) {
         const Tessera__VersionStatus *v = s->versions[i];
         cJSON *e = cJSON_CreateObject();
@@ -372,6 +380,8 @@ static cJSON *status_to_json(const Tessera__ModelStatus *s) {
         ok = ok && add_num(e, "version", (double)v->version) && add_str(e, "state", v->state) &&
              add_str(e, "path", v->path) && add_str(e, "message", v->message);
     }
+    cJSON *replicas = ok ? cJSON_AddArrayToObject(o, "replicas") : NULL;
+    ok = ok && replicas;
     for (size_t i = 0; ok && i < s->n_replicas; i++) {
         const Tessera__ReplicaStatus *r = s->replicas[i];
         cJSON *e = cJSON_CreateObject();
