@@ -54,6 +54,13 @@ PY
 }
 
 E="tcp://127.0.0.1:$(port)"
+# The transport floor: a server answering at once, through the same sockets, framing and client.
+"$B/tessera-bench-null" "$E" &
+SERVE=$!
+sleep 0.3
+load c1_null "$E" --concurrency 1
+load sat_null "$E" --concurrency 64
+kill -TERM "$SERVE"; wait "$SERVE" || true; SERVE=
 serve batching "$E" serve.max_batch=64
 load c1_tcp "$E" --concurrency 1
 load sat_batching "$E" --concurrency 64
@@ -74,18 +81,40 @@ serve shards "$E" serve.cache_mb=0
 load c1_shards "$E" --concurrency 1
 unserve
 
+# A model whose compute dominates (bench/wide_mlp.ini, 784-4096-4096-10, 20M parameters, 80 MB):
+# batching against batch 1 where batching is meant to pay.
+echo "serve_bench: training the wide model for 2 steps"
+"$B/tessera" train bench/wide_mlp.ini --run-dir "$W/wide" job.max_steps=2 data.train_limit=2000 data.test_limit=500 \
+    --checkpoint-every 2 >"$W/wide.log" 2>&1
+serve_wide() { # serve_wide NAME [serve.k=v ...]
+    local name=$1
+    shift
+    "$B/tessera" serve --checkpoint "$W/wide" --servers 2 --listen "$E" --run-dir "$W/$name" "$@" 2>"$W/$name.log" &
+    SERVE=$!
+    "$B/tessera" status --endpoint "$E" --wait-ready 120 >/dev/null
+}
+serve_wide wide_batching serve.max_batch=64
+load wide_sat_batching "$E" --concurrency 64 --timeout-ms 20000
+unserve
+serve_wide wide_batch1 serve.max_batch=1
+load wide_sat_batch1 "$E" --concurrency 64 --timeout-ms 20000
+unserve
+
 mkdir -p bench/results
 $PY - "$W" bench/results/serve.json <<'PY'
 import json, os, platform, sys, time
 w, out = sys.argv[1:3]
 r = {k: json.load(open(f"{w}/{k}.json")) for k in
-     ["c1_tcp", "c1_ipc", "sat_batching", "half_load", "sat_batch1", "c1_shards"]}
+     ["c1_null", "sat_null", "c1_tcp", "c1_ipc", "sat_batching", "half_load", "sat_batch1", "c1_shards", "wide_sat_batching", "wide_sat_batch1"]}
 res = {
     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
     "model": "fashion MLP 784-256-128-10, router-cached, 2 shards",
     "overhead_c1_tcp_us": {"p50": r["c1_tcp"]["overhead_us"]["p50"], "mean": r["c1_tcp"]["overhead_us"]["mean"],
                            "latency_p50": r["c1_tcp"]["latency_us"]["p50"]},
+    "null_server_c1_latency_us": r["c1_null"]["latency_us"],
+    "null_server_saturation_rps": r["sat_null"]["throughput_rps"],
+    "router_added_c1_us": r["c1_tcp"]["overhead_us"]["p50"] - r["c1_null"]["latency_us"]["p50"],
     "overhead_c1_ipc_us": {"p50": r["c1_ipc"]["overhead_us"]["p50"], "mean": r["c1_ipc"]["overhead_us"]["mean"],
                            "latency_p50": r["c1_ipc"]["latency_us"]["p50"]},
     "overhead_c1_shards_us": {"p50": r["c1_shards"]["overhead_us"]["p50"],
@@ -94,6 +123,10 @@ res = {
     "saturation_mean_batch": r["sat_batching"]["mean_batch_rows"],
     "saturation_rps_batch1": r["sat_batch1"]["throughput_rps"],
     "batching_ratio": r["sat_batching"]["throughput_rps"] / r["sat_batch1"]["throughput_rps"],
+    "wide_saturation_rps_batching": r["wide_sat_batching"]["throughput_rps"],
+    "wide_saturation_mean_batch": r["wide_sat_batching"]["mean_batch_rows"],
+    "wide_saturation_rps_batch1": r["wide_sat_batch1"]["throughput_rps"],
+    "wide_batching_ratio": r["wide_sat_batching"]["throughput_rps"] / r["wide_sat_batch1"]["throughput_rps"],
     "half_load_rate": r["half_load"]["rate"],
     "half_load_latency_us": r["half_load"]["latency_us"],
     "errors": sum(sum(x["errors"].values()) + x["timeouts"] for x in r.values()),
@@ -102,8 +135,13 @@ res = {
 json.dump(res, open(out, "w"), indent=2)
 print(f"overhead at concurrency 1: {res['overhead_c1_tcp_us']['p50']:.1f} us p50 over TCP, "
       f"{res['overhead_c1_ipc_us']['p50']:.1f} us over Unix sockets (target <= 20 us)")
+print(f"  transport floor (null server, same client and wire): {res['null_server_c1_latency_us']['p50']:.1f} us p50; "
+      f"the router adds {res['router_added_c1_us']:.1f} us at p50")
 print(f"saturation: {res['saturation_rps_batching']:.0f} rps with batching (mean batch {res['saturation_mean_batch']:.1f}) "
       f"vs {res['saturation_rps_batch1']:.0f} rps at batch 1: {res['batching_ratio']:.2f}x (target >= 3x)")
+print(f"  wide model (20M parameters): {res['wide_saturation_rps_batching']:.0f} rps with batching (mean batch "
+      f"{res['wide_saturation_mean_batch']:.1f}) vs {res['wide_saturation_rps_batch1']:.0f} at batch 1: "
+      f"{res['wide_batching_ratio']:.2f}x")
 print(f"p99 at half saturation ({res['half_load_rate']:.0f} rps): {res['half_load_latency_us']['p99']:.0f} us "
       f"(target <= 2000 us)")
 print(f"errors: {res['errors']}; written to {out}")
