@@ -238,3 +238,8 @@ int wire_align_frame(zmq_msg_t *msg) {
     return 0;
 }
 
+int wire_readable(void *sock) {
+    int events = 0;
+    size_t len = sizeof events;
+    return zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len) == 0 && (events & ZMQ_POLLIN);
+}

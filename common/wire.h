@@ -64,6 +64,9 @@ int wire_send_simple(void *sock, zmq_msg_t *identity, uint64_t request_id, Tesse
  * moved to an aligned copy so it can be read as float[]. Returns 0 or -TS_ENOMEM. */
 int wire_align_frame(zmq_msg_t *msg);
 
+/* Whether a message is waiting on `sock` (ZMQ_EVENTS): lets a loop drain a socket after one poll. */
+int wire_readable(void *sock);
+
 const char *wire_kind_name(int kind);
 const char *wire_error_name(int code);
 

@@ -452,9 +452,7 @@ int serve_shard_run(serve_shard_t *s) {
             return -TS_EIO;
         }
         for (int budget = 0; budget < 256 && !s->stop; budget++) {
-            int events = 0;
-            size_t len = sizeof events;
-            if (zmq_getsockopt(s->router, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+            if (!wire_readable(s->router)) break;
             handle_message(s);
         }
         finish_load(s);

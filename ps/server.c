@@ -643,9 +643,7 @@ int ps_server_run(ps_server_t *s) {
         /* Drain what is queued before polling again: one poll per message is slow. */
         double t0 = now_s();
         for (int budget = 0; budget < 256 && !s->stop; budget++) {
-            int events = 0;
-            size_t len = sizeof events;
-            if (zmq_getsockopt(s->router, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+            if (!wire_readable(s->router)) break;
             handle_message(s);
         }
         s->busy_s += now_s() - t0;
@@ -654,9 +652,7 @@ int ps_server_run(ps_server_t *s) {
                 wire_msg_t m;
                 Tessera__ErrorCode code;
                 char err[256];
-                int events = 0;
-                size_t len = sizeof events;
-                if (zmq_getsockopt(s->sched, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+                if (!wire_readable(s->sched)) break;
                 wire_recv(s->sched, 0, 1 << 20, &m, &code, err, sizeof err);
                 wire_msg_free(&m);
             }

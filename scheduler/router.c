@@ -449,9 +449,7 @@ static void handle_shard_reply(router_t *r, int i, wire_msg_t *m) {
 
 static void drain_replica(router_t *r, int i) {
     for (;;) {
-        int events = 0;
-        size_t len = sizeof events;
-        if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) return;
+        if (!wire_readable(r->rep[i].sock)) return;
         wire_msg_t m;
         Tessera__ErrorCode code;
         char err[256];
@@ -577,11 +575,7 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
             break;
         }
         for (int i = 0; i < nrep; i++) {
-            for (;;) {
-                int events = 0;
-                size_t len = sizeof events;
-                if (zmq_getsockopt(r->rep[i].sock, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN))
-                    break;
+            while (wire_readable(r->rep[i].sock)) {
                 wire_msg_t m;
                 Tessera__ErrorCode code;
                 char e2[256];
@@ -1063,9 +1057,7 @@ int router_run(const router_config_t *cfg, void *zctx) {
             break;
         }
         for (int budget = 0; budget < 4096; budget++) {
-            int events = 0;
-            size_t len = sizeof events;
-            if (zmq_getsockopt(r->front, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN)) break;
+            if (!wire_readable(r->front)) break;
             handle_client(r);
         }
         for (int i = 0; i < r->n_rep; i++)
