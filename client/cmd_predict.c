@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "data.h"
 #include "tessera_client.h"
+#include "util.h"
 
 static const char *const predict_usage =
     "usage: tessera predict --endpoint E --input FILE [options]\n"
@@ -59,30 +60,6 @@ static void inputs_free(inputs_t *in) {
     free(in->x);
     free(in->labels);
     memset(in, 0, sizeof *in);
-}
-
-int cli_parse_long(const char *cmd, const char *opt, const char *s, long min, long max, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) {
-        fprintf(stderr, "%s: %s takes an integer from %ld to %ld, not '%s'\n", cmd, opt, min, max, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-int cli_parse_double(const char *cmd, const char *opt, const char *s, double min, double max, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < min || v > max) {
-        fprintf(stderr, "%s: %s takes a number from %g to %g, not '%s'\n", cmd, opt, min, max, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 static int ends_with(const char *s, const char *suffix) {

@@ -123,7 +123,7 @@ static int resolve_checkpoint(const char *dir, char *root, size_t n, long long *
 
 int cmd_serve(int argc, char **argv) {
     const char *ckpt = NULL, *listen = "tcp://127.0.0.1:5555", *model = NULL, *run_dir = NULL;
-    int shards = 2, replicas = 1, threads = 1;
+    long shards = 2, replicas = 1, threads = 1;
     const char *overrides[64];
     int n_over = 0;
     for (int i = 0; i < argc; i++) {
@@ -134,9 +134,9 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--checkpoint") && v) {
             ckpt = argv[++i];
         } else if ((!strcmp(a, "--servers") || !strcmp(a, "-s")) && v) {
-            shards = atoi(argv[++i]);
+            if (cli_parse_long("tessera serve", a, argv[++i], 1, 256, &shards)) return 2;
         } else if (!strcmp(a, "--replicas") && v) {
-            replicas = atoi(argv[++i]);
+            if (cli_parse_long("tessera serve", a, argv[++i], 1, 256, &replicas)) return 2;
         } else if (!strcmp(a, "--listen") && v) {
             listen = argv[++i];
         } else if (!strcmp(a, "--model") && v) {
@@ -144,7 +144,7 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--run-dir") && v) {
             run_dir = argv[++i];
         } else if (!strcmp(a, "--threads") && v) {
-            threads = atoi(argv[++i]);
+            if (cli_parse_long("tessera serve", a, argv[++i], 1, 1024, &threads)) return 2;
         } else if (!strncmp(a, "serve.", 6) && strchr(a, '=') && n_over < 64) {
             overrides[n_over++] = a;
         } else {
@@ -152,11 +152,9 @@ int cmd_serve(int argc, char **argv) {
             return 2;
         }
     }
-    if (!ckpt || shards < 1 || replicas < 1 || threads < 1 || shards * replicas + 1 > MAX_PROCS) {
+    if (!ckpt || shards * replicas + 1 > MAX_PROCS) {
         fprintf(stderr, "tessera serve: %s\n\n%s",
-                !ckpt ? "--checkpoint DIR is required"
-                      : "--servers, --replicas and --threads must be >= 1 "
-                        "(and S x R <= 256)",
+                !ckpt ? "--checkpoint DIR is required" : "--servers x --replicas must be at most 256",
                 serve_help);
         return 2;
     }
@@ -170,6 +168,11 @@ int cmd_serve(int argc, char **argv) {
             free(probe);
             return 2;
         }
+    if (config_check_serve(probe, err, sizeof err)) {
+        fprintf(stderr, "tessera serve: %s\n", err);
+        free(probe);
+        return 2;
+    }
     free(probe);
     char root[PATH_MAX], rd[PATH_MAX], exe[PATH_MAX], bindir[PATH_MAX / 2];
     long long pin = 0;
@@ -210,8 +213,8 @@ int cmd_serve(int argc, char **argv) {
     size_t eplen = (size_t)n * 80 + 1;
     char *endpoints = calloc(1, eplen);
     char tbuf[16], sbuf[16];
-    snprintf(tbuf, sizeof tbuf, "%d", threads);
-    snprintf(sbuf, sizeof sbuf, "%d", shards);
+    snprintf(tbuf, sizeof tbuf, "%ld", threads);
+    snprintf(sbuf, sizeof sbuf, "%ld", shards);
     for (int i = 0; i < n; i++) {
         proc_t *p = &procs[i];
         p->shard = i / replicas;
@@ -231,9 +234,9 @@ int cmd_serve(int argc, char **argv) {
     router->what = "router";
     snprintf(strs[n][0], ARG_LEN, "%s/tessera-router", bindir);
     snprintf(strs[n][1], ARG_LEN, "serve.listen=%s", listen);
-    snprintf(strs[n][2], ARG_LEN, "serve.threads=%d", threads);
+    snprintf(strs[n][2], ARG_LEN, "serve.threads=%ld", threads);
     snprintf(strs[n][3], ARG_LEN, "serve.versions=%lld", pin);
-    snprintf(strs[n][4], ARG_LEN, "%d", replicas);
+    snprintf(strs[n][4], ARG_LEN, "%ld", replicas);
     int a = 0;
     router->argv[a++] = strs[n][0];
     router->argv[a++] = "--shards";
@@ -267,7 +270,7 @@ int cmd_serve(int argc, char **argv) {
         }
     fprintf(
         stderr,
-        "tessera serve: %d shard(s) x %d replica(s) serving %s%s%s on %s; logs in %s (router on stderr)\n",
+        "tessera serve: %ld shard(s) x %ld replica(s) serving %s%s%s on %s; logs in %s (router on stderr)\n",
         shards, replicas, root, pin ? " pinned to step " : "", pin ? strs[n][3] + 15 : "", listen, run_dir);
 
     int status = 0;
@@ -357,7 +360,7 @@ int cmd_status(int argc, char **argv) {
         } else if (!strcmp(a, "--model") && v) {
             model = argv[++i];
         } else if (!strcmp(a, "--wait-ready") && v) {
-            wait = atof(argv[++i]);
+            if (cli_parse_double("tessera status", a, argv[++i], 0, 86400, &wait)) return 2;
         } else {
             fprintf(stderr, "tessera status: unexpected argument '%s'\n%s", a, status_help);
             return 2;

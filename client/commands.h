@@ -8,13 +8,7 @@ int cmd_status(int argc, char **argv);   /* client/cmd_serve.c */
 int cmd_predict(int argc, char **argv);  /* client/cmd_predict.c */
 int cmd_loadtest(int argc, char **argv); /* client/cmd_loadtest.c */
 
-/* Shared by predict and loadtest (client/cmd_predict.c). */
-
-/* Parses option `opt`'s value `s` as an integer (or, for the _double form, a finite number) in
- * [min, max] into *out. Returns 0, or -1 after printing what is wrong to stderr. */
-int cli_parse_long(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
-int cli_parse_double(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
-
+/* Shared by predict and loadtest (client/cmd_predict.c); their number parsing is common/util.h's. */
 /* Loads up to `limit` (0 = all) examples of an IDX file of unsigned bytes (gzip or plain) as model
  * inputs scaled like the training data, (b / 255 - mean) / std (std <= 0: b / 255, with a
  * warning), into *x (malloc'd, *n x *dim). Returns 0, or -1 with a message naming the file. */

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <errno.h>
 #include <ini.h>
 #include <math.h>
 #include <stdio.h>
@@ -338,6 +339,29 @@ int config_apply_override(job_config_t *cfg, const char *assignment, char *err, 
     return rc;
 }
 
+int config_check_serve(const job_config_t *cfg, char *err, size_t errlen) {
+    const char *v = cfg->serve_versions;
+    char *end = NULL;
+    if (!strcmp(v, "latest")) return 0;
+    if (!strncmp(v, "latest:", 7)) {
+        errno = 0;
+        long k = strtol(v + 7, &end, 10);
+        if (!errno && end != v + 7 && !*end && k >= 1) return 0;
+    } else {
+        const char *p = v;
+        while (*p) {
+            errno = 0;
+            long long n = strtoll(p, &end, 10);
+            if (errno || end == p || n < 0 || (*end && *end != ',')) break;
+            p = *end ? end + 1 : end;
+            if (!*p && *end) break; /* a trailing comma */
+            if (!*p) return 0;
+        }
+    }
+    snprintf(err, errlen, "[serve] versions '%s': expected latest, latest:K (K >= 1) or steps N,M,...", v);
+    return -TS_EINVAL;
+}
+
 int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
     static const char *opts[] = {"sgd", "momentum", "adam", "adamw", "adagrad"};
     int ok = 0;
@@ -368,6 +392,7 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: [model] input must be set", cfg->path);
         return -TS_EINVAL;
     }
+    if (config_check_serve(cfg, err, errlen)) return -TS_EINVAL;
     if (cfg->n_layers == 0) {
         snprintf(err, errlen, "%s: no [layer NAME] sections: the model is empty", cfg->path);
         return -TS_EINVAL;

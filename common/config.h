@@ -97,6 +97,10 @@ int config_apply_override(job_config_t *cfg, const char *assignment, char *err, 
 /* Checks cross-field constraints after loading and overrides. Returns 0 or -TS_EINVAL. */
 int config_validate(const job_config_t *cfg, char *err, size_t errlen);
 
+/* Checks [serve] versions: `latest`, `latest:K` (K >= 1) or a list of steps `N,M,...`. 0, or -TS_EINVAL
+ * with a message. */
+int config_check_serve(const job_config_t *cfg, char *err, size_t errlen);
+
 /* Loads `path`, applies `argc` overrides from `argv` and validates: the common start of every program. */
 int config_load_all(job_config_t *cfg, const char *path, int argc, char **argv, char *err, size_t errlen);
 

@@ -1,7 +1,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -108,5 +110,29 @@ int write_file_atomic(const char *path, const void *data, size_t n) {
         errno = e;
         return -TS_EIO;
     }
+    return 0;
+}
+
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long min, long max, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "%s: %s takes an integer from %ld to %ld, not '%s'\n", cmd, opt, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < min || v > max) {
+        fprintf(stderr, "%s: %s takes a number from %g to %g, not '%s'\n", cmd, opt, min, max, s);
+        return -1;
+    }
+    *out = v;
     return 0;
 }

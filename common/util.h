@@ -37,4 +37,9 @@ int mkdir_p(const char *path);
  * file. Returns 0 or -TS_EIO. */
 int write_file_atomic(const char *path, const void *data, size_t n);
 
+/* Command-line numbers, checked: the whole of `s` is an integer (a number) in [min, max]. 0, or -1 after
+ * printing "CMD: OPT takes ..." to stderr. */
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
+
 #endif

@@ -13,6 +13,7 @@
 #include "serve.h"
 #include "server.h"
 #include "shard_map.h"
+#include "util.h"
 
 static volatile sig_atomic_t serve_stop;
 static void on_serve_signal(int sig) {
@@ -27,31 +28,33 @@ static const char serve_usage[] =
 /* tessera-ps --serve: a serving shard on its own, without MPI, started by `tessera serve`. */
 static int serve_main(int argc, char **argv) {
     const char *listen = NULL;
-    int shard = -1, shards = 0, threads = 1;
-    long max_mb = 1024;
+    long shard = -1, shards = 0, threads = 1, max_mb = 1024;
+    const char *me = "tessera-ps --serve";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--listen") && v)
+        int bad = 0;
+        if (!strcmp(a, "--listen") && v) {
             listen = argv[++i];
-        else if (!strcmp(a, "--shard") && v)
-            shard = atoi(argv[++i]);
-        else if (!strcmp(a, "--shards") && v)
-            shards = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads") && v)
-            threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--max-message-mb") && v)
-            max_mb = atol(argv[++i]);
-        else {
+        } else if (!strcmp(a, "--shard") && v) {
+            bad = cli_parse_long(me, a, argv[++i], 0, 65535, &shard);
+        } else if (!strcmp(a, "--shards") && v) {
+            bad = cli_parse_long(me, a, argv[++i], 1, 65536, &shards);
+        } else if (!strcmp(a, "--threads") && v) {
+            bad = cli_parse_long(me, a, argv[++i], 1, 1024, &threads);
+        } else if (!strcmp(a, "--max-message-mb") && v) {
+            bad = cli_parse_long(me, a, argv[++i], 1, 1 << 20, &max_mb);
+        } else {
             fprintf(stderr, "tessera-ps: unexpected argument '%s'\n%s", a, serve_usage);
             return 2;
         }
+        if (bad) return 2;
     }
-    if (!listen || shard < 0 || shards < 1 || shard >= shards || threads < 1 || max_mb < 1) {
+    if (!listen || shard < 0 || shard >= shards) {
         fprintf(stderr, "%s", serve_usage);
         return 2;
     }
     log_init_from_env();
-    log_set_identity("ps", shard);
+    log_set_identity("ps", (int)shard);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_serve_signal;
@@ -66,17 +69,17 @@ static int serve_main(int argc, char **argv) {
         log_error("cannot listen on %s: %s", listen, zmq_strerror(zmq_errno()));
         return 1;
     }
-    serve_shard_config_t sc = {.shard = shard,
-                               .n_shards = shards,
+    serve_shard_config_t sc = {.shard = (int)shard,
+                               .n_shards = (int)shards,
                                .max_message_bytes = (size_t)max_mb << 20,
-                               .threads = threads,
+                               .threads = (int)threads,
                                .stop_flag = &serve_stop};
     serve_shard_t *ss = serve_shard_create(&sc, router, err, sizeof err);
     if (!ss) {
         log_error("cannot start serving shard: %s", err);
         return 1;
     }
-    log_info("serving shard listening shard=%d of=%d endpoint=%s", shard, shards, listen);
+    log_info("serving shard listening shard=%ld of=%ld endpoint=%s", shard, shards, listen);
     int rc = serve_shard_run(ss);
     serve_shard_free(ss);
     zmq_close(router);

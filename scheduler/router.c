@@ -306,16 +306,15 @@ static void set_default(router_t *r) {
 }
 
 /* Which steps the policy serves, of the complete checkpoints `e` (newest first). */
-static int policy_wants(const router_t *r, const ckpt_entry_t *e, int n, int idx) {
-    const char *pol = r->o->serve_versions;
+static int policy_wants(const router_t *r, const ckpt_entry_t *e, int idx) {
+    const char *pol = r->o->serve_versions; /* checked by config_check_serve */
     if (!strncmp(pol, "latest", 6)) {
-        int keep = pol[6] == ':' ? atoi(pol + 7) : 1;
-        int rank = 0;
+        long keep = pol[6] == ':' ? strtol(pol + 7, NULL, 10) : 1;
+        long rank = 0;
         for (int i = 0; i < idx; i++)
             rank += e[i].complete;
-        return rank < (keep > 0 ? keep : 1);
+        return rank < keep;
     }
-    (void)n;
     char buf[CFG_STR];
     snprintf(buf, sizeof buf, "%s", pol);
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
@@ -331,7 +330,7 @@ static void scan_checkpoints(router_t *r) {
     int n = 0;
     if (ckpt_list(r->cfg->ckpt_root, &e, &n)) return;
     for (int i = 0; i < n; i++) {
-        if (!e[i].complete || !policy_wants(r, e, n, i) || find_version(r, (uint64_t)e[i].step)) continue;
+        if (!e[i].complete || !policy_wants(r, e, i) || find_version(r, (uint64_t)e[i].step)) continue;
         rversion_t *v = XCALLOC(1, sizeof *v);
         v->number = (uint64_t)e[i].step;
         snprintf(v->path, sizeof v->path, "%s", e[i].dir);
@@ -359,7 +358,7 @@ static void scan_checkpoints(router_t *r) {
         if (v->state != VS_AVAILABLE || v->number == r->default_version) continue;
         int wanted = 0;
         for (int i = 0; i < n; i++)
-            if ((uint64_t)e[i].step == v->number) wanted = e[i].complete && policy_wants(r, e, n, i);
+            if ((uint64_t)e[i].step == v->number) wanted = e[i].complete && policy_wants(r, e, i);
         if (!wanted) {
             v->state = VS_RETIRING;
             v->retire_at = now_s() + RETIRE_GRACE_S;
@@ -1015,6 +1014,11 @@ int router_run(const router_config_t *cfg, void *zctx) {
     r->be = backend_create("cpu", r->o->serve_threads, err, sizeof err);
     if (!r->be) {
         log_error("router: %s", err);
+        return -TS_EINVAL;
+    }
+    if (config_check_serve(r->o, err, sizeof err)) {
+        log_error("router: %s", err);
+        backend_free(r->be);
         return -TS_EINVAL;
     }
     r->queue = XCALLOC((size_t)r->o->serve_max_queue, sizeof *r->queue);

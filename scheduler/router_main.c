@@ -9,6 +9,7 @@
 #include "config.h"
 #include "log.h"
 #include "router.h"
+#include "util.h"
 
 static const char usage[] =
     "usage: tessera-router --shards S [--replicas R] --shard-endpoints E,E,... [--checkpoint ROOT]\n"
@@ -29,7 +30,7 @@ int main(int argc, char **argv) {
     log_set_identity("router", 0);
     job_config_t *opts = XCALLOC(1, sizeof *opts);
     config_defaults(opts);
-    int shards = 0, replicas = 1;
+    long shards = 0, replicas = 1;
     const char *endpoints = NULL, *root = NULL, *model = NULL;
     char err[1024];
     for (int i = 1; i < argc; i++) {
@@ -38,9 +39,9 @@ int main(int argc, char **argv) {
             fputs(usage, stdout);
             return 0;
         } else if (!strcmp(a, "--shards") && v) {
-            shards = atoi(argv[++i]);
+            if (cli_parse_long("tessera-router", a, argv[++i], 1, 65536, &shards)) return 2;
         } else if (!strcmp(a, "--replicas") && v) {
-            replicas = atoi(argv[++i]);
+            if (cli_parse_long("tessera-router", a, argv[++i], 1, 256, &replicas)) return 2;
         } else if (!strcmp(a, "--shard-endpoints") && v) {
             endpoints = argv[++i];
         } else if (!strcmp(a, "--checkpoint") && v) {
@@ -57,11 +58,15 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (shards < 1 || replicas < 1 || !endpoints) {
+    if (shards < 1 || !endpoints) {
         fputs(usage, stderr);
         return 2;
     }
-    int n = shards * replicas;
+    if (config_check_serve(opts, err, sizeof err)) {
+        fprintf(stderr, "tessera-router: %s\n", err);
+        return 2;
+    }
+    int n = (int)(shards * replicas);
     char **eps = XCALLOC((size_t)n, sizeof *eps);
     char *list = strdup(endpoints);
     int k = 0;
@@ -74,7 +79,7 @@ int main(int argc, char **argv) {
     }
     if (k != n) {
         fprintf(stderr,
-                "tessera-router: --shard-endpoints has %s endpoints; %d shards x %d replicas need %d\n",
+                "tessera-router: --shard-endpoints has %s endpoints; %ld shards x %ld replicas need %d\n",
                 k > n ? "too many" : "too few", shards, replicas, n);
         return 2;
     }
@@ -85,8 +90,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     void *zctx = zmq_ctx_new();
     router_config_t rc = {.opts = opts,
-                          .n_shards = shards,
-                          .n_replicas = replicas,
+                          .n_shards = (int)shards,
+                          .n_replicas = (int)replicas,
                           .shard_endpoints = eps,
                           .ckpt_root = root,
                           .model_name = model,

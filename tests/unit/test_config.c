@@ -60,6 +60,20 @@ int main(int argc, char **argv) {
     EXPECT(config_load_all(&c, "/nonexistent/job.ini", 0, NULL, err, sizeof err) == -TS_EIO &&
                strstr(err, "/nonexistent/job.ini"),
            "missing file: %s", err);
+    /* [serve] versions policies. */
+    const char *good_pol[] = {"latest", "latest:1", "latest:3", "100", "100,300,0"};
+    const char *bad_pol[] = {"", "latest:", "latest:0", "latest:x", "newest", "1,,2", "3,", "-1", "1.5"};
+    for (size_t i = 0; i < sizeof good_pol / sizeof *good_pol; i++) {
+        config_defaults(&c);
+        snprintf(c.serve_versions, sizeof c.serve_versions, "%s", good_pol[i]);
+        EXPECT(config_check_serve(&c, err, sizeof err) == 0, "policy '%s' refused: %s", good_pol[i], err);
+    }
+    for (size_t i = 0; i < sizeof bad_pol / sizeof *bad_pol; i++) {
+        config_defaults(&c);
+        snprintf(c.serve_versions, sizeof c.serve_versions, "%s", bad_pol[i]);
+        EXPECT(config_check_serve(&c, err, sizeof err) == -TS_EINVAL && strstr(err, "[serve] versions"),
+               "policy '%s' accepted", bad_pol[i]);
+    }
     unlink(write_tmp(""));
     EXPECT_DONE();
 }
