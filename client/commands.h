@@ -7,6 +7,7 @@ int cmd_serve(int argc, char **argv);    /* client/cmd_serve.c */
 int cmd_status(int argc, char **argv);   /* client/cmd_serve.c */
 int cmd_predict(int argc, char **argv);  /* client/cmd_predict.c */
 int cmd_loadtest(int argc, char **argv); /* client/cmd_loadtest.c */
+int cmd_datagen(int argc, char **argv);  /* client/cmd_datagen.c */
 
 /* Shared by predict and loadtest (client/cmd_predict.c); their number parsing is common/util.h's. */
 /* Loads up to `limit` (0 = all) examples of an IDX file of unsigned bytes (gzip or plain) as model

@@ -42,6 +42,8 @@ static const char *const main_help =
     "                 send inputs (IDX, CSV or JSON lines) and print predictions\n"
     "  loadtest --endpoint E [options]\n"
     "                 measure a server's throughput and latency percentiles\n"
+    "  datagen ctr --rows N --out DIR [options]\n"
+    "                 write a synthetic Criteo-format CTR dataset from a planted model\n"
     "  ckpt inspect DIR\n"
     "                 list the checkpoints of a run and the tensors of the newest\n"
     "  version        print the version\n"
@@ -572,6 +574,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "status")) return cmd_status(argc - 2, argv + 2);
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 2, argv + 2);
     if (!strcmp(argv[1], "loadtest")) return cmd_loadtest(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "datagen")) return cmd_datagen(argc - 2, argv + 2);
     fprintf(stderr, "tessera: unknown command '%s' (see tessera --help)\n", argv[1]);
     return 2;
 }

@@ -39,6 +39,12 @@ static const field_t fields[] = {
     F("data", "train_labels", T_STR, train_labels, 0, 0),
     F("data", "test_images", T_STR, test_images, 0, 0),
     F("data", "test_labels", T_STR, test_labels, 0, 0),
+    F("data", "train", T_STR, train_file, 0, 0),
+    F("data", "test", T_STR, test_file, 0, 0),
+    F("data", "dense_features", T_INT, dense_features, 0, 4096),
+    F("data", "sparse_features", T_INT, sparse_features, 0, 4096),
+    F("data", "on_error", T_STR, on_error, 0, 0),
+    F("ps", "memory_mb", T_DOUBLE, memory_mb, 0, 1e9),
     F("data", "train_limit", T_LONG, train_limit, 0, 1e12),
     F("data", "test_limit", T_LONG, test_limit, 0, 1e12),
     F("data", "mean", T_DOUBLE, mean, -1e6, 1e6),
@@ -90,6 +96,11 @@ void config_defaults(job_config_t *cfg) {
     snprintf(cfg->train_labels, sizeof cfg->train_labels, "train-labels-idx1-ubyte.gz");
     snprintf(cfg->test_images, sizeof cfg->test_images, "t10k-images-idx3-ubyte.gz");
     snprintf(cfg->test_labels, sizeof cfg->test_labels, "t10k-labels-idx1-ubyte.gz");
+    snprintf(cfg->train_file, sizeof cfg->train_file, "train.tsv");
+    snprintf(cfg->test_file, sizeof cfg->test_file, "test.tsv");
+    cfg->dense_features = 13;
+    cfg->sparse_features = 26;
+    snprintf(cfg->on_error, sizeof cfg->on_error, "fail");
     cfg->mean = 0.0;
     cfg->std = 1.0;
     snprintf(cfg->opt_type, sizeof cfg->opt_type, "adam");
@@ -185,6 +196,118 @@ static layer_cfg_t *find_layer(job_config_t *cfg, const char *name) {
     return NULL;
 }
 
+/* Parses a whole-string integer in [lo, hi] for `[layer NAME] key`. */
+static int layer_long(const layer_cfg_t *l, const char *key, const char *value, long long lo, long long hi,
+                      long long *out, char *err, size_t errlen) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end || v < lo || v > hi) {
+        snprintf(err, errlen, "[layer %s] %s: expected an integer in [%lld, %lld], got '%s'", l->name, key, lo,
+                 hi, value);
+        return -TS_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+static int layer_double(const layer_cfg_t *l, const char *key, const char *value, double *out, char *err,
+                        size_t errlen) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end || !isfinite(v) || v < 0) {
+        snprintf(err, errlen, "[layer %s] %s: expected a non-negative number, got '%s'", l->name, key, value);
+        return -TS_EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+/* `input = a, b`: layer names separated by commas (spaces allowed). */
+static int layer_inputs(layer_cfg_t *l, const char *value, char *err, size_t errlen) {
+    l->n_inputs = 0;
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t') p++;
+        size_t n = strcspn(p, ",");
+        size_t len = n;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (len == 0 || len >= sizeof l->inputs[0] || l->n_inputs == CFG_MAX_INPUTS) {
+            snprintf(err, errlen, "[layer %s] input: expected up to %d layer names separated by commas, got '%s'",
+                     l->name, CFG_MAX_INPUTS, value);
+            return -TS_EINVAL;
+        }
+        memcpy(l->inputs[l->n_inputs], p, len);
+        l->inputs[l->n_inputs++][len] = '\0';
+        p += n;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+/* Sets one key (other than type) of a layer. 0 or -TS_EINVAL with a message. */
+static int set_layer_field(layer_cfg_t *l, const char *key, const char *value, char *err, size_t errlen) {
+    long long v = 0;
+    if (!strcmp(key, "out")) {
+        if (layer_long(l, key, value, 1, 1LL << 28, &v, err, errlen)) return -TS_EINVAL;
+        l->out = (int)v;
+        return 0;
+    }
+    if (!strcmp(key, "input")) return layer_inputs(l, value, err, errlen);
+    if (!strcmp(key, "dim")) {
+        if (layer_long(l, key, value, 1, 1 << 16, &v, err, errlen)) return -TS_EINVAL;
+        l->dim = (int)v;
+        return 0;
+    }
+    if (!strcmp(key, "rows")) {
+        if (layer_long(l, key, value, 0, 1LL << 40, &v, err, errlen)) return -TS_EINVAL;
+        l->rows = (uint64_t)v;
+        return 0;
+    }
+    if (!strcmp(key, "features")) { /* A or A-B, inclusive, 0-based */
+        char *end = NULL;
+        errno = 0;
+        long a = strtol(value, &end, 10), b = a;
+        if (!errno && end != value && *end == '-') {
+            const char *q = end + 1;
+            b = strtol(q, &end, 10);
+            if (end == q) end = (char *)value;
+        }
+        if (errno || end == value || *end || a < 0 || b < a || b >= 4096) {
+            snprintf(err, errlen, "[layer %s] features: expected a slot A or a range A-B (0-based), got '%s'",
+                     l->name, value);
+            return -TS_EINVAL;
+        }
+        l->slot_begin = (int)a;
+        l->slot_end = (int)b + 1;
+        return 0;
+    }
+    if (!strcmp(key, "mode")) {
+        if (strcmp(value, "sum") && strcmp(value, "mean")) {
+            snprintf(err, errlen, "[layer %s] mode: expected sum or mean, got '%s'", l->name, value);
+            return -TS_EINVAL;
+        }
+        snprintf(l->mode, sizeof l->mode, "%s", value);
+        return 0;
+    }
+    if (!strcmp(key, "optimizer")) {
+        if (strlen(value) >= sizeof l->optimizer) {
+            snprintf(err, errlen, "[layer %s] optimizer: too long", l->name);
+            return -TS_EINVAL;
+        }
+        snprintf(l->optimizer, sizeof l->optimizer, "%s", value);
+        return 0;
+    }
+    if (!strcmp(key, "lr")) return layer_double(l, key, value, &l->lr, err, errlen);
+    if (!strcmp(key, "init")) return layer_double(l, key, value, &l->init, err, errlen);
+    snprintf(err, errlen,
+             "[layer %s]: unknown key '%s' (known: type, out, input, features, dim, rows, mode, optimizer, lr, "
+             "init)",
+             l->name, key);
+    return -TS_EINVAL;
+}
+
 /* Sets a key of a `[layer NAME]` section, creating the layer on first sight (file order). */
 static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, const char *value, char *err,
                          size_t errlen) {
@@ -211,19 +334,7 @@ static int set_layer_key(job_config_t *cfg, const char *lname, const char *key, 
         snprintf(l->type, sizeof l->type, "%s", value);
         return 0;
     }
-    if (!strcmp(key, "out")) {
-        char *end = NULL;
-        errno = 0;
-        long v = strtol(value, &end, 10);
-        if (errno || end == value || *end || v < 1 || v > (1L << 28)) {
-            snprintf(err, errlen, "[layer %s] out: expected a positive integer, got '%s'", lname, value);
-            return -TS_EINVAL;
-        }
-        l->out = (int)v;
-        return 0;
-    }
-    snprintf(err, errlen, "[layer %s]: unknown key '%s' (known: type, out)", lname, key);
-    return -TS_EINVAL;
+    return set_layer_field(l, key, value, err, errlen);
 }
 
 static int config_set(job_config_t *cfg, const char *section, const char *key, const char *value, char *err,
@@ -238,7 +349,7 @@ static int config_set(job_config_t *cfg, const char *section, const char *key, c
     if (!known_section)
         snprintf(
             err, errlen,
-            "unknown section [%s] (known: job, data, optimizer, backend, net, checkpoint, model, layer NAME)",
+            "unknown section [%s] (known: job, data, optimizer, ps, backend, net, checkpoint, serve, model, layer NAME)",
             section);
     else
         snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
@@ -384,11 +495,28 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                  cfg->backend);
         return -TS_EINVAL;
     }
-    if (strcmp(cfg->data_format, "idx")) {
-        snprintf(err, errlen, "%s: [data] format '%s' unknown (idx)", cfg->path, cfg->data_format);
+    if (strcmp(cfg->data_format, "idx") && strcmp(cfg->data_format, "criteo") &&
+        strcmp(cfg->data_format, "libsvm")) {
+        snprintf(err, errlen, "%s: [data] format '%s' unknown (idx, criteo, libsvm)", cfg->path, cfg->data_format);
         return -TS_EINVAL;
     }
-    if (cfg->input_dim <= 0) {
+    if (strcmp(cfg->on_error, "fail") && strcmp(cfg->on_error, "skip")) {
+        snprintf(err, errlen, "%s: [data] on_error '%s': expected fail or skip", cfg->path, cfg->on_error);
+        return -TS_EINVAL;
+    }
+    if (!strcmp(cfg->data_format, "libsvm") && cfg->sparse_features != 1) {
+        snprintf(err, errlen,
+                 "%s: [data] libsvm files have one categorical slot (indices above dense_features): set "
+                 "sparse_features = 1",
+                 cfg->path);
+        return -TS_EINVAL;
+    }
+    if (strcmp(cfg->data_format, "idx") && cfg->input_dim > 0 && cfg->input_dim != cfg->dense_features) {
+        snprintf(err, errlen, "%s: [model] input = %d but [data] dense_features = %d", cfg->path, cfg->input_dim,
+                 cfg->dense_features);
+        return -TS_EINVAL;
+    }
+    if (!strcmp(cfg->data_format, "idx") && cfg->input_dim <= 0) {
         snprintf(err, errlen, "%s: [model] input must be set", cfg->path);
         return -TS_EINVAL;
     }
@@ -406,6 +534,34 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         if (!strcmp(l->type, "linear") && l->out <= 0) {
             snprintf(err, errlen, "%s: [layer %s] linear needs out = N", cfg->path, l->name);
             return -TS_EINVAL;
+        }
+        if (!strcmp(l->type, "embedding_bag")) {
+            if (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0) {
+                snprintf(err, errlen,
+                         "%s: [layer %s]: checkpoints do not hold sparse tables yet; a model with embedding_bag "
+                         "layers cannot set [checkpoint] every_steps or every_seconds",
+                         cfg->path, l->name);
+                return -TS_EINVAL;
+            }
+            if (l->dim <= 0 || l->slot_end <= l->slot_begin) {
+                snprintf(err, errlen, "%s: [layer %s] embedding_bag needs dim = N and features = A-B", cfg->path,
+                         l->name);
+                return -TS_EINVAL;
+            }
+            if (strcmp(cfg->data_format, "idx") && l->slot_end > cfg->sparse_features) {
+                snprintf(err, errlen, "%s: [layer %s] features %d-%d: the data has %d categorical slots (0-%d)",
+                         cfg->path, l->name, l->slot_begin, l->slot_end - 1, cfg->sparse_features,
+                         cfg->sparse_features - 1);
+                return -TS_EINVAL;
+            }
+            int known = !l->optimizer[0];
+            for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+                known |= !strcmp(l->optimizer, opts[k]);
+            if (!known) {
+                snprintf(err, errlen, "%s: [layer %s] optimizer '%s' unknown (sgd, momentum, adam, adamw, adagrad)",
+                         cfg->path, l->name, l->optimizer);
+                return -TS_EINVAL;
+            }
         }
     }
     return 0;

@@ -9,10 +9,23 @@
 #define CFG_STR           256
 #define CFG_STALENESS_INF (-1)
 
+#define CFG_MAX_INPUTS 8
+
 typedef struct {
     char name[32];
-    char type[32]; /* linear, relu, softmax_xent */
+    char type[32]; /* linear, relu, softmax_xent, embedding_bag, concat, dot, sigmoid_bce */
     int out;       /* linear: output features */
+    /* Inputs by layer name ("input" = the model's dense input); empty = the previous layer's output. */
+    int n_inputs;
+    char inputs[CFG_MAX_INPUTS][32];
+    /* embedding_bag */
+    int slot_begin, slot_end; /* features = A or A-B: categorical slots [slot_begin, slot_end) of the data */
+    int dim;                  /* floats per row */
+    uint64_t rows;            /* 0: any id, rows created on first touch; N: ids < N, tables pre-sized */
+    char mode[8];             /* sum (default) or mean */
+    char optimizer[16];       /* the tables' optimizer ("" = the job's [optimizer] type) */
+    double lr;                /* its learning rate (0 = the job's) */
+    double init;              /* rows start U(-init, init) (0 = 0.05) */
 } layer_cfg_t;
 
 typedef struct {
@@ -29,7 +42,10 @@ typedef struct {
     int save_test_logits; /* write the test set's logits to RUN_DIR/test-logits-*.f32 at each evaluation */
 
     /* [data] */
-    char data_format[16];
+    char data_format[16]; /* idx, criteo or libsvm */
+    char train_file[CFG_STR], test_file[CFG_STR]; /* criteo / libsvm, relative to dir */
+    int dense_features, sparse_features;          /* criteo / libsvm columns */
+    char on_error[8];                             /* malformed lines: fail or skip */
     char data_dir[CFG_STR];
     char train_images[CFG_STR], train_labels[CFG_STR];
     char test_images[CFG_STR], test_labels[CFG_STR];
@@ -39,6 +55,9 @@ typedef struct {
     /* [optimizer] */
     char opt_type[16]; /* sgd, momentum, adam, adamw, adagrad */
     double lr, beta1, beta2, eps, momentum, weight_decay;
+
+    /* [ps] */
+    double memory_mb; /* a shard's budget for parameters and optimizer state (0 = no limit) */
 
     /* [backend] */
     char backend[16];

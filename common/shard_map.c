@@ -1,5 +1,7 @@
 #include "shard_map.h"
 
+#include <xxhash.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,4 +32,14 @@ void shard_map_free(shard_map_t *map) {
     if (!map) return;
     free(map->ranges);
     memset(map, 0, sizeof *map);
+}
+
+int shard_map_sparse_owner(uint32_t table, uint64_t id, int n_shards) {
+    if (n_shards <= 1) return 0;
+    unsigned char b[12];
+    for (int i = 0; i < 4; i++)
+        b[i] = (unsigned char)(table >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[4 + i] = (unsigned char)(id >> (8 * i));
+    return (int)(XXH64(b, sizeof b, 0) % (uint64_t)n_shards);
 }

@@ -25,4 +25,8 @@ static inline row_range_t shard_map_range(const shard_map_t *map, int tensor, in
     return map->ranges[(long)tensor * map->n_shards + shard];
 }
 
+/* The shard that owns row `id` of sparse table `table`: XXH64 of the 12 bytes (table as uint32 LE, id as
+ * uint64 LE) with seed 0, mod n_shards. Stable across versions: checkpoints and clients rely on it. */
+int shard_map_sparse_owner(uint32_t table, uint64_t id, int n_shards);
+
 #endif

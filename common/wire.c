@@ -27,6 +27,12 @@ void wire_desc_init(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t id, cons
     d->nbytes = rows * cols * sizeof(float);
 }
 
+void wire_desc_ids(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t table, uint64_t n) {
+    wire_desc_init(d, shape, table, NULL, 0, n, 1);
+    d->dtype = TESSERA__DTYPE__DTYPE_U64;
+    d->nbytes = n * sizeof(uint64_t);
+}
+
 void wire_msg_free(wire_msg_t *m) {
     if (!m) return;
     if (m->has_identity) zmq_msg_close(&m->identity);
@@ -124,17 +130,20 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
     if (m->nframes != nt)
         PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                   "header describes %zu tensors but %zu frames follow", nt, m->nframes);
+    /* Row ids (U64) travel only in the requests that carry them; everything else is float32. */
+    int ids_ok = m->hdr->kind == TESSERA__KIND__KIND_SPARSE_PULL || m->hdr->kind == TESSERA__KIND__KIND_PUSH_PULL;
     for (size_t i = 0; i < nt; i++) {
         const Tessera__TensorDesc *d = m->hdr->tensors[i];
-        if (d->dtype != TESSERA__DTYPE__DTYPE_F32)
+        int u64 = d->dtype == TESSERA__DTYPE__DTYPE_U64 && ids_ok;
+        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 && !u64)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "tensor %zu: unsupported dtype %d", i,
                       (int)d->dtype);
         if (d->n_shape != 2)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "tensor %zu: shape has %zu dims, expected 2",
                       i, d->n_shape);
-        uint64_t elems;
-        if (__builtin_mul_overflow(d->shape[0], d->shape[1], &elems) || elems > SIZE_MAX / 4 ||
-            elems * 4 != d->nbytes || d->nbytes != zmq_msg_size(&m->frames[i]))
+        uint64_t elems, esize = u64 ? 8 : 4;
+        if (__builtin_mul_overflow(d->shape[0], d->shape[1], &elems) || elems > SIZE_MAX / esize ||
+            elems * esize != d->nbytes || d->nbytes != zmq_msg_size(&m->frames[i]))
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                       "tensor %zu: shape %llux%llu, nbytes %llu and frame size %zu disagree", i,
                       (unsigned long long)d->shape[0], (unsigned long long)d->shape[1],
@@ -225,7 +234,7 @@ static void free_aligned(void *data, void *hint) {
 int wire_align_frame(zmq_msg_t *msg) {
     void *data = zmq_msg_data(msg);
     size_t n = zmq_msg_size(msg);
-    if ((uintptr_t)data % _Alignof(float) == 0) return 0;
+    if ((uintptr_t)data % _Alignof(uint64_t) == 0) return 0; /* floats and row ids */
     void *copy = NULL;
     if (posix_memalign(&copy, 64, n ? n : 64)) return -TS_ENOMEM;
     memcpy(copy, data, n);

@@ -32,7 +32,7 @@ typedef struct {
 
 /* Receives one whole multipart message from `sock` (blocking; poll first) and validates it: the
  * header parses, carries the current protocol version, and describes exactly the tensor frames that
- * follow (F32, 2-D shape, byte length equal to shape and frame size), all within `max_bytes`.
+ * follow (F32, or U64 ids in SPARSE_PULL and PUSH_PULL; 2-D shape, byte length equal to shape and frame size), all within `max_bytes`.
  * Returns 0; -TS_EPROTO for a malformed message (m->has_identity tells whether it can be answered,
  * *code gets the error code to answer with, `err` the message); -TS_EIO for a socket error.
  * On every return, `m` must be released with wire_msg_free. */
@@ -45,6 +45,9 @@ void wire_msg_free(wire_msg_t *m);
  * NULL); `shape` (2 entries, caller-owned) must live as long as `d`. */
 void wire_desc_init(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t id, const char *name,
                     uint64_t row_begin, uint64_t rows, uint64_t cols);
+
+/* Describes n row ids (U64 [n, 1]) of sparse table `table`; `shape` as for wire_desc_init. */
+void wire_desc_ids(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t table, uint64_t n);
 
 /* Sets the protocol version and kind on a fresh header. */
 void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind);

@@ -88,6 +88,105 @@ static void cpu_softmax_xent(backend_t *be, const float *logits, const int32_t *
     }
 }
 
+static void cpu_sigmoid_bce(backend_t *be, const float *logits, const int32_t *labels, int rows, float scale,
+                            float *loss, int32_t *pred, float *dlogits) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        float x = logits[r], y = (float)labels[r];
+        loss[r] = fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x)));
+        pred[r] = x > 0.0f;
+        if (dlogits) {
+            float p = x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+            dlogits[r] = (p - y) * scale;
+        }
+    }
+}
+
+static void cpu_axpy(backend_t *be, float *y, const float *x, float a, size_t n) {
+    (void)be;
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void cpu_copy_cols(backend_t *be, float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                          int cols) {
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, (size_t)cols * sizeof(float));
+}
+
+static void cpu_embedding_bag_fwd(backend_t *be, const float *rows, int dim, const int32_t *off,
+                                  const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy) {
+    (void)be;
+    for (int b = 0; b < batch; b++) {
+        float *out = y + (size_t)b * ldy;
+        memset(out, 0, (size_t)dim * sizeof(float));
+        for (int j = off[b]; j < off[b + 1]; j++) {
+            const float *row = rows + (size_t)idx[j] * dim;
+            float w = wts ? wts[j] : 1.0f;
+            for (int c = 0; c < dim; c++)
+                out[c] += w * row[c];
+        }
+        int n = off[b + 1] - off[b];
+        if (mean && n > 1)
+            for (int c = 0; c < dim; c++)
+                out[c] /= (float)n;
+    }
+}
+
+static void cpu_embedding_bag_bwd(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
+                                  const int32_t *idx, const float *wts, int batch, int mean, float *grad,
+                                  int n_rows) {
+    (void)be;
+    memset(grad, 0, (size_t)n_rows * (size_t)dim * sizeof(float));
+    for (int b = 0; b < batch; b++) {
+        const float *d = dy + (size_t)b * ldy;
+        int n = off[b + 1] - off[b];
+        float scale = mean && n > 1 ? 1.0f / (float)n : 1.0f;
+        for (int j = off[b]; j < off[b + 1]; j++) {
+            float *g = grad + (size_t)idx[j] * dim;
+            float w = (wts ? wts[j] : 1.0f) * scale;
+            for (int c = 0; c < dim; c++)
+                g[c] += w * d[c];
+        }
+    }
+}
+
+static void cpu_interact_fwd(backend_t *be, const float *t, int batch, int f, int d, float *y, int ldy) {
+    (void)be;
+    for (int b = 0; b < batch; b++) {
+        const float *v = t + (size_t)b * f * d;
+        float *out = y + (size_t)b * ldy;
+        int j = 0;
+        for (int i = 1; i < f; i++)
+            for (int k = 0; k < i; k++) {
+                float s = 0.0f;
+                for (int c = 0; c < d; c++)
+                    s += v[i * d + c] * v[k * d + c];
+                out[j++] = s;
+            }
+    }
+}
+
+static void cpu_interact_bwd(backend_t *be, const float *t, const float *dy, int ldy, int batch, int f, int d,
+                             float *dt) {
+    (void)be;
+    memset(dt, 0, (size_t)batch * f * d * sizeof(float));
+    for (int b = 0; b < batch; b++) {
+        const float *v = t + (size_t)b * f * d, *g = dy + (size_t)b * ldy;
+        float *dv = dt + (size_t)b * f * d;
+        int j = 0;
+        for (int i = 1; i < f; i++)
+            for (int k = 0; k < i; k++) {
+                float gj = g[j++];
+                for (int c = 0; c < d; c++) {
+                    dv[i * d + c] += gj * v[k * d + c];
+                    dv[k * d + c] += gj * v[i * d + c];
+                }
+            }
+    }
+}
+
 static const backend_ops_t cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -101,6 +200,13 @@ static const backend_ops_t cpu_ops = {
     .relu_fwd = cpu_relu_fwd,
     .relu_bwd = cpu_relu_bwd,
     .softmax_xent = cpu_softmax_xent,
+    .sigmoid_bce = cpu_sigmoid_bce,
+    .axpy = cpu_axpy,
+    .copy_cols = cpu_copy_cols,
+    .embedding_bag_fwd = cpu_embedding_bag_fwd,
+    .embedding_bag_bwd = cpu_embedding_bag_bwd,
+    .interact_fwd = cpu_interact_fwd,
+    .interact_bwd = cpu_interact_bwd,
 };
 
 backend_t *backend_cpu_create(int threads) {

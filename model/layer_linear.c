@@ -8,7 +8,6 @@
 static int linear_init(layer_t *l, const layer_cfg_t *cfg, int in, char *err, size_t errlen) {
     (void)err;
     (void)errlen;
-    l->in = in;
     l->out = cfg->out;
     l->n_params = 2;
     float bound = 1.0f / sqrtf((float)in); /* PyTorch's default for nn.Linear */
@@ -17,21 +16,22 @@ static int linear_init(layer_t *l, const layer_cfg_t *cfg, int in, char *err, si
     return 0;
 }
 
-static void linear_forward(layer_t *l, backend_t *be, const float *x, float *y, int batch) {
-    be->ops->gemm(be, 0, 1, batch, l->out, l->in, 1.0f, x, l->p[0], 0.0f, y);
+static void linear_forward(layer_t *l, backend_t *be, const float *const *x, float *y, int batch) {
+    be->ops->gemm(be, 0, 1, batch, l->out, l->in, 1.0f, x[0], l->p[0], 0.0f, y);
     be->ops->add_bias(be, y, l->p[1], batch, l->out);
 }
 
-static void linear_backward(layer_t *l, backend_t *be, const float *x, const float *y, const float *dy,
-                            float *dx, int batch) {
+static void linear_backward(layer_t *l, backend_t *be, const float *const *x, const float *y, const float *dy,
+                            float *const *dx, int batch) {
     (void)y;
-    be->ops->gemm(be, 1, 0, l->out, l->in, batch, 1.0f, dy, x, 0.0f, l->g[0]);          /* dW = dy^T x */
-    be->ops->sum_rows(be, l->g[1], dy, batch, l->out);                                  /* db = sum dy */
-    if (dx) be->ops->gemm(be, 0, 0, batch, l->in, l->out, 1.0f, dy, l->p[0], 0.0f, dx); /* dx = dy W */
+    be->ops->gemm(be, 1, 0, l->out, l->in, batch, 1.0f, dy, x[0], 0.0f, l->g[0]); /* dW = dy^T x */
+    be->ops->sum_rows(be, l->g[1], dy, batch, l->out);                            /* db = sum dy */
+    if (dx[0]) be->ops->gemm(be, 0, 0, batch, l->in, l->out, 1.0f, dy, l->p[0], 0.0f, dx[0]); /* dx = dy W */
 }
 
 const layer_ops_t layer_linear_ops = {
     .type = "linear",
+    .max_in = 1,
     .init = linear_init,
     .forward = linear_forward,
     .backward = linear_backward,

@@ -5,7 +5,7 @@ static int softmax_xent_init(layer_t *l, const layer_cfg_t *cfg, int in, char *e
     (void)cfg;
     (void)err;
     (void)errlen;
-    l->in = l->out = in;
+    l->out = in;
     return 0;
 }
 
@@ -17,6 +17,7 @@ static void softmax_xent_loss(layer_t *l, backend_t *be, const float *x, const i
 const layer_ops_t layer_softmax_xent_ops = {
     .type = "softmax_xent",
     .is_loss = 1,
+    .max_in = 1,
     .init = softmax_xent_init,
     .loss = softmax_xent_loss,
 };

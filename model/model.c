@@ -7,7 +7,9 @@
 #include "check.h"
 #include "util.h"
 
-static const layer_ops_t *const layer_types[] = {&layer_linear_ops, &layer_relu_ops, &layer_softmax_xent_ops};
+static const layer_ops_t *const layer_types[] = {
+    &layer_linear_ops, &layer_relu_ops,  &layer_softmax_xent_ops, &layer_embedding_bag_ops,
+    &layer_concat_ops, &layer_dot_ops, &layer_sigmoid_bce_ops};
 
 const layer_ops_t *layer_find(const char *type) {
     for (size_t i = 0; i < sizeof layer_types / sizeof layer_types[0]; i++)
@@ -15,31 +17,146 @@ const layer_ops_t *layer_find(const char *type) {
     return NULL;
 }
 
+int layer_scratch(layer_t *l, backend_t *be, int batch, int width) {
+    if (l->scratch && l->scratch_rows >= batch) return 0;
+    be->ops->free(be, l->scratch);
+    be->ops->free(be, l->dscratch);
+    size_t bytes = (size_t)batch * (size_t)width * sizeof(float);
+    l->scratch = be->ops->alloc(be, bytes);
+    l->dscratch = be->ops->alloc(be, bytes);
+    l->scratch_rows = l->scratch && l->dscratch ? batch : 0;
+    return l->scratch_rows ? 0 : -TS_ENOMEM;
+}
+
+/* Resolves layer i's inputs (names, or the previous layer by default) into indices and widths, and
+ * checks that no output is read twice. 0 or -TS_EINVAL with a message. */
+static int resolve_inputs(model_spec_t *s, const job_config_t *cfg, int i, int *readers, char *err,
+                          size_t errlen) {
+    const layer_cfg_t *lc = &cfg->layers[i];
+    layer_t *l = &s->layers[i];
+    int max_in = l->ops->max_in;
+    if (max_in == 0) {
+        if (lc->n_inputs) {
+            snprintf(err, errlen, "[layer %s]: %s reads the data's categorical ids and takes no input", lc->name,
+                     lc->type);
+            return -TS_EINVAL;
+        }
+        return 0;
+    }
+    if (lc->n_inputs > max_in) {
+        snprintf(err, errlen, "[layer %s]: %s takes %d input%s, not %d", lc->name, lc->type, max_in,
+                 max_in == 1 ? "" : "s", lc->n_inputs);
+        return -TS_EINVAL;
+    }
+    l->n_in = lc->n_inputs ? lc->n_inputs : 1;
+    for (int k = 0; k < l->n_in; k++) {
+        int src = i - 1; /* by default the previous layer, or the model's input for the first */
+        if (lc->n_inputs) {
+            const char *name = lc->inputs[k];
+            src = -2;
+            if (!strcmp(name, "input")) src = LAYER_INPUT;
+            for (int j = 0; j < i && src == -2; j++)
+                if (!strcmp(s->layers[j].name, name)) src = j;
+            if (src == -2) {
+                snprintf(err, errlen, "[layer %s] input: no earlier layer is called '%s' ('input' is the model's "
+                                      "dense input)",
+                         lc->name, name);
+                return -TS_EINVAL;
+            }
+        }
+        if (src >= 0 && s->layers[src].ops->is_loss) {
+            snprintf(err, errlen, "[layer %s]: cannot read the loss layer %s", lc->name, s->layers[src].name);
+            return -TS_EINVAL;
+        }
+        if (src >= 0 && readers[src] >= 0) {
+            snprintf(err, errlen, "[layer %s]: the output of %s is already read by %s; each output feeds one layer",
+                     lc->name, s->layers[src].name, s->layers[readers[src]].name);
+            return -TS_EINVAL;
+        }
+        if (src >= 0) readers[src] = i;
+        l->input[k] = src;
+        l->in_w[k] = src == LAYER_INPUT ? s->input_dim : s->layers[src].out;
+        if (l->in_w[k] <= 0) {
+            snprintf(err, errlen, "[layer %s]: its input %s has no features (the data has none?)", lc->name,
+                     src == LAYER_INPUT ? "input" : s->layers[src].name);
+            return -TS_EINVAL;
+        }
+        l->in += l->in_w[k];
+    }
+    return 0;
+}
+
+/* Adds the tables of embedding_bag layer i: one per categorical slot it reads. */
+static void add_tables(model_spec_t *s, const job_config_t *cfg, int i) {
+    const layer_cfg_t *lc = &cfg->layers[i];
+    layer_t *l = &s->layers[i];
+    for (int k = 0; k < l->n_slots; k++) {
+        table_info_t *t = &s->tables[s->n_tables++];
+        snprintf(t->name, sizeof t->name, "%s.slot%d", l->name, l->slot_begin + k);
+        t->layer = i;
+        t->slot = l->slot_begin + k;
+        t->dim = l->dim;
+        t->rows = lc->rows;
+        t->bound = lc->init > 0 ? (float)lc->init : 0.05f;
+        snprintf(t->optimizer, sizeof t->optimizer, "%s", lc->optimizer[0] ? lc->optimizer : cfg->opt_type);
+        t->lr = lc->lr > 0 ? lc->lr : cfg->lr;
+    }
+}
+
 int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
-    s->input_dim = cfg->input_dim;
+    int tabular = strcmp(cfg->data_format, "idx") != 0;
+    s->input_dim = tabular ? cfg->dense_features : cfg->input_dim;
     s->n_layers = cfg->n_layers;
     s->layers = XCALLOC((size_t)cfg->n_layers, sizeof *s->layers);
     s->tensors = XCALLOC((size_t)cfg->n_layers * LAYER_MAX_PARAMS, sizeof *s->tensors);
-    int width = cfg->input_dim;
+    int n_tables = 0;
+    for (int i = 0; i < cfg->n_layers; i++)
+        if (!strcmp(cfg->layers[i].type, "embedding_bag"))
+            n_tables += cfg->layers[i].slot_end - cfg->layers[i].slot_begin;
+    s->tables = XCALLOC((size_t)(n_tables ? n_tables : 1), sizeof *s->tables);
+    int *readers = XMALLOC((size_t)cfg->n_layers * sizeof *readers);
+    for (int i = 0; i < cfg->n_layers; i++)
+        readers[i] = -1;
+    s->is_chain = 1;
+    char msg[512] = "";
     for (int i = 0; i < cfg->n_layers; i++) {
         const layer_cfg_t *lc = &cfg->layers[i];
         layer_t *l = &s->layers[i];
         l->ops = layer_find(lc->type);
         snprintf(l->name, sizeof l->name, "%s", lc->name);
         if (!l->ops) {
-            snprintf(err, errlen, "%s: [layer %s]: unknown type '%s' (linear, relu, softmax_xent)", cfg->path,
-                     lc->name, lc->type);
+            snprintf(err, errlen,
+                     "%s: [layer %s]: unknown type '%s' (linear, relu, embedding_bag, concat, dot, softmax_xent, "
+                     "sigmoid_bce)",
+                     cfg->path, lc->name, lc->type);
+            goto fail;
+        }
+        if (!strcmp(lc->name, "input")) {
+            snprintf(err, errlen, "%s: [layer input]: 'input' names the model's dense input; call it otherwise",
+                     cfg->path);
             goto fail;
         }
         if (l->ops->is_loss != (i == cfg->n_layers - 1)) {
             snprintf(err, errlen, "%s: [layer %s]: %s", cfg->path, lc->name,
                      l->ops->is_loss ? "a loss must be the last layer"
-                                     : "the last layer must be a loss (softmax_xent)");
+                                     : "the last layer must be a loss (softmax_xent or sigmoid_bce)");
             goto fail;
         }
-        char msg[256] = "";
-        if (l->ops->init(l, lc, width, msg, sizeof msg)) {
+        if (resolve_inputs(s, cfg, i, readers, msg, sizeof msg)) {
+            snprintf(err, errlen, "%s: %s", cfg->path, msg);
+            goto fail;
+        }
+        if (l->ops->max_in == 0) {
+            l->n_slots = lc->slot_end - lc->slot_begin;
+            l->slot_begin = lc->slot_begin;
+            l->dim = lc->dim;
+            l->mean = !strcmp(lc->mode, "mean");
+            if (lc->slot_end > s->n_slots) s->n_slots = lc->slot_end;
+            add_tables(s, cfg, i);
+        }
+        if (l->ops->max_in == 0 || l->n_in != 1 || l->input[0] != i - 1) s->is_chain = 0;
+        if (l->ops->init(l, lc, l->in, msg, sizeof msg)) {
             snprintf(err, errlen, "%s: [layer %s]: %s", cfg->path, lc->name, msg);
             goto fail;
         }
@@ -53,11 +170,18 @@ int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t 
             s->n_floats += (size_t)(t->rows * t->cols);
             l->tensor[p] = s->n_tensors++;
         }
-        width = l->out;
     }
-    s->classes = width;
+    for (int i = 0; i < cfg->n_layers - 1; i++)
+        if (readers[i] < 0) {
+            snprintf(err, errlen, "%s: [layer %s]: its output is never read (give a later layer input = %s)",
+                     cfg->path, s->layers[i].name, s->layers[i].name);
+            goto fail;
+        }
+    s->classes = s->layers[cfg->n_layers - 1].in;
+    free(readers);
     return 0;
 fail:
+    free(readers);
     model_spec_free(s);
     return -TS_EINVAL;
 }
@@ -66,6 +190,7 @@ void model_spec_free(model_spec_t *s) {
     if (!s) return;
     free(s->layers);
     free(s->tensors);
+    free(s->tables);
     memset(s, 0, sizeof *s);
 }
 
@@ -87,31 +212,41 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
     m->params = o->alloc(be, pbytes);
     m->grads = o->alloc(be, pbytes);
     int n = m->spec.n_layers;
-    m->act = XCALLOC((size_t)n, sizeof *m->act);
-    m->dact = XCALLOC((size_t)n, sizeof *m->dact);
-    for (int i = 0; i < n; i++) {
-        size_t bytes = (size_t)max_batch * (size_t)m->spec.layers[i].in * sizeof(float);
-        m->act[i] = o->alloc(be, bytes);
-        if (i > 0) m->dact[i] = o->alloc(be, bytes);
+    m->out = XCALLOC((size_t)n, sizeof *m->out);
+    m->dout = XCALLOC((size_t)n, sizeof *m->dout);
+    m->x = o->alloc(be, (size_t)max_batch * (size_t)(m->spec.input_dim ? m->spec.input_dim : 1) * sizeof(float));
+    int ok = m->params && m->grads && m->x;
+    for (int i = 0; i < n - 1; i++) {
+        size_t bytes = (size_t)max_batch * (size_t)m->spec.layers[i].out * sizeof(float);
+        m->out[i] = o->alloc(be, bytes);
+        m->dout[i] = o->alloc(be, bytes);
+        ok &= m->out[i] != NULL && m->dout[i] != NULL;
     }
     m->labels_dev = o->alloc(be, (size_t)max_batch * sizeof(int32_t));
     m->pred_dev = o->alloc(be, (size_t)max_batch * sizeof(int32_t));
     m->loss_dev = o->alloc(be, (size_t)max_batch * sizeof(float));
     m->loss_host = XCALLOC((size_t)max_batch, sizeof(float));
     m->pred_host = XCALLOC((size_t)max_batch, sizeof(int32_t));
-    int ok = m->params && m->grads && m->labels_dev && m->pred_dev && m->loss_dev;
-    for (int i = 0; i < n; i++)
-        ok &= m->act[i] != NULL && (i == 0 || m->dact[i] != NULL);
+    ok &= m->labels_dev && m->pred_dev && m->loss_dev;
     if (!ok) {
         snprintf(err, errlen, "backend %s: out of memory for %zu parameters", o->name, m->spec.n_floats);
         model_free(m);
         return -TS_ENOMEM;
     }
-    for (int i = 0; i < n; i++) {
+    int src = m->spec.layers[n - 1].input[0];
+    m->logits = src == LAYER_INPUT ? m->x : m->out[src];
+    m->slots = XCALLOC((size_t)(m->spec.n_tables ? m->spec.n_tables : 1), sizeof *m->slots);
+    for (int t = 0; t < m->spec.n_tables; t++)
+        m->slots[t].table = t;
+    for (int i = 0, t = 0; i < n; i++) {
         layer_t *l = &m->spec.layers[i];
         for (int p = 0; p < l->n_params; p++) {
             l->p[p] = m->params + m->spec.tensors[l->tensor[p]].offset;
             l->g[p] = m->grads + m->spec.tensors[l->tensor[p]].offset;
+        }
+        if (l->n_slots) {
+            l->slots = m->slots + t;
+            t += l->n_slots;
         }
     }
     return 0;
@@ -121,11 +256,15 @@ void model_free(model_t *m) {
     if (!m || !m->be) return;
     const backend_ops_t *o = m->be->ops;
     for (int i = 0; i < m->spec.n_layers; i++) {
-        if (m->act) o->free(m->be, m->act[i]);
-        if (m->dact) o->free(m->be, m->dact[i]);
+        o->free(m->be, m->spec.layers[i].scratch);
+        o->free(m->be, m->spec.layers[i].dscratch);
+        if (m->out) o->free(m->be, m->out[i]);
+        if (m->dout) o->free(m->be, m->dout[i]);
     }
-    free(m->act);
-    free(m->dact);
+    free(m->out);
+    free(m->dout);
+    free(m->slots);
+    o->free(m->be, m->x);
     o->free(m->be, m->params);
     o->free(m->be, m->grads);
     o->free(m->be, m->labels_dev);
@@ -137,22 +276,41 @@ void model_free(model_t *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* The forward pass of every layer before the loss, from m->x. */
+static void run_forward(model_t *m, int batch) {
+    layer_t *L = m->spec.layers;
+    for (int i = 0; i < m->spec.n_layers - 1; i++) {
+        const float *x[LAYER_MAX_INPUTS];
+        for (int k = 0; k < L[i].n_in; k++)
+            x[k] = L[i].input[k] == LAYER_INPUT ? m->x : m->out[L[i].input[k]];
+        L[i].ops->forward(&L[i], m->be, x, m->out[i], batch);
+    }
+}
+
 void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train, double *loss_sum,
                long *correct) {
     backend_t *be = m->be;
     const backend_ops_t *o = be->ops;
     int n = m->spec.n_layers;
     layer_t *L = m->spec.layers;
-    o->to_device(be, m->act[0], x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
+    if (m->spec.input_dim)
+        o->to_device(be, m->x, x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
     o->to_device(be, m->labels_dev, y_host, (size_t)batch * sizeof(int32_t));
-    for (int i = 0; i < n - 1; i++)
-        L[i].ops->forward(&L[i], be, m->act[i], m->act[i + 1], batch);
-    L[n - 1].ops->loss(&L[n - 1], be, m->act[n - 1], m->labels_dev, batch, m->loss_dev, m->pred_dev,
-                       train ? m->dact[n - 1] : NULL);
+    run_forward(m, batch);
+    int src = L[n - 1].input[0];
+    L[n - 1].ops->loss(&L[n - 1], be, m->logits, m->labels_dev, batch, m->loss_dev, m->pred_dev,
+                       train && src != LAYER_INPUT ? m->dout[src] : NULL);
     if (train)
-        for (int i = n - 2; i >= 0; i--)
-            L[i].ops->backward(&L[i], be, m->act[i], m->act[i + 1], m->dact[i + 1], i > 0 ? m->dact[i] : NULL,
-                               batch);
+        for (int i = n - 2; i >= 0; i--) {
+            const float *x[LAYER_MAX_INPUTS];
+            float *dx[LAYER_MAX_INPUTS];
+            for (int k = 0; k < L[i].n_in; k++) {
+                int j = L[i].input[k];
+                x[k] = j == LAYER_INPUT ? m->x : m->out[j];
+                dx[k] = j == LAYER_INPUT ? NULL : m->dout[j];
+            }
+            L[i].ops->backward(&L[i], be, x, m->out[i], m->dout[i], dx, batch);
+        }
     o->to_host(be, m->loss_host, m->loss_dev, (size_t)batch * sizeof(float));
     o->to_host(be, m->pred_host, m->pred_dev, (size_t)batch * sizeof(int32_t));
     o->sync(be);
@@ -164,15 +322,13 @@ void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch
 
 void model_forward(model_t *m, const float *x_host, int batch, float *logits_host) {
     backend_t *be = m->be;
-    int n = m->spec.n_layers;
-    layer_t *L = m->spec.layers;
-    be->ops->to_device(be, m->act[0], x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
-    for (int i = 0; i < n - 1; i++)
-        L[i].ops->forward(&L[i], be, m->act[i], m->act[i + 1], batch);
-    be->ops->to_host(be, logits_host, m->act[n - 1], (size_t)batch * (size_t)L[n - 1].in * sizeof(float));
+    if (m->spec.input_dim)
+        be->ops->to_device(be, m->x, x_host, (size_t)batch * (size_t)m->spec.input_dim * sizeof(float));
+    run_forward(m, batch);
+    be->ops->to_host(be, logits_host, m->logits, (size_t)batch * (size_t)m->spec.classes * sizeof(float));
     be->ops->sync(be);
 }
 
 int model_layer_out(const model_spec_t *s, int i) {
-    return i + 1 < s->n_layers ? s->layers[i + 1].in : s->layers[i].out;
+    return s->layers[i].ops->is_loss ? s->layers[i].in : s->layers[i].out;
 }

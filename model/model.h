@@ -17,14 +17,31 @@ typedef struct {
     float bound;
 } tensor_info_t;
 
-/* What a model is, without memory: enough for shards to know every tensor. */
+/* A sparse (embedding) table: one per categorical slot of an embedding_bag layer. Its rows live only on
+ * the shards (row `id` on shard shard_map_sparse_owner(table, id, S)); workers pull a batch's rows. */
+typedef struct {
+    char name[64];     /* "<layer>.slot<k>" */
+    int layer, slot;   /* the embedding_bag layer, and the data's categorical slot it reads */
+    int dim;
+    uint64_t rows;     /* 0: any id, rows created on first touch; N: ids < N, pre-sized */
+    float bound;       /* initial values U(-bound, bound) */
+    char optimizer[16];
+    double lr;
+} table_info_t;
+
+/* What a model is, without memory: enough for shards to know every tensor. Layers run in file order;
+ * each output feeds exactly one later layer. */
 typedef struct {
     int n_layers;
     layer_t *layers;
     int n_tensors;
     tensor_info_t *tensors;
     size_t n_floats;
+    int n_tables;
+    table_info_t *tables;
     int input_dim, classes;
+    int n_slots;  /* categorical slots the data must have (0: a dense-only model) */
+    int is_chain; /* every layer reads the previous one and nothing is sparse (the router can serve it) */
 } model_spec_t;
 
 /* Builds the layer list from the job's [layer NAME] sections. 0 or -TS_EINVAL with a message. */
@@ -40,7 +57,10 @@ typedef struct {
     backend_t *be;
     int max_batch;
     float *params, *grads; /* backend memory, spec.n_floats each */
-    float **act, **dact;   /* act[i]: input of layer i; dact[i]: its gradient (dact[0] unused) */
+    float *x;              /* the dense input [max_batch, input_dim] */
+    float **out, **dout;   /* out[i]: output of layer i (NULL for the loss); dout[i]: its gradient */
+    float *logits;         /* the loss layer's input: an out[] buffer [max_batch, classes] */
+    sparse_slot_t *slots;  /* every embedding_bag slot, table order: slots[t] feeds table t */
     int32_t *labels_dev, *pred_dev;
     float *loss_dev;
     float *loss_host;
@@ -52,7 +72,8 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
 void model_free(model_t *m);
 
 /* Runs x_host[batch, input] forward and, when `train`, backward, leaving the gradient of the mean loss
- * in m->grads. Adds the summed loss to *loss_sum and the correct predictions to *correct. */
+ * in m->grads (and each sparse slot's grad). Adds the summed loss to *loss_sum and the correct
+ * predictions to *correct. A model with tables needs m->slots[t] filled for this batch first. */
 void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch, int train, double *loss_sum,
                long *correct);
 
@@ -60,7 +81,7 @@ void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch
  * layer's input (the logits, [batch, classes]) to logits_host. batch <= max_batch. */
 void model_forward(model_t *m, const float *x_host, int batch, float *logits_host);
 
-/* The width of layer i's output (the input of layer i + 1, or the logits for the last one). */
+/* The width of layer i's output (the logits for the loss layer). */
 int model_layer_out(const model_spec_t *s, int i);
 
 #endif

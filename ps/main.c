@@ -150,6 +150,7 @@ int main(int argc, char **argv) {
                       .staleness = cfg->staleness,
                       .opt = opt,
                       .seed = cfg->seed,
+                      .memory_bytes = (uint64_t)(cfg->memory_mb * 1048576.0),
                       .max_message_bytes = (size_t)cfg->max_message_mb << 20,
                       .heartbeat_s = 1.0,
                       .job = cfg,

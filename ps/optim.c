@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-void optim_from_config(optim_t *o, const job_config_t *cfg) {
+int optim_parse_kind(const char *name, opt_kind_t *kind) {
     static const struct {
         const char *name;
         opt_kind_t kind;
@@ -12,9 +12,17 @@ void optim_from_config(optim_t *o, const job_config_t *cfg) {
                  {"adam", OPT_ADAM},
                  {"adamw", OPT_ADAMW},
                  {"adagrad", OPT_ADAGRAD}};
-    memset(o, 0, sizeof *o);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcmp(cfg->opt_type, names[i].name)) o->kind = names[i].kind;
+        if (!strcmp(name, names[i].name)) {
+            *kind = names[i].kind;
+            return 0;
+        }
+    return -1;
+}
+
+void optim_from_config(optim_t *o, const job_config_t *cfg) {
+    memset(o, 0, sizeof *o);
+    optim_parse_kind(cfg->opt_type, &o->kind);
     o->lr = (float)cfg->lr;
     o->beta1 = (float)cfg->beta1;
     o->beta2 = (float)cfg->beta2;

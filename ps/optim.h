@@ -13,6 +13,9 @@ typedef struct {
     float lr, beta1, beta2, eps, momentum, weight_decay;
 } optim_t;
 
+/* The optimizer called `name` (sgd, momentum, adam, adamw, adagrad). 0, or -1 when unknown. */
+int optim_parse_kind(const char *name, opt_kind_t *kind);
+
 /* From the job's [optimizer] section (already validated). */
 void optim_from_config(optim_t *o, const job_config_t *cfg);
 

@@ -15,6 +15,8 @@
 #include "check.h"
 #include "ckpt.h"
 #include "config.h"
+#include "shard_map.h"
+#include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
 
@@ -32,6 +34,20 @@ typedef struct {
     int64_t want; /* the clock the parameters must reflect */
     int worker;   /* sender, or -1 for a non-worker */
 } waiting_pull_t;
+
+/* One table's row gradients in a worker's push: the rows they go to and the frame that holds them. */
+typedef struct {
+    int table;
+    size_t n;
+    uint32_t *idx;
+    zmq_msg_t grads;
+} sparse_part_t;
+
+/* The sparse parts of one worker's pending BSP push. */
+typedef struct {
+    int n, cap;
+    sparse_part_t *parts;
+} sparse_pending_t;
 
 /* A checkpoint being written in the background: copies of the slices, owned by the writer. */
 typedef struct {
@@ -79,6 +95,15 @@ struct ps_server {
     Tessera__TensorDesc *descs, **desc_ptrs;
     uint64_t *desc_shapes;
     uint64_t serve_version; /* SERVE received: serve the parameters as this version */
+    /* sparse tables: this shard's rows of each */
+    int n_tables;
+    sparse_table_t **tables;
+    sparse_table_cfg_t *tcfg;
+    mem_budget_t budget;
+    sparse_pending_t *sp_pending; /* per worker (BSP) */
+    uint32_t *idx_scratch;
+    size_t idx_cap;
+    uint64_t sparse_pulls, rows_pulled, rows_pushed;
 };
 
 /* Parameters are never sent from live memory: an update could change them while ZeroMQ still sends
@@ -143,6 +168,61 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
     return 0;
 }
 
+/* Charges the dense slices to the shard's budget and creates its rows of every sparse table (a
+ * pre-sized table's all at once). 0, or -TS_ENOMEM / -TS_EINVAL with a message naming the budget. */
+static int create_tables(ps_server_t *s, int slots, char *err, size_t errlen) {
+    const model_spec_t *spec = s->cfg.spec;
+    s->budget.limit_bytes = s->cfg.memory_bytes;
+    for (int i = 0; i < s->n_slices; i++)
+        s->budget.used_bytes += (uint64_t)s->slices[i].n * sizeof(float) * (uint64_t)(1 + slots);
+    if (s->budget.limit_bytes && s->budget.used_bytes > s->budget.limit_bytes) {
+        snprintf(err, errlen,
+                 "shard %d: its dense slices need %.1f MB with their optimizer state but the budget is %.1f MB "
+                 "(ps.memory_mb): use more shards or a larger budget",
+                 s->cfg.shard, (double)s->budget.used_bytes / 1048576.0, (double)s->budget.limit_bytes / 1048576.0);
+        return -TS_ENOMEM;
+    }
+    s->n_tables = spec->n_tables;
+    s->tables = XCALLOC((size_t)(s->n_tables ? s->n_tables : 1), sizeof *s->tables);
+    s->tcfg = XCALLOC((size_t)(s->n_tables ? s->n_tables : 1), sizeof *s->tcfg);
+    s->sp_pending = XCALLOC((size_t)s->cfg.n_workers, sizeof *s->sp_pending);
+    for (int t = 0; t < s->n_tables; t++) {
+        const table_info_t *ti = &spec->tables[t];
+        sparse_table_cfg_t *c = &s->tcfg[t];
+        c->name = ti->name;
+        c->table = (uint32_t)t;
+        c->dim = ti->dim;
+        c->rows = ti->rows;
+        c->bound = ti->bound;
+        c->seed = s->cfg.seed;
+        c->opt = s->cfg.opt;
+        if (optim_parse_kind(ti->optimizer, &c->opt.kind)) {
+            snprintf(err, errlen, "table %s: unknown optimizer '%s'", ti->name, ti->optimizer);
+            return -TS_EINVAL;
+        }
+        c->opt.lr = (float)ti->lr;
+        c->shard = s->cfg.shard;
+        c->n_shards = s->cfg.map->n_shards;
+        s->tables[t] = sparse_table_create(c, &s->budget, err, errlen);
+        if (!s->tables[t]) return -TS_ENOMEM;
+    }
+    size_t rows = 0;
+    for (int t = 0; t < s->n_tables; t++)
+        rows += sparse_table_size(s->tables[t]);
+    if (s->n_tables)
+        log_info("shard sparse tables=%d rows=%zu memory_mb=%.1f budget_mb=%.1f", s->n_tables, rows,
+                 (double)s->budget.used_bytes / 1048576.0, (double)s->budget.limit_bytes / 1048576.0);
+    return 0;
+}
+
+static void sparse_pending_clear(sparse_pending_t *p) {
+    for (int i = 0; i < p->n; i++) {
+        free(p->parts[i].idx);
+        zmq_msg_close(&p->parts[i].grads);
+    }
+    p->n = 0;
+}
+
 ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen) {
     if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
         snprintf(err, errlen, "invalid shard %d of %d with %d workers", cfg->shard, cfg->map->n_shards,
@@ -193,6 +273,10 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
     s->pending =
         XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
+    if (create_tables(s, slots, err, errlen)) {
+        ps_server_free(s);
+        return NULL;
+    }
     if (cfg->resume_dir && restore(s, err, errlen)) {
         ps_server_free(s);
         return NULL;
@@ -227,6 +311,16 @@ void ps_server_free(ps_server_t *s) {
                 zmq_msg_close(&s->pending[w * s->n_slices + i]);
     for (int i = 0; i < s->n_waiting; i++)
         zmq_msg_close(&s->waiting[i].identity);
+    for (int t = 0; s->tables && t < s->n_tables; t++)
+        sparse_table_free(s->tables[t]);
+    for (int w = 0; s->sp_pending && w < s->cfg.n_workers; w++) {
+        sparse_pending_clear(&s->sp_pending[w]);
+        free(s->sp_pending[w].parts);
+    }
+    free(s->tables);
+    free(s->tcfg);
+    free(s->sp_pending);
+    free(s->idx_scratch);
     free(s->slices);
     free(s->clock);
     free(s->pending);
@@ -310,16 +404,36 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
 }
 
 /* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
-static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
-    if ((int)h->n_tensors != s->n_slices) {
-        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices", h->n_tensors, s->cfg.shard,
-                 s->n_slices);
+/* Checks one table's ids tensor: U64 [n, 1] of a table this model has. */
+static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t i, char *err, size_t errlen) {
+    if (d->dtype != TESSERA__DTYPE__DTYPE_U64 || d->shape[1] != 1 || d->id >= (uint32_t)s->n_tables) {
+        snprintf(err, errlen, "tensor %zu: expected the row ids (U64 [n, 1]) of one of the model's %d tables", i,
+                 s->n_tables);
         return -TS_EINVAL;
+    }
+    return 0;
+}
+
+static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
+    if ((int)h->n_tensors < s->n_slices || ((int)h->n_tensors - s->n_slices) % 2) {
+        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices (then pairs of ids and row gradients)",
+                 h->n_tensors, s->cfg.shard, s->n_slices);
+        return -TS_EINVAL;
+    }
+    for (size_t i = (size_t)s->n_slices; i < h->n_tensors; i += 2) {
+        const Tessera__TensorDesc *ids = h->tensors[i], *g = h->tensors[i + 1];
+        if (check_ids(s, ids, i, err, errlen)) return -TS_EINVAL;
+        if (g->dtype != TESSERA__DTYPE__DTYPE_F32 || g->id != ids->id || g->shape[0] != ids->shape[0] ||
+            g->shape[1] != (uint64_t)s->tcfg[ids->id].dim) {
+            snprintf(err, errlen, "tensor %zu: expected the gradients [%llu, %d] of table %s", i + 1,
+                     (unsigned long long)ids->shape[0], s->tcfg[ids->id].dim, s->tcfg[ids->id].name);
+            return -TS_EINVAL;
+        }
     }
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         const Tessera__TensorDesc *d = h->tensors[i];
-        if (d->id != (uint32_t)sl->tensor || d->row_begin != sl->row_begin || d->shape[0] != sl->rows ||
+        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->id != (uint32_t)sl->tensor || d->row_begin != sl->row_begin || d->shape[0] != sl->rows ||
             d->shape[1] != sl->cols) {
             snprintf(err, errlen,
                      "tensor %zu (id %u rows %llu+%llu cols %llu) does not match shard %d's slice of "
@@ -346,9 +460,19 @@ static void apply_bsp(ps_server_t *s) {
             g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
         optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
     }
+    /* Row gradients: each table's summed in worker order, then one lazy step with the mean. */
+    for (int t = 0; t < s->n_tables; t++) {
+        for (int w = 0; w < W; w++)
+            for (int i = 0; i < s->sp_pending[w].n; i++) {
+                sparse_part_t *p = &s->sp_pending[w].parts[i];
+                if (p->table == t) sparse_table_accumulate(s->tables[t], p->idx, p->n, zmq_msg_data(&p->grads));
+            }
+        s->rows_pushed += sparse_table_apply(s->tables[t], 1.0f / (float)W);
+    }
     for (int w = 0; w < W; w++) {
         for (int i = 0; i < s->n_slices; i++)
             zmq_msg_close(&s->pending[w * s->n_slices + i]);
+        sparse_pending_clear(&s->sp_pending[w]);
         s->has_pending[w] = 0;
     }
     s->n_pending = 0;
@@ -488,6 +612,133 @@ static void take_checkpoint(ps_server_t *s) {
     s->writer_running = 1;
 }
 
+/* Finds the rows of a push's sparse pairs (creating rows of dynamic tables not seen yet) and keeps
+ * them with the gradient frames in worker w's pending list. 0, or -TS_ENOMEM (budget) / -TS_EINVAL with
+ * a message; on error the list is left empty. */
+static int take_sparse_parts(ps_server_t *s, wire_msg_t *m, int w, char *err, size_t errlen) {
+    sparse_pending_t *sp = &s->sp_pending[w];
+    const Tessera__Header *h = m->hdr;
+    for (size_t i = (size_t)s->n_slices; i < h->n_tensors; i += 2) {
+        const Tessera__TensorDesc *d = h->tensors[i];
+        size_t n = (size_t)d->shape[0];
+        uint32_t *idx = XMALLOC((n ? n : 1) * sizeof *idx);
+        int rc = sparse_table_lookup(s->tables[d->id], zmq_msg_data(&m->frames[i]), n, 1, idx, err, errlen);
+        if (rc) {
+            free(idx);
+            sparse_pending_clear(sp);
+            return rc;
+        }
+        if (sp->n == sp->cap) {
+            sp->cap = sp->cap ? 2 * sp->cap : 8;
+            sparse_part_t *grown = realloc(sp->parts, (size_t)sp->cap * sizeof *grown);
+            if (!grown) {
+                free(idx);
+                sparse_pending_clear(sp);
+                snprintf(err, errlen, "out of memory");
+                return -TS_ENOMEM;
+            }
+            sp->parts = grown;
+        }
+        sparse_part_t *p = &sp->parts[sp->n++];
+        p->table = (int)d->id;
+        p->n = n;
+        p->idx = idx;
+        zmq_msg_init(&p->grads);
+        zmq_msg_move(&p->grads, &m->frames[i + 1]);
+    }
+    return 0;
+}
+
+static uint32_t *idx_scratch(ps_server_t *s, size_t n) {
+    if (n > s->idx_cap) {
+        free(s->idx_scratch);
+        s->idx_cap = n + n / 2 + 64;
+        s->idx_scratch = XMALLOC(s->idx_cap * sizeof *s->idx_scratch);
+    }
+    return s->idx_scratch;
+}
+
+/* The rows of ids[0..n) of table t into out[n, dim] without creating any: rows not held yet get
+ * their initial values. 0 or -TS_EINVAL (an id this shard cannot hold). */
+static int peek_rows(ps_server_t *s, int t, const uint64_t *ids, size_t n, float *out, char *err, size_t errlen) {
+    const sparse_table_cfg_t *c = &s->tcfg[t];
+    for (size_t i = 0; i < n; i++) {
+        float *row = out + i * (size_t)c->dim;
+        uint32_t ix;
+        if ((c->rows && ids[i] >= c->rows) || shard_map_sparse_owner(c->table, ids[i], c->n_shards) != c->shard)
+            return sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen); /* its message */
+        if (sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen) == 0)
+            sparse_table_gather(s->tables[t], &ix, 1, row);
+        else
+            sparse_row_init(c, ids[i], row);
+    }
+    return 0;
+}
+
+static void free_rows(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* SPARSE_PULL: the rows of the requested ids, table by table. Rows of dynamic tables are created on
+ * first touch (unless read_only), charging the budget; a request the budget cannot hold gets
+ * RESOURCE_EXHAUSTED naming it. */
+static void handle_sparse_pull(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    char err[512];
+    size_t n = h->n_tensors;
+    if (!s->n_tables) {
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, "this model has no sparse tables");
+        return;
+    }
+    Tessera__TensorDesc descs[n ? n : 1], *dptr[n ? n : 1];
+    uint64_t shapes[2 * (n ? n : 1)];
+    wire_buf_t bufs[n ? n : 1];
+    size_t made = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const Tessera__TensorDesc *d = h->tensors[i];
+        if ((rc = check_ids(s, d, i, err, sizeof err))) break;
+        if (wire_align_frame(&m->frames[i])) {
+            snprintf(err, sizeof err, "out of memory");
+            rc = -TS_ENOMEM;
+            break;
+        }
+        size_t k = (size_t)d->shape[0];
+        int dim = s->tcfg[d->id].dim;
+        const uint64_t *ids = zmq_msg_data(&m->frames[i]);
+        float *out = XMALLOC((k ? k : 1) * (size_t)dim * sizeof(float));
+        if (h->read_only) {
+            rc = peek_rows(s, (int)d->id, ids, k, out, err, sizeof err);
+        } else {
+            uint32_t *idx = idx_scratch(s, k);
+            rc = sparse_table_lookup(s->tables[d->id], ids, k, 1, idx, err, sizeof err);
+            if (!rc) sparse_table_gather(s->tables[d->id], idx, k, out);
+        }
+        wire_desc_init(&descs[i], &shapes[2 * i], d->id, NULL, 0, k, (uint64_t)dim);
+        dptr[i] = &descs[i];
+        bufs[i] = (wire_buf_t){out, descs[i].nbytes, free_rows, NULL};
+        made++;
+        s->rows_pulled += k;
+    }
+    if (rc) {
+        for (size_t i = 0; i < made; i++)
+            free((void *)bufs[i].data);
+        reply_error(s, m,
+                    rc == -TS_ENOMEM ? TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED
+                                     : TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                    err);
+        return;
+    }
+    s->sparse_pulls++;
+    Tessera__Header r;
+    wire_header_init(&r, TESSERA__KIND__KIND_SPARSE_ROWS);
+    r.request_id = h->request_id;
+    r.n_tensors = n;
+    r.tensors = dptr;
+    wire_send(s->router, &m->identity, &r, bufs, n);
+}
+
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     char err[512];
@@ -518,7 +769,16 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
+    int rc = take_sparse_parts(s, m, w, err, sizeof err);
+    if (rc) {
+        reply_error(s, m,
+                    rc == -TS_ENOMEM ? TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED
+                                     : TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                    err);
+        return;
+    }
     if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w)) {
+        sparse_pending_clear(&s->sp_pending[w]);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
@@ -547,6 +807,13 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             const float *g = zmq_msg_data(&m->frames[i]);
             optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
         }
+        sparse_pending_t *sp = &s->sp_pending[w];
+        for (int i = 0; i < sp->n; i++)
+            sparse_table_accumulate(s->tables[sp->parts[i].table], sp->parts[i].idx, sp->parts[i].n,
+                                    zmq_msg_data(&sp->parts[i].grads));
+        for (int t = 0; t < s->n_tables && sp->n; t++)
+            s->rows_pushed += sparse_table_apply(s->tables[t], 1.0f);
+        sparse_pending_clear(sp);
     }
     if (s->ckpt_want > 0 && min_clock(s) >= s->ckpt_want) take_checkpoint(s);
     serve_waiting(s);
@@ -596,6 +863,7 @@ static void handle_message(ps_server_t *s) {
     switch (m.hdr->kind) {
     case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
+    case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
     case TESSERA__KIND__KIND_PING:
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         break;
@@ -666,9 +934,14 @@ int ps_server_run(ps_server_t *s) {
         zmq_msg_close(&s->waiting[i].identity);
     }
     s->n_waiting = 0;
-    log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f",
-             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s,
-             s->apply_s);
+    size_t rows = 0;
+    for (int t = 0; t < s->n_tables; t++)
+        rows += sparse_table_size(s->tables[t]);
+    log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f sparse_rows=%zu "
+             "rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
+             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s,
+             rows, (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
+             (double)s->budget.used_bytes / 1048576.0);
     return 0;
 }
 

@@ -23,6 +23,7 @@ typedef struct {
     int staleness; /* 0 BSP, k SSP, CFG_STALENESS_INF ASP */
     optim_t opt;
     uint64_t seed;
+    uint64_t memory_bytes; /* budget for parameters, optimizer state and sparse rows (0 = no limit) */
     size_t max_message_bytes;
     double heartbeat_s; /* to the scheduler, when `sched` is given */
     /* Checkpoints (optional): written under ckpt_root; completion reported to sched_endpoint over a

@@ -127,6 +127,12 @@ static void remove_version(router_t *r, rversion_t *v) {
 static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen) {
     int rc = model_spec_init(&v->spec, v->job, err, errlen);
     if (rc) return rc;
+    if (!v->spec.is_chain) {
+        snprintf(err, errlen,
+                 "the router serves models whose layers form a chain over dense inputs; this one has embedding "
+                 "tables or layers with several inputs (not served yet)");
+        return -TS_EINVAL;
+    }
     int nt = v->spec.n_tensors, nl = v->spec.n_layers;
     uint64_t *rows = XCALLOC((size_t)nt, sizeof *rows);
     for (int t = 0; t < nt; t++)
@@ -637,7 +643,8 @@ static int evaluate(router_t *r, rversion_t *v, int batch, char *err, size_t err
                 return -1;
             be->ops->add_bias(be, v->act[i + 1], l->p[1], batch, l->out);
         } else {
-            l->ops->forward(l, be, v->act[i], v->act[i + 1], batch);
+            const float *x[1] = {v->act[i]};
+            l->ops->forward(l, be, x, v->act[i + 1], batch);
         }
     }
     be->ops->sync(be);

@@ -49,6 +49,9 @@ typedef struct {
     double t_start, last_print;
     int epochs_done;
     double test_accuracy, test_loss;
+    int has_auc;
+    double test_auc, test_logloss;
+    uint64_t data_skipped;
     FILE *metrics;
     /* checkpoints: parts received for the open cut(s) */
     char ckpt_root[4096];
@@ -110,13 +113,19 @@ static void record_epoch(sched_t *s, const Tessera__Report *r) {
     s->epochs_done = (int)r->epoch;
     s->test_accuracy = r->test_accuracy;
     s->test_loss = r->test_loss;
+    s->has_auc = r->has_auc;
+    s->test_auc = r->test_auc;
+    s->test_logloss = r->test_logloss;
+    s->data_skipped = r->data_skipped;
     double train_loss = r->count ? r->loss_sum / (double)r->count : 0;
     double train_acc = r->count ? (double)r->correct / (double)r->count : 0;
     double rate = r->train_seconds > 0 ? (double)r->examples / r->train_seconds : 0;
     double wall = now_s() - s->t_start;
+    char auc[96] = "";
+    if (r->has_auc) snprintf(auc, sizeof auc, " test_auc=%.4f test_logloss=%.4f", r->test_auc, r->test_logloss);
     log_info("epoch %u done step=%llu train_loss=%.4f train_accuracy=%.4f test_loss=%.4f "
-             "test_accuracy=%.4f examples_per_s=%.0f wall_s=%.1f",
-             r->epoch, (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy,
+             "test_accuracy=%.4f%s examples_per_s=%.0f wall_s=%.1f",
+             r->epoch, (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy, auc,
              rate, wall);
     if (s->metrics) {
         fprintf(s->metrics, "%u,%llu,%.6f,%.6f,%.6f,%.6f,%.1f,%.3f,%.3f\n", r->epoch,
@@ -350,6 +359,11 @@ static int write_summary(sched_t *s, double wall) {
     cJSON_AddStringToObject(j, "tessera_version", TESSERA_VERSION);
     cJSON_AddNumberToObject(j, "test_accuracy", s->test_accuracy);
     cJSON_AddNumberToObject(j, "test_loss", s->test_loss);
+    if (s->has_auc) {
+        cJSON_AddNumberToObject(j, "test_auc", s->test_auc);
+        cJSON_AddNumberToObject(j, "test_logloss", s->test_logloss);
+    }
+    cJSON_AddNumberToObject(j, "data_skipped", (double)s->data_skipped);
     cJSON_AddNumberToObject(j, "train_examples_per_sec", train_s > 0 ? (double)ex / train_s : 0);
     cJSON_AddNumberToObject(j, "train_examples", (double)ex);
     cJSON_AddNumberToObject(j, "train_seconds", train_s);
@@ -450,6 +464,7 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     for (int i = 1; i < cl->n_workers; i++)
         if (strcmp(s.workers[i].digest, s.workers[0].digest) && cfg->staleness == 0)
             log_warn("worker %d ended with different parameters than worker 0 (BSP should agree)", i);
+    if (s.has_auc) log_info("training finished test_auc=%.4f test_logloss=%.4f", s.test_auc, s.test_logloss);
     log_info("training finished test_accuracy=%.4f epochs=%d steps=%lld wall_s=%.1f summary=%s/summary.json",
              s.test_accuracy, s.epochs_done, (long long)min_step(&s), wall, run_dir);
     if (s.metrics) fclose(s.metrics);

@@ -44,8 +44,10 @@ void ps_client_free(ps_client_t *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* Sends one request of `kind` to shard k, with its gradient slices when `grads` is not NULL. */
-static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock, const float *grads) {
+/* Sends one request of `kind` to shard k, with its gradient slices when `grads` is not NULL and then
+ * the row gradients of `sb` (its ids and gradients owned by shard k, one pair per table). */
+static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock, const float *grads,
+                        const sparse_batch_t *sb) {
     const model_spec_t *s = c->spec;
     Tessera__Header h;
     wire_header_init(&h, kind);
@@ -58,10 +60,11 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         h.stop_requested = c->stop_requested;
         h.checkpoint_requested = c->ckpt_asked;
     }
-    int nt = 0;
-    Tessera__TensorDesc descs[grads ? s->n_tensors : 1], *dptr[grads ? s->n_tensors : 1];
-    uint64_t shapes[grads ? 2 * s->n_tensors : 2];
-    wire_buf_t bufs[grads ? s->n_tensors : 1];
+    if (kind == TESSERA__KIND__KIND_SPARSE_PULL) h.read_only = c->read_only;
+    int nt = 0, cap = (grads ? s->n_tensors : 0) + (sb ? 2 * sb->n_tables : 0) + 1;
+    Tessera__TensorDesc descs[cap], *dptr[cap];
+    uint64_t shapes[2 * cap];
+    wire_buf_t bufs[cap];
     for (int t = 0; grads && t < s->n_tensors; t++) {
         row_range_t r = shard_map_range(c->map, t, k);
         if (r.row_end == r.row_begin) continue;
@@ -72,6 +75,20 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         bufs[nt] = (wire_buf_t){grads + ti->offset + r.row_begin * ti->cols, descs[nt].nbytes, NULL, NULL};
         c->bytes_sent += descs[nt].nbytes;
         nt++;
+    }
+    for (int t = 0; sb && t < sb->n_tables; t++) {
+        const sb_table_t *st = &sb->t[t];
+        int b = st->shard_off[k], n = st->shard_off[k + 1] - b;
+        if (n == 0) continue;
+        wire_desc_ids(&descs[nt], &shapes[2 * nt], (uint32_t)t, (uint64_t)n);
+        bufs[nt] = (wire_buf_t){st->ids + b, descs[nt].nbytes, NULL, NULL};
+        dptr[nt] = &descs[nt];
+        c->bytes_sent += descs[nt++].nbytes;
+        if (kind != TESSERA__KIND__KIND_PUSH_PULL) continue;
+        wire_desc_init(&descs[nt], &shapes[2 * nt], (uint32_t)t, NULL, 0, (uint64_t)n, (uint64_t)st->dim);
+        bufs[nt] = (wire_buf_t){st->grads + (size_t)b * (size_t)st->dim, descs[nt].nbytes, NULL, NULL};
+        dptr[nt] = &descs[nt];
+        c->bytes_sent += descs[nt++].nbytes;
     }
     h.n_tensors = (size_t)nt;
     h.tensors = dptr;
@@ -105,9 +122,36 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params
     return 0;
 }
 
-/* Waits for the PARAMS reply of every shard. */
-static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen) {
+/* Copies the rows of a SPARSE_ROWS reply from shard k into sb, checking them against the request. */
+static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, sparse_batch_t *sb, char *err, size_t errlen) {
+    size_t i = 0;
+    for (int t = 0; t < sb->n_tables; t++) {
+        sb_table_t *st = &sb->t[t];
+        int b = st->shard_off[k], n = st->shard_off[k + 1] - b;
+        if (n == 0) continue;
+        const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
+        if (!d || d->id != (uint32_t)t || d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->shape[0] != (uint64_t)n ||
+            d->shape[1] != (uint64_t)st->dim) {
+            snprintf(err, errlen, "shard %d sent rows that do not match the request (table %s)", k,
+                     c->spec->tables[t].name);
+            return -TS_EPROTO;
+        }
+        memcpy(st->rows + (size_t)b * (size_t)st->dim, zmq_msg_data(&m->frames[i]), d->nbytes);
+        c->bytes_received += d->nbytes;
+        sb->rows_pulled += (uint64_t)n;
+        i++;
+    }
+    if (i != m->hdr->n_tensors) {
+        snprintf(err, errlen, "shard %d sent %zu row tensors, expected %zu", k, m->hdr->n_tensors, i);
+        return -TS_EPROTO;
+    }
+    return 0;
+}
+
+/* Waits for the reply of every shard: PARAMS into `params`, or with `sb` SPARSE_ROWS into its rows. */
+static int gather_replies(ps_client_t *c, float *params, sparse_batch_t *sb, char *err, size_t errlen) {
     int n = c->n_shards, left = n;
+    Tessera__Kind want = sb ? TESSERA__KIND__KIND_SPARSE_ROWS : TESSERA__KIND__KIND_PARAMS;
     zmq_pollitem_t items[n];
     int done[n];
     for (int k = 0; k < n; k++) {
@@ -141,10 +185,12 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
                 snprintf(err, errlen, "shard %d: %s: %s", k, wire_error_name(m.hdr->error_code),
                          m.hdr->error_message);
                 rc = -TS_EREMOTE;
-            } else if (m.hdr->kind != TESSERA__KIND__KIND_PARAMS) {
-                snprintf(err, errlen, "shard %d answered %s, expected PARAMS", k,
-                         wire_kind_name(m.hdr->kind));
+            } else if (m.hdr->kind != want) {
+                snprintf(err, errlen, "shard %d answered %s, expected %s", k, wire_kind_name(m.hdr->kind),
+                         wire_kind_name(want));
                 rc = -TS_EPROTO;
+            } else if (sb) {
+                rc = take_rows(c, k, &m, sb, err, errlen);
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);
                 c->peer_stop |= m.hdr->stop_requested;
@@ -163,21 +209,33 @@ static int gather_params(ps_client_t *c, float *params, char *err, size_t errlen
     return 0;
 }
 
-int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, float *params, char *err,
-                        size_t errlen) {
+int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
+                        float *params, char *err, size_t errlen) {
     for (int k = 0; k < c->n_shards; k++)
-        if (send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads)) {
+        if (send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads, sb && sb->n_tables ? sb : NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_params(c, params, err, errlen);
+    return gather_replies(c, params, NULL, err, errlen);
+}
+
+int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, char *err, size_t errlen) {
+    if (!sb->n_tables) return 0;
+    for (int k = 0; k < c->n_shards; k++) {
+        c->read_only = read_only;
+        if (send_request(c, k, TESSERA__KIND__KIND_SPARSE_PULL, 0, NULL, sb)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    }
+    return gather_replies(c, NULL, sb, err, errlen);
 }
 
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
     for (int k = 0; k < c->n_shards; k++)
-        if (send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL)) {
+        if (send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL, NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_params(c, params, err, errlen);
+    return gather_replies(c, params, NULL, err, errlen);
 }

@@ -9,6 +9,7 @@
 #include "cluster.h"
 #include "model.h"
 #include "shard_map.h"
+#include "sparse_batch.h"
 
 typedef struct {
     int n_shards;
@@ -31,6 +32,7 @@ typedef struct {
     int peer_stop;      /* a reply said another rank was asked to stop */
     int ckpt_asked;     /* set on pushes: this worker was asked for a checkpoint */
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
+    int read_only;      /* the sparse pull being sent must not create rows */
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */
@@ -40,10 +42,16 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
 void ps_client_free(ps_client_t *c);
 
 /* Sends the gradients of iteration `clock` (host memory, the model's flat layout; sent zero-copy, so
- * it must not change until this returns) and writes the parameters for clock + 1 into `params`.
- * Returns 0, -TS_ETIMEDOUT, -TS_EREMOTE (a shard answered with an error) or -TS_EPROTO, with a message. */
-int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, float *params, char *err,
-                        size_t errlen);
+ * it must not change until this returns), with the row gradients of `sb` when not NULL, and writes the
+ * parameters for clock + 1 into `params`. Returns 0, -TS_ETIMEDOUT, -TS_EREMOTE (a shard answered with
+ * an error) or -TS_EPROTO, with a message. */
+int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
+                        float *params, char *err, size_t errlen);
+
+/* Pulls the rows of every table's unique ids in `sb` from the shards that own them into sb's rows.
+ * With `read_only`, rows a shard does not hold yet come back with their initial values and are not
+ * created (evaluation). Same returns. */
+int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, char *err, size_t errlen);
 
 /* Writes the parameters for `clock` into `params`. Same returns. */
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen);

@@ -11,9 +11,12 @@
 #include "check.h"
 #include "ckpt.h"
 #include "data.h"
+#include "data_ctr.h"
+#include "metrics.h"
 #include "model.h"
 #include "program.h"
 #include "ps_client.h"
+#include "sparse_batch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -68,39 +71,182 @@ static void sched_drain(worker_t *w, int block) {
     }
 }
 
+/* A job's data: IDX images, or CTR rows (dense features and categorical bags). */
+typedef struct {
+    int tabular;
+    dataset_t idx;
+    ctr_dataset_t ctr;
+    size_t n;
+    int dim;
+} data_t;
+
+static void data_free(data_t *d) {
+    dataset_free(&d->idx);
+    ctr_dataset_free(&d->ctr);
+}
+
+/* Writes examples ex[0..count) as model inputs into x and y and, for CTR data, their bags into sb. */
+static void data_gather(const data_t *d, const job_config_t *cfg, const uint32_t *ex, size_t count, float *x,
+                        int32_t *y, sparse_batch_t *sb) {
+    if (!d->tabular) {
+        dataset_gather(&d->idx, ex, count, (float)cfg->mean, (float)cfg->std, x, y);
+        return;
+    }
+    const ctr_dataset_t *c = &d->ctr;
+    for (size_t b = 0; b < count; b++) {
+        memcpy(x + b * (size_t)c->n_dense, c->dense + (size_t)ex[b] * (size_t)c->n_dense,
+               (size_t)c->n_dense * sizeof(float));
+        y[b] = c->label[ex[b]];
+    }
+    if (sb->n_tables) sparse_batch_build(sb, c, ex, (int)count);
+}
+
+/* Runs one batch, already gathered: pulls its rows (read_only for evaluation), then forward and, when
+ * `train`, backward. 0 or the pull's error. */
+static int run_batch(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const float *x, const int32_t *y, int n,
+                     int train, double *loss, long *correct, char *err, size_t errlen) {
+    if (sb->n_tables) {
+        int rc = ps_client_sparse_pull(pc, sb, !train, err, errlen);
+        if (rc) return rc;
+        sparse_batch_bind(sb, m);
+    }
+    model_run(m, x, y, n, train, loss, correct);
+    return 0;
+}
+
 /* Evaluates rows [begin, end) of `test`; adds loss sum, correct and count into acc[0..2]. With
- * `logits` (job.save_test_logits), also writes each row's logits there as float32. */
-static void evaluate(model_t *m, const dataset_t *test, size_t begin, size_t end, const job_config_t *cfg,
-                     float *xb, int32_t *yb, uint32_t *idx, double acc[3], FILE *logits) {
-    float *host = logits ? XMALLOC((size_t)EVAL_BATCH * (size_t)m->spec.classes * sizeof(float)) : NULL;
-    for (size_t i = begin; i < end; i += EVAL_BATCH) {
+ * `logits` (job.save_test_logits), also writes each row's logits there as float32; with `scores`
+ * (a binary model), keeps each row's logit and label there for the AUC. */
+static int evaluate(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const data_t *test, size_t begin,
+                    size_t end, const job_config_t *cfg, float *xb, int32_t *yb, uint32_t *idx, double acc[3],
+                    FILE *logits, float *scores, int32_t *labels, char *err, size_t errlen) {
+    size_t row_bytes = (size_t)m->spec.classes * sizeof(float);
+    float *host = XMALLOC((size_t)EVAL_BATCH * row_bytes);
+    int rc = 0;
+    for (size_t i = begin; i < end && !rc; i += EVAL_BATCH) {
         size_t n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
         for (size_t j = 0; j < n; j++)
             idx[j] = (uint32_t)(i + j);
-        dataset_gather(test, idx, n, (float)cfg->mean, (float)cfg->std, xb, yb);
+        data_gather(test, cfg, idx, n, xb, yb, sb);
         long correct = 0;
-        model_run(m, xb, yb, (int)n, 0, &acc[0], &correct);
+        rc = run_batch(m, pc, sb, xb, yb, (int)n, 0, &acc[0], &correct, err, errlen);
         acc[1] += (double)correct;
         acc[2] += (double)n;
-        if (logits) {
-            size_t bytes = n * (size_t)m->spec.classes * sizeof(float);
-            m->be->ops->to_host(m->be, host, m->act[m->spec.n_layers - 1], bytes);
-            m->be->ops->sync(m->be);
-            if (fwrite(host, 1, bytes, logits) != bytes) log_warn("cannot write test logits");
+        if (rc || (!logits && !scores)) continue;
+        m->be->ops->to_host(m->be, host, m->logits, n * row_bytes);
+        m->be->ops->sync(m->be);
+        if (logits && fwrite(host, 1, n * row_bytes, logits) != n * row_bytes) log_warn("cannot write test logits");
+        if (scores) {
+            memcpy(scores + (i - begin), host, n * sizeof(float));
+            memcpy(labels + (i - begin), yb, n * sizeof(int32_t));
         }
     }
     free(host);
+    return rc;
 }
 
-static int load_data(const job_config_t *cfg, int classes, dataset_t *train, dataset_t *test) {
+/* Drops the examples of `d` whose ids are out of range for a pre-sized table: an error naming the file
+ * and line, or (data.on_error = skip) skipped and counted in *skipped. 0 or -TS_EINVAL. */
+static int check_table_ids(ctr_dataset_t *d, const model_spec_t *spec, int skip, size_t *skipped) {
+    size_t keep = 0, logged = 0;
+    uint64_t nnz = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        const char *bad_table = NULL;
+        uint64_t bad_id = 0, bad_rows = 0;
+        int bad_slot = 0;
+        for (int t = 0; t < spec->n_tables && !bad_table; t++) {
+            const table_info_t *ti = &spec->tables[t];
+            if (!ti->rows) continue;
+            size_t bag = i * (size_t)d->n_slots + (size_t)ti->slot;
+            for (uint64_t k = d->bag_off[bag]; k < d->bag_off[bag + 1]; k++)
+                if (d->ids[k] >= ti->rows) {
+                    bad_table = ti->name;
+                    bad_id = d->ids[k];
+                    bad_rows = ti->rows;
+                    bad_slot = ti->slot;
+                    break;
+                }
+        }
+        if (bad_table) {
+            if (!skip || logged < 5) {
+                char msg[1024];
+                snprintf(msg, sizeof msg,
+                         "%s:%llu: categorical slot %d: id %llu (0x%llx) is out of range for table %s (rows = %llu)",
+                         d->path, (unsigned long long)d->line[i], bad_slot, (unsigned long long)bad_id,
+                         (unsigned long long)bad_id, bad_table, (unsigned long long)bad_rows);
+                if (skip)
+                    log_warn("%s: skipped", msg);
+                else
+                    log_error("%s (data.on_error = skip skips such lines)", msg);
+            }
+            logged++;
+            if (!skip) return -TS_EINVAL;
+            continue;
+        }
+        /* compact example i into position keep */
+        size_t S = (size_t)d->n_slots;
+        if (keep != i) {
+            memcpy(d->dense + keep * (size_t)d->n_dense, d->dense + i * (size_t)d->n_dense,
+                   (size_t)d->n_dense * sizeof(float));
+            d->label[keep] = d->label[i];
+            d->line[keep] = d->line[i];
+        }
+        uint64_t first = d->bag_off[i * S], last = d->bag_off[i * S + S];
+        uint64_t starts[S + 1];
+        for (size_t k = 0; k <= S; k++)
+            starts[k] = d->bag_off[i * S + k] - first + nnz;
+        memmove(d->ids + nnz, d->ids + first, (last - first) * sizeof *d->ids);
+        if (d->wts) memmove(d->wts + nnz, d->wts + first, (last - first) * sizeof *d->wts);
+        for (size_t k = 0; k <= S; k++)
+            d->bag_off[keep * S + k] = starts[k];
+        nnz += last - first;
+        keep++;
+    }
+    *skipped += d->n - keep;
+    d->n = keep;
+    return 0;
+}
+
+static int load_ctr(const job_config_t *cfg, const model_spec_t *spec, const char *file, data_t *d,
+                    size_t *skipped) {
+    char path[2 * CFG_STR + 2], err[1024];
+    snprintf(path, sizeof path, "%s/%s", cfg->data_dir, file);
+    ctr_read_opts_t o = {.format = cfg->data_format,
+                         .n_dense = cfg->dense_features,
+                         .n_slots = cfg->sparse_features,
+                         .skip_bad = !strcmp(cfg->on_error, "skip"),
+                         .limit = file == cfg->train_file ? cfg->train_limit : cfg->test_limit};
+    d->tabular = 1;
+    int rc = ctr_load(&d->ctr, path, &o, err, sizeof err);
+    if (rc) {
+        log_error("cannot load data: %s", err);
+        return rc;
+    }
+    *skipped += d->ctr.skipped;
+    rc = check_table_ids(&d->ctr, spec, o.skip_bad, skipped);
+    d->n = d->ctr.n;
+    d->dim = d->ctr.n_dense;
+    return rc;
+}
+
+static int load_data(const job_config_t *cfg, const model_spec_t *spec, data_t *train, data_t *test,
+                     size_t *skipped) {
+    if (strcmp(cfg->data_format, "idx")) {
+        int rc = load_ctr(cfg, spec, cfg->train_file, train, skipped);
+        return rc ? rc : load_ctr(cfg, spec, cfg->test_file, test, skipped);
+    }
     char ti[2 * CFG_STR + 2], tl[2 * CFG_STR + 2], vi[2 * CFG_STR + 2], vl[2 * CFG_STR + 2], err[1024];
     snprintf(ti, sizeof ti, "%s/%s", cfg->data_dir, cfg->train_images);
     snprintf(tl, sizeof tl, "%s/%s", cfg->data_dir, cfg->train_labels);
     snprintf(vi, sizeof vi, "%s/%s", cfg->data_dir, cfg->test_images);
     snprintf(vl, sizeof vl, "%s/%s", cfg->data_dir, cfg->test_labels);
-    int rc = idx_load(train, ti, tl, cfg->train_limit, classes, err, sizeof err);
-    if (!rc) rc = idx_load(test, vi, vl, cfg->test_limit, classes, err, sizeof err);
+    int rc = idx_load(&train->idx, ti, tl, cfg->train_limit, spec->classes, err, sizeof err);
+    if (!rc) rc = idx_load(&test->idx, vi, vl, cfg->test_limit, spec->classes, err, sizeof err);
     if (rc) log_error("cannot load data: %s (set [data] dir or data.dir=DIR)", err);
+    train->n = train->idx.n;
+    train->dim = train->idx.dim;
+    test->n = test->idx.n;
+    test->dim = test->idx.dim;
     return rc;
 }
 
@@ -175,6 +321,32 @@ static int resume_state(const char *dir, int me, int W, size_t spe_new, size_t n
     return 0;
 }
 
+/* Gathers every worker's test logits and labels at worker 0, which computes the AUC and log-loss
+ * over the whole test set (the others get zeros). */
+static void gather_auc(const cluster_t *cl, const float *scores, const int32_t *labels, size_t n, size_t total,
+                       double *auc, double *logloss) {
+    int W = cl->n_workers, me = cl->index;
+    int *counts = XCALLOC((size_t)W, sizeof *counts), *displs = XCALLOC((size_t)W, sizeof *displs);
+    for (int w = 0; w < W; w++) {
+        size_t b = total * (size_t)w / (size_t)W, e = total * (size_t)(w + 1) / (size_t)W;
+        counts[w] = (int)(e - b);
+        displs[w] = (int)b;
+    }
+    float *all_s = me == 0 ? XMALLOC((total ? total : 1) * sizeof(float)) : NULL;
+    int32_t *all_l = me == 0 ? XMALLOC((total ? total : 1) * sizeof(int32_t)) : NULL;
+    MPI_CHECK(MPI_Gatherv(scores, (int)n, MPI_FLOAT, all_s, counts, displs, MPI_FLOAT, 0, cl->role_comm));
+    MPI_CHECK(MPI_Gatherv(labels, (int)n, MPI_INT32_T, all_l, counts, displs, MPI_INT32_T, 0, cl->role_comm));
+    *auc = *logloss = 0;
+    if (me == 0) {
+        *auc = metric_auc(all_s, all_l, total);
+        *logloss = metric_logloss(all_s, all_l, total);
+    }
+    free(all_s);
+    free(all_l);
+    free(counts);
+    free(displs);
+}
+
 int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_dir, const char *resume_dir) {
     char err[1024] = "";
     worker_t w = {.cfg = cfg, .cl = cl};
@@ -193,8 +365,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         log_error("%s", err);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    dataset_t train = {0}, test = {0};
-    rc = load_data(cfg, model.spec.classes, &train, &test);
+    data_t train = {0}, test = {0};
+    size_t skipped = 0;
+    rc = load_data(cfg, &model.spec, &train, &test, &skipped);
     if (!rc && (train.dim != model.spec.input_dim || test.dim != model.spec.input_dim)) {
         log_error("data has %d (train) and %d (test) features per example but [model] input = %d", train.dim,
                   test.dim, model.spec.input_dim);
@@ -215,6 +388,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     shard_map_t map;
     if (shard_map_init(&map, rows, model.spec.n_tensors, cl->n_ps)) rc = -TS_ENOMEM;
     free(rows);
+    sparse_batch_t sb;
+    sparse_batch_init(&sb, &model.spec, cl->n_ps, max_batch);
+    int binary = model.spec.classes == 1;
 
     w.zctx = zmq_ctx_new();
     w.sched = zmq_socket(w.zctx, ZMQ_DEALER);
@@ -278,11 +454,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         size_t first = epoch == start.epoch ? (size_t)start.position : 0;
         for (size_t s = first; s < steps_per_epoch && clock < total_steps && !stopping; s++) {
             int B = cfg->batch_size;
-            dataset_gather(&train, perm + s * (size_t)B, (size_t)B, (float)cfg->mean, (float)cfg->std, xb,
-                           yb);
+            data_gather(&train, cfg, perm + s * (size_t)B, (size_t)B, xb, yb, &sb);
             double loss = 0, tc = now_s();
             long correct = 0;
-            model_run(&model, xb, yb, B, 1, &loss, &correct);
+            rc = run_batch(&model, &pc, &sb, xb, yb, B, 1, &loss, &correct, err, sizeof err);
+            if (rc) break;
             double tp = now_s();
             compute_s += tp - tc;
             if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
@@ -301,13 +477,20 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                     "can); training goes on");
                 warned_async = 1;
             }
-            if (me == 0 && cfg->staleness == 0 &&
+            if (model.spec.n_tables && stop_asked) {
+                /* Sparse tables are not in checkpoints yet: stopping cannot save them. */
+                snprintf(err, sizeof err, "stop requested; models with sparse tables cannot checkpoint yet, so "
+                                          "the job ends without a checkpoint");
+                rc = -TS_ESTATE;
+                break;
+            }
+            if (me == 0 && cfg->staleness == 0 && !model.spec.n_tables &&
                 plan_checkpoint(&pc, cfg, clock, &last_ckpt, asked, !stop_planned && stop_asked)) {
                 program_checkpoint_requested = 0;
                 pc.peer_ckpt = w.sched_ckpt = 0;
                 stop_planned |= pc.ckpt_request_stop;
             }
-            rc = ps_client_push_pull(&pc, clock, grads, params, err, sizeof err);
+            rc = ps_client_push_pull(&pc, clock, grads, &sb, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
             pc.ckpt_asked = 0;
@@ -367,8 +550,21 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             snprintf(lpath, sizeof lpath, "%s/test-logits-%09zu-%09zu.f32", run_dir, tb, te);
             if (!(logits = fopen(lpath, "wb"))) log_warn("cannot write %s: %s", lpath, strerror(errno));
         }
-        if (!stopping) evaluate(&model, &test, tb, te, cfg, xb, yb, eval_idx, local + 3, logits);
+        size_t nt = te - tb;
+        float *scores = binary ? XMALLOC((nt ? nt : 1) * sizeof(float)) : NULL;
+        int32_t *labels = binary ? XMALLOC((nt ? nt : 1) * sizeof(int32_t)) : NULL;
+        if (!stopping)
+            rc = evaluate(&model, &pc, &sb, &test, tb, te, cfg, xb, yb, eval_idx, local + 3, logits, scores,
+                          labels, err, sizeof err);
         if (logits) fclose(logits);
+        if (rc) {
+            log_error("evaluation failed: %s", err);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        double auc = 0, logloss = 0;
+        if (binary && !stopping) gather_auc(cl, scores, labels, nt, test.n, &auc, &logloss);
+        free(scores);
+        free(labels);
         MPI_CHECK(MPI_Allreduce(local, global, 6, MPI_DOUBLE, MPI_SUM, cl->role_comm));
         MPI_CHECK(MPI_Allreduce(lmax, gmax, 3, MPI_DOUBLE, MPI_MAX, cl->role_comm));
         if (gmax[1] > 0) {
@@ -393,6 +589,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             rep.train_seconds = gmax[0];
             rep.test_loss = global[5] > 0 ? global[3] / global[5] : 0;
             rep.test_accuracy = global[5] > 0 ? global[4] / global[5] : 0;
+            rep.has_auc = binary;
+            rep.test_auc = auc;
+            rep.test_logloss = logloss;
+            rep.data_skipped = skipped;
             sched_send(&w, TESSERA__KIND__KIND_EPOCH, &rep);
             sched_drain(&w, 0);
         }
@@ -436,8 +636,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     free(yb);
     free(perm);
     free(eval_idx);
-    dataset_free(&train);
-    dataset_free(&test);
+    data_free(&train);
+    data_free(&test);
+    sparse_batch_free(&sb);
     model_free(&model);
     backend_free(be);
     return 0;

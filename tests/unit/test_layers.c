@@ -33,7 +33,8 @@ typedef struct {
 } lcase_t;
 
 static double objective(lcase_t *c, backend_t *be) {
-    c->l.ops->forward(&c->l, be, c->x, c->y, c->batch);
+    const float *x[1] = {c->x};
+    c->l.ops->forward(&c->l, be, x, c->y, c->batch);
     double s = 0;
     for (int i = 0; i < c->batch * c->l.out; i++)
         s += (double)c->y[i] * c->r[i];
@@ -66,6 +67,8 @@ static void test_layer(const char *type, int in, int out, backend_t *be) {
     EXPECT(c.l.ops != NULL, "layer %s missing", type);
     if (!c.l.ops) return;
     char err[256];
+    c.l.in = c.l.in_w[0] = in;
+    c.l.n_in = 1;
     EXPECT(c.l.ops->init(&c.l, &cfg, in, err, sizeof err) == 0, "%s init", type);
     size_t np = 0;
     for (int p = 0; p < c.l.n_params; p++)
@@ -90,7 +93,9 @@ static void test_layer(const char *type, int in, int out, backend_t *be) {
             c.x[i] += c.x[i] > 0 ? 0.1f : -0.1f;
     fill(c.r, (size_t)c.batch * c.l.out, -1, 1);
     objective(&c, be);
-    c.l.ops->backward(&c.l, be, c.x, c.y, c.r, c.dx, c.batch);
+    const float *xs[1] = {c.x};
+    float *dxs[1] = {c.dx};
+    c.l.ops->backward(&c.l, be, xs, c.y, c.r, dxs, c.batch);
     float *gcopy = malloc((np + 1) * sizeof(float)), *dxcopy = malloc((size_t)c.batch * in * sizeof(float));
     memcpy(gcopy, c.grads, np * sizeof(float));
     memcpy(dxcopy, c.dx, (size_t)c.batch * in * sizeof(float));
@@ -114,7 +119,7 @@ static void test_softmax_xent(backend_t *be) {
     float x[B * C], dx[B * C], loss[B];
     int32_t labels[B] = {0, 5, 2, 2}, pred[B];
     fill(x, B * C, -3, 3);
-    layer_t l = {.ops = &layer_softmax_xent_ops};
+    layer_t l = {.ops = &layer_softmax_xent_ops, .in = C};
     layer_cfg_t cfg = {.out = 0};
     char err[64];
     l.ops->init(&l, &cfg, C, err, sizeof err);
@@ -153,10 +158,10 @@ static void test_model(backend_t *be) {
     config_defaults(&cfg);
     cfg.input_dim = 7;
     cfg.n_layers = 4;
-    cfg.layers[0] = (layer_cfg_t){"fc1", "linear", 5};
-    cfg.layers[1] = (layer_cfg_t){"act", "relu", 0};
-    cfg.layers[2] = (layer_cfg_t){"fc2", "linear", 3};
-    cfg.layers[3] = (layer_cfg_t){"loss", "softmax_xent", 0};
+    cfg.layers[0] = (layer_cfg_t){.name = "fc1", .type = "linear", .out = 5};
+    cfg.layers[1] = (layer_cfg_t){.name = "act", .type = "relu"};
+    cfg.layers[2] = (layer_cfg_t){.name = "fc2", .type = "linear", .out = 3};
+    cfg.layers[3] = (layer_cfg_t){.name = "loss", .type = "softmax_xent"};
     model_t m;
     char err[256];
     EXPECT(model_init(&m, &cfg, be, 8, err, sizeof err) == 0, "model_init: %s", err);
@@ -194,6 +199,98 @@ static void test_model(backend_t *be) {
     model_free(&m);
 }
 
+
+/* A click-through model with embedding bags, through model_run: the gradients of the mean loss with
+ * respect to every dense parameter and every pulled embedding row, against finite differences. With
+ * `use_dot` the bottom MLP and the bags meet in a dot interaction (sum bags); otherwise in a concat
+ * (mean bags, weighted ids). */
+static void test_ctr_model(backend_t *be, int use_dot) {
+    job_config_t cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.data_format, sizeof cfg.data_format, "criteo");
+    cfg.dense_features = 3;
+    cfg.sparse_features = 2;
+    cfg.n_layers = 6;
+    cfg.layers[0] = (layer_cfg_t){.name = "bot", .type = "linear", .out = 4, .n_inputs = 1, .inputs = {"input"}};
+    cfg.layers[1] = (layer_cfg_t){.name = "act", .type = "relu"};
+    cfg.layers[2] = (layer_cfg_t){.name = "emb", .type = "embedding_bag", .slot_begin = 0, .slot_end = 2, .dim = 4};
+    snprintf(cfg.layers[2].mode, sizeof cfg.layers[2].mode, "%s", use_dot ? "sum" : "mean");
+    cfg.layers[3] = (layer_cfg_t){.name = "mix", .n_inputs = 2, .inputs = {"act", "emb"}};
+    snprintf(cfg.layers[3].type, sizeof cfg.layers[3].type, "%s", use_dot ? "dot" : "concat");
+    cfg.layers[4] = (layer_cfg_t){.name = "top", .type = "linear", .out = 1};
+    cfg.layers[5] = (layer_cfg_t){.name = "loss", .type = "sigmoid_bce"};
+    model_t m;
+    char err[512];
+    int rc = model_init(&m, &cfg, be, 8, err, sizeof err);
+    EXPECT(rc == 0, "model_init: %s", err);
+    if (rc) return;
+    EXPECT(m.spec.n_tables == 2 && !m.spec.is_chain && m.spec.classes == 1, "tables %d chain %d classes %d",
+           m.spec.n_tables, m.spec.is_chain, m.spec.classes);
+    EXPECT(m.spec.layers[3].out == (use_dot ? 4 + 3 : 12), "mix width %d", m.spec.layers[3].out);
+    fill(m.params, m.spec.n_floats, -0.8f, 0.8f);
+    enum { B = 5, U = 3, DIM = 4 };
+    /* bags: example b of slot t holds these indices into the slot's U unique rows (example 2 of slot 1 is
+     * empty: a missing value) */
+    static const int32_t off[2][B + 1] = {{0, 1, 2, 4, 5, 6}, {0, 2, 3, 3, 4, 6}};
+    static const int32_t idx[2][6] = {{0, 1, 2, 0, 1, 2}, {1, 2, 0, 0, 2, 1}};
+    float rows[2][U * DIM], grad[2][U * DIM], wts[6];
+    fill(&rows[0][0], 2 * U * DIM, -0.8f, 0.8f);
+    fill(wts, 6, 0.5f, 1.5f);
+    for (int t = 0; t < 2; t++)
+        m.slots[t] = (sparse_slot_t){t, U, rows[t], grad[t], off[t], idx[t], use_dot ? NULL : wts};
+    float x[B * 3];
+    int32_t y[B] = {1, 0, 0, 1, 1};
+    fill(x, B * 3, 0, 2);
+    double loss = 0;
+    long correct = 0;
+    model_run(&m, x, y, B, 1, &loss, &correct);
+    float *g = malloc(m.spec.n_floats * sizeof(float)), grow[2][U * DIM];
+    memcpy(g, m.grads, m.spec.n_floats * sizeof(float));
+    memcpy(grow, grad, sizeof grow);
+    double worst = 0, worst_rows = 0;
+    const float h = 1e-3f;
+    for (size_t i = 0; i < m.spec.n_floats + 2 * U * DIM; i++) {
+        float *v = i < m.spec.n_floats ? &m.params[i] : &rows[0][0] + (i - m.spec.n_floats);
+        double a = i < m.spec.n_floats ? g[i] : (&grow[0][0])[i - m.spec.n_floats];
+        float keep = *v;
+        double up = 0, down = 0;
+        *v = keep + h;
+        model_run(&m, x, y, B, 0, &up, &correct);
+        *v = keep - h;
+        model_run(&m, x, y, B, 0, &down, &correct);
+        *v = keep;
+        double e = rel_err(a, (up - down) / B / (2.0 * h));
+        if (i < m.spec.n_floats && e > worst) worst = e;
+        if (i >= m.spec.n_floats && e > worst_rows) worst_rows = e;
+    }
+    EXPECT(worst < 2e-2, "%s model: dparams relative error %.3g", use_dot ? "dot" : "concat", worst);
+    EXPECT(worst_rows < 2e-2, "%s model: embedding rows relative error %.3g", use_dot ? "dot" : "concat",
+           worst_rows);
+    fprintf(stderr, "%-12s max relative error: dparams %.2e, rows %.2e\n", use_dot ? "dlrm(dot)" : "ctr(concat)",
+            worst, worst_rows);
+    free(g);
+    model_free(&m);
+}
+
+/* Graph mistakes in a job are errors that name the layer. */
+static void test_graph_errors(backend_t *be) {
+    job_config_t cfg;
+    config_defaults(&cfg);
+    cfg.input_dim = 4;
+    cfg.n_layers = 3;
+    cfg.layers[0] = (layer_cfg_t){.name = "a", .type = "linear", .out = 3};
+    cfg.layers[1] = (layer_cfg_t){.name = "b", .type = "linear", .out = 2, .n_inputs = 1, .inputs = {"input"}};
+    cfg.layers[2] = (layer_cfg_t){.name = "loss", .type = "softmax_xent"};
+    model_t m;
+    char err[512] = "";
+    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "[layer a]") && strstr(err, "never read"),
+           "unread output: %s", err);
+    cfg.layers[1].n_inputs = 1;
+    snprintf(cfg.layers[1].inputs[0], sizeof cfg.layers[1].inputs[0], "nosuch");
+    err[0] = '\0';
+    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "nosuch"), "unknown input: %s", err);
+}
+
 int main(void) {
     rng_seed(&rng, 7);
     backend_t *be = backend_cpu_create(1);
@@ -201,6 +298,9 @@ int main(void) {
     test_layer("relu", 9, 0, be);
     test_softmax_xent(be);
     test_model(be);
+    test_ctr_model(be, 1);
+    test_ctr_model(be, 0);
+    test_graph_errors(be);
     backend_free(be);
     EXPECT_DONE();
 }

@@ -297,8 +297,8 @@ int main(void) {
     config_defaults(&cfg);
     cfg.input_dim = 4;
     cfg.n_layers = 2;
-    cfg.layers[0] = (layer_cfg_t){"fc", "linear", 3};
-    cfg.layers[1] = (layer_cfg_t){"loss", "softmax_xent", 0};
+    cfg.layers[0] = (layer_cfg_t){.name = "fc", .type = "linear", .out = 3};
+    cfg.layers[1] = (layer_cfg_t){.name = "loss", .type = "softmax_xent"};
     char err[256];
     EXPECT(model_spec_init(&spec, &cfg, err, sizeof err) == 0, "spec: %s", err);
     uint64_t rows[2] = {3, 3};

@@ -1,0 +1,149 @@
+#include "sparse_batch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "shard_map.h"
+
+void sparse_batch_init(sparse_batch_t *sb, const model_spec_t *spec, int n_shards, int max_batch) {
+    memset(sb, 0, sizeof *sb);
+    sb->n_tables = spec->n_tables;
+    sb->n_shards = n_shards;
+    sb->t = XCALLOC((size_t)(spec->n_tables ? spec->n_tables : 1), sizeof *sb->t);
+    for (int i = 0; i < spec->n_tables; i++) {
+        sb_table_t *t = &sb->t[i];
+        t->slot = spec->tables[i].slot;
+        t->dim = spec->tables[i].dim;
+        t->shard_off = XCALLOC((size_t)n_shards + 1, sizeof *t->shard_off);
+        t->off = XCALLOC((size_t)max_batch + 1, sizeof *t->off);
+    }
+}
+
+void sparse_batch_free(sparse_batch_t *sb) {
+    if (!sb || !sb->t) return;
+    for (int i = 0; i < sb->n_tables; i++) {
+        sb_table_t *t = &sb->t[i];
+        free(t->ids);
+        free(t->shard_off);
+        free(t->rows);
+        free(t->grads);
+        free(t->off);
+        free(t->idx);
+        free(t->wts);
+    }
+    free(sb->t);
+    free(sb->hkeys);
+    free(sb->hval);
+    free(sb->hstamp);
+    free(sb->tmp);
+    free(sb->order);
+    memset(sb, 0, sizeof *sb);
+}
+
+/* Makes the dedup hash hold at least 2 * nnz keys and the per-entry scratch nnz entries. */
+static void reserve_hash(sparse_batch_t *sb, size_t nnz) {
+    size_t want = 64;
+    while (want < 2 * nnz)
+        want *= 2;
+    if (want <= sb->hcap) return;
+    free(sb->hkeys);
+    free(sb->hval);
+    free(sb->hstamp);
+    free(sb->tmp);
+    free(sb->order);
+    sb->hcap = want;
+    sb->hkeys = XMALLOC(want * sizeof *sb->hkeys);
+    sb->hval = XMALLOC(want * sizeof *sb->hval);
+    sb->hstamp = XCALLOC(want, sizeof *sb->hstamp);
+    sb->tmp = XMALLOC(want * sizeof *sb->tmp);
+    sb->order = XMALLOC(want * sizeof *sb->order);
+    sb->gen = 0;
+}
+
+static void reserve_table(sb_table_t *t, size_t nnz, int weighted) {
+    if (nnz <= t->cap_nnz && (!weighted || t->wts)) return;
+    size_t cap = nnz < 64 ? 64 : nnz;
+    free(t->ids);
+    free(t->rows);
+    free(t->grads);
+    free(t->idx);
+    free(t->wts);
+    t->ids = XMALLOC(cap * sizeof *t->ids);
+    t->rows = XMALLOC(cap * (size_t)t->dim * sizeof(float));
+    t->grads = XMALLOC(cap * (size_t)t->dim * sizeof(float));
+    t->idx = XMALLOC(cap * sizeof *t->idx);
+    t->wts = weighted ? XMALLOC(cap * sizeof *t->wts) : NULL;
+    t->cap = t->cap_nnz = cap;
+}
+
+void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32_t *ex, int batch) {
+    for (int ti = 0; ti < sb->n_tables; ti++) {
+        sb_table_t *t = &sb->t[ti];
+        size_t nnz = 0;
+        for (int b = 0; b < batch; b++) {
+            size_t bag = (size_t)ex[b] * (size_t)d->n_slots + (size_t)t->slot;
+            nnz += d->bag_off[bag + 1] - d->bag_off[bag];
+        }
+        reserve_hash(sb, nnz);
+        reserve_table(t, nnz, d->wts != NULL);
+        if (++sb->gen == 0) { /* the stamps wrapped: clear them once */
+            memset(sb->hstamp, 0, sb->hcap * sizeof *sb->hstamp);
+            sb->gen = 1;
+        }
+        /* First pass: unique ids in first-seen order, and each entry's first-seen index. */
+        size_t mask = sb->hcap - 1, j = 0;
+        int n = 0;
+        t->off[0] = 0;
+        for (int b = 0; b < batch; b++) {
+            size_t bag = (size_t)ex[b] * (size_t)d->n_slots + (size_t)t->slot;
+            for (uint64_t k = d->bag_off[bag]; k < d->bag_off[bag + 1]; k++, j++) {
+                uint64_t id = d->ids[k];
+                size_t h = (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+                while (sb->hstamp[h] == sb->gen && sb->hkeys[h] != id)
+                    h = (h + 1) & mask;
+                if (sb->hstamp[h] != sb->gen) {
+                    sb->hstamp[h] = sb->gen;
+                    sb->hkeys[h] = id;
+                    sb->hval[h] = n;
+                    t->ids[n++] = id; /* first-seen order for now */
+                }
+                sb->tmp[j] = sb->hval[h];
+                if (t->wts) t->wts[j] = d->wts[k];
+            }
+            t->off[b + 1] = (int32_t)j;
+        }
+        /* Second pass: group the unique ids by owning shard (stable), so each shard's are contiguous. */
+        int S = sb->n_shards;
+        memset(t->shard_off, 0, (size_t)(S + 1) * sizeof *t->shard_off);
+        int32_t *owner = sb->hval; /* reuse: the hash is done with */
+        for (int u = 0; u < n; u++) {
+            owner[u] = shard_map_sparse_owner((uint32_t)ti, t->ids[u], S);
+            t->shard_off[owner[u] + 1]++;
+        }
+        for (int k = 0; k < S; k++)
+            t->shard_off[k + 1] += t->shard_off[k];
+        int fill[S];
+        for (int k = 0; k < S; k++)
+            fill[k] = t->shard_off[k];
+        uint64_t *sorted = (uint64_t *)t->rows; /* scratch big enough: dim >= 2 floats per id, or n ids */
+        uint64_t *tmp_ids = t->dim >= 2 ? sorted : XMALLOC((size_t)(n ? n : 1) * sizeof *tmp_ids);
+        for (int u = 0; u < n; u++) {
+            int pos = fill[owner[u]]++;
+            sb->order[u] = pos;
+            tmp_ids[pos] = t->ids[u];
+        }
+        memcpy(t->ids, tmp_ids, (size_t)n * sizeof *t->ids);
+        if (tmp_ids != sorted) free(tmp_ids);
+        for (size_t e = 0; e < j; e++)
+            t->idx[e] = sb->order[sb->tmp[e]];
+        t->n = n;
+    }
+}
+
+void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
+    for (int ti = 0; ti < sb->n_tables; ti++) {
+        sb_table_t *t = &sb->t[ti];
+        m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts};
+    }
+}

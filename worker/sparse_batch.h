@@ -1,0 +1,49 @@
+/* The sparse part of one batch on a worker: for every table, the batch's unique ids (grouped by the
+ * shard that owns them, so each shard's share is one contiguous range to send and receive in place),
+ * the pulled rows, the row gradients, and each example's bag as indices into the unique ids. */
+#ifndef TESSERA_SPARSE_BATCH_H
+#define TESSERA_SPARSE_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data_ctr.h"
+#include "model.h"
+
+typedef struct {
+    int slot, dim;
+    int n;             /* unique ids in this batch */
+    uint64_t *ids;     /* [n], shard k's at [shard_off[k], shard_off[k + 1]) */
+    int *shard_off;    /* [S + 1] */
+    float *rows;       /* [n, dim]: pulled from the shards */
+    float *grads;      /* [n, dim]: the backward pass's deduplicated gradients */
+    int32_t *off;      /* [batch + 1] */
+    int32_t *idx;      /* [off[batch]] */
+    float *wts;        /* [off[batch]] or NULL */
+    size_t cap, cap_nnz;
+} sb_table_t;
+
+typedef struct {
+    int n_tables, n_shards;
+    sb_table_t *t;
+    /* the dedup hash: keys and their first-seen unique index, valid where stamp == gen */
+    uint64_t *hkeys;
+    int32_t *hval;
+    uint32_t *hstamp, gen;
+    size_t hcap;
+    int32_t *tmp;   /* first-seen unique index of each bag entry */
+    int32_t *order; /* first-seen index -> position grouped by shard */
+    uint64_t rows_pulled, rows_pushed;
+} sparse_batch_t;
+
+/* Sets up the tables of `spec` for batches of up to max_batch examples over n_shards shards. */
+void sparse_batch_init(sparse_batch_t *sb, const model_spec_t *spec, int n_shards, int max_batch);
+void sparse_batch_free(sparse_batch_t *sb);
+
+/* Builds every table's unique ids and bags for examples ex[0..batch) of `d`. */
+void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32_t *ex, int batch);
+
+/* Points the model's sparse slots at this batch (host memory: the CPU backend reads it in place). */
+void sparse_batch_bind(sparse_batch_t *sb, model_t *m);
+
+#endif
