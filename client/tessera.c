@@ -178,6 +178,10 @@ static void print_summary(const char *run_dir) {
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(j, "train_examples_per_sec");
     const cJSON *ep = cJSON_GetObjectItemCaseSensitive(j, "epochs");
     const cJSON *wall = cJSON_GetObjectItemCaseSensitive(j, "wall_s");
+    const cJSON *auc = cJSON_GetObjectItemCaseSensitive(j, "test_auc");
+    const cJSON *ll = cJSON_GetObjectItemCaseSensitive(j, "test_logloss");
+    if (cJSON_IsNumber(auc) && cJSON_IsNumber(ll))
+        printf("tessera: finished: test_auc=%.4f test_logloss=%.4f\n", auc->valuedouble, ll->valuedouble);
     if (cJSON_IsNumber(acc) && cJSON_IsNumber(eps) && cJSON_IsNumber(ep) && cJSON_IsNumber(wall))
         printf("tessera: finished: test_accuracy=%.4f epochs=%d train_examples_per_sec=%.0f wall_s=%.1f\n"
                "tessera: summary: %s\n",

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* Placement hashes 12 bytes per id: inlined, it is a few nanoseconds instead of a library call. */
 #define XXH_INLINE_ALL
@@ -20,7 +19,6 @@
 #define MIN_ROW_CAP     64
 #define MIN_MAP_CAP     16
 #define INIT_TABLE_BASE 0x7e5e7a00u
-#define PREFETCH        16 /* ids per prefetched batch */
 
 /* One open-addressing slot: row + 1, so zeroed memory is an empty map. 16 bytes, four per cache line. */
 typedef struct {
@@ -103,13 +101,10 @@ static double mb(uint64_t bytes) {
     return (double)bytes / (1024.0 * 1024.0);
 }
 
-/* "16 floats + 2 adam slots" */
+/* "16 floats + 2 adam slots", "8 floats + 0 sgd slots" */
 static const char *fmt_row(const sparse_table_t *t, char *buf, size_t len) {
-    if (t->slots == 0)
-        snprintf(buf, len, "%d floats, %s", t->cfg.dim, opt_name(t->cfg.opt.kind));
-    else
-        snprintf(buf, len, "%d floats + %d %s slot%s", t->cfg.dim, t->slots, opt_name(t->cfg.opt.kind),
-                 t->slots == 1 ? "" : "s");
+    snprintf(buf, len, "%d floats + %d %s slot%s", t->cfg.dim, t->slots, opt_name(t->cfg.opt.kind),
+             t->slots == 1 ? "" : "s");
     return buf;
 }
 
@@ -143,20 +138,6 @@ static inline map_slot_t *map_probe(const sparse_table_t *t, uint64_t id) {
     }
 }
 
-/* Large tables live in a few big arrays touched at random (the map) or once per row: on 4 KiB pages that
- * is a page fault per 4 KiB and a TLB miss per probe. Asks for transparent huge pages on the whole 2 MiB
- * pages inside [p, p + bytes); a no-op where THP is off or the array is small. */
-static void advise_huge(void *p, size_t bytes) {
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1), hi = ((uintptr_t)p + bytes) & ~(huge - 1);
-#ifdef MADV_HUGEPAGE
-    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-#else
-    (void)lo;
-    (void)hi;
-#endif
-}
-
 /* Reallocates the map for at least `rows` entries at load <= 0.7 and reinserts every row. 0 or -1. */
 static int map_reserve(sparse_table_t *t, size_t rows) {
     size_t cap = MIN_MAP_CAP;
@@ -165,7 +146,6 @@ static int map_reserve(sparse_table_t *t, size_t rows) {
     if (t->map && cap <= t->map_mask + 1) return 0;
     map_slot_t *m = calloc(cap, sizeof *m);
     if (!m) return -1;
-    advise_huge(m, cap * sizeof *m);
     free(t->map);
     t->map = m;
     t->map_mask = cap - 1;
@@ -178,13 +158,6 @@ static int map_reserve(sparse_table_t *t, size_t rows) {
     return 0;
 }
 
-/* realloc, with the result advised onto huge pages. */
-static void *grow_array(void *p, size_t bytes) {
-    void *q = realloc(p, bytes);
-    if (q) advise_huge(q, bytes);
-    return q;
-}
-
 /* Grows the row arrays to exactly `cap` rows. Arrays already reallocated stay (they are only larger),
  * so a failure part-way leaves the table consistent at its old capacity. 0 or -1. */
 static int rows_reserve(sparse_table_t *t, size_t cap) {
@@ -193,7 +166,7 @@ static int rows_reserve(sparse_table_t *t, size_t cap) {
     if (__builtin_mul_overflow(cap, t->dim * sizeof(float), &fbytes)) return -1;
 #define GROW(field, bytes)                                                                                   \
     do {                                                                                                     \
-        void *q_ = grow_array(t->field, (bytes));                                                            \
+        void *q_ = realloc(t->field, (bytes));                                                               \
         if (!q_) return -1;                                                                                  \
         t->field = q_;                                                                                       \
     } while (0)
@@ -251,7 +224,7 @@ static int64_t row_find(sparse_table_t *t, uint64_t id, int create, char *err, s
     if (bu && bu->limit_bytes &&
         (bu->used_bytes > bu->limit_bytes || bu->limit_bytes - bu->used_bytes < t->row_bytes)) {
         set_err(err, errlen,
-                "shard %d: table %s cannot create row %llu: a row costs %llu bytes (%s) but the budget is "
+                "shard %d: table %s cannot create id %llu: a row costs %llu bytes (%s) but the budget is "
                 "%.1f MB (ps.memory_mb) and %.1f MB is used (%s rows of this table)",
                 c->shard, c->name, (unsigned long long)id, (unsigned long long)t->row_bytes,
                 fmt_row(t, rowdesc, sizeof rowdesc), mb(bu->limit_bytes), mb(bu->used_bytes),
@@ -260,8 +233,8 @@ static int64_t row_find(sparse_table_t *t, uint64_t id, int create, char *err, s
     }
     if (t->size >= MAX_ROWS) {
         set_err(err, errlen,
-                "shard %d: table %s cannot create row %llu: it holds the most rows a shard can (%s)",
-                c->shard, c->name, (unsigned long long)id, fmt_count(MAX_ROWS, a));
+                "shard %d: table %s cannot create id %llu: it holds the most rows a shard can (%s)", c->shard,
+                c->name, (unsigned long long)id, fmt_count(MAX_ROWS, a));
         return -TS_ENOMEM;
     }
     size_t cap = t->cap;
@@ -274,20 +247,6 @@ static int64_t row_find(sparse_table_t *t, uint64_t id, int create, char *err, s
     if (bu) bu->used_bytes += t->row_bytes;
     t->charged += t->row_bytes;
     return row_append(t, id, map_probe(t, id));
-}
-
-/* Inserting (and looking up) ids touches the map at random: prefetching a batch's slots before probing
- * overlaps the cache and TLB misses, several times faster once the map outgrows the caches. */
-static inline void map_prefetch(const sparse_table_t *t, const uint64_t *ids, size_t n) {
-    for (size_t j = 0; j < n; j++)
-        __builtin_prefetch(&t->map[(size_t)mix64(ids[j]) & t->map_mask]);
-}
-
-/* Appends new rows ids[0..n) (owned, not in the table; storage and map have room). */
-static void insert_batch(sparse_table_t *t, const uint64_t *ids, size_t n) {
-    map_prefetch(t, ids, n);
-    for (size_t j = 0; j < n; j++)
-        row_append(t, ids[j], map_probe(t, ids[j]));
 }
 
 /* --- the API ---------------------------------------------------------------------------------------- */
@@ -327,17 +286,9 @@ static int presize(sparse_table_t *t, char *err, size_t errlen) {
     }
     if (bu) bu->used_bytes += need;
     t->charged = need;
-    uint64_t batch[PREFETCH];
-    size_t nb = 0;
-    for (uint64_t id = 0; id < c->rows && t->size + nb < owned; id++) {
-        if (c->n_shards > 1 && sparse_shard_of(c->table, id, c->n_shards) != c->shard) continue;
-        batch[nb++] = id;
-        if (nb == PREFETCH) {
-            insert_batch(t, batch, nb);
-            nb = 0;
-        }
-    }
-    insert_batch(t, batch, nb);
+    for (uint64_t id = 0; id < c->rows && t->size < owned; id++)
+        if (c->n_shards == 1 || sparse_shard_of(c->table, id, c->n_shards) == c->shard)
+            row_append(t, id, map_probe(t, id));
     return 0;
 }
 
@@ -397,7 +348,6 @@ int sparse_table_lookup(sparse_table_t *t, const uint64_t *ids, size_t n, int cr
                         char *err, size_t errlen) {
     const uint64_t rows = t->cfg.rows;
     for (size_t i = 0; i < n; i++) {
-        if (i % PREFETCH == 0) map_prefetch(t, ids + i, n - i < PREFETCH ? n - i : PREFETCH);
         uint64_t id = ids[i];
         if (!rows || id < rows) { /* the hot path: a row that exists */
             const map_slot_t *s = map_probe(t, id);
