@@ -168,6 +168,24 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
     return 0;
 }
 
+/* Appends to `err` what the whole model needs (dense parameters and the pre-sized tables, with their
+ * optimizer state and index) and how many shards of this budget would hold it. */
+static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen) {
+    const model_spec_t *spec = s->cfg.spec;
+    double total = (double)spec->n_floats * sizeof(float) * (1 + slots);
+    for (int t = 0; t < spec->n_tables; t++)
+        total += (double)spec->tables[t].rows *
+                 (double)sparse_row_bytes(spec->tables[t].dim, optim_slots(&s->tcfg[t].opt));
+    double limit = (double)s->budget.limit_bytes;
+    int S = s->cfg.map->n_shards;
+    long need = limit > 0 ? (long)(total * 1.02 / limit) + 1 : 1; /* hashing spreads rows within ~1% */
+    size_t used = strlen(err);
+    snprintf(err + used, errlen - used,
+             "; the model needs %.1f MB in all (dense parameters and pre-sized tables with their state), %.1f MB "
+             "per shard with %d shards: use at least %ld shards or raise ps.memory_mb",
+             total / 1048576.0, total / 1048576.0 / S, S, need);
+}
+
 /* Charges the dense slices to the shard's budget and creates its rows of every sparse table (a
  * pre-sized table's all at once). 0, or -TS_ENOMEM / -TS_EINVAL with a message naming the budget. */
 static int create_tables(ps_server_t *s, int slots, char *err, size_t errlen) {
@@ -204,7 +222,10 @@ static int create_tables(ps_server_t *s, int slots, char *err, size_t errlen) {
         c->shard = s->cfg.shard;
         c->n_shards = s->cfg.map->n_shards;
         s->tables[t] = sparse_table_create(c, &s->budget, err, errlen);
-        if (!s->tables[t]) return -TS_ENOMEM;
+        if (!s->tables[t]) {
+            explain_budget(s, slots, err, errlen);
+            return -TS_ENOMEM;
+        }
     }
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)

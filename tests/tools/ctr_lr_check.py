@@ -103,8 +103,8 @@ class Model:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=0.03)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--l2", type=float, default=0.0)
     ap.add_argument("--tol", type=float, default=0.005)

@@ -263,8 +263,8 @@ static void test_ctr_model(backend_t *be, int use_dot) {
         if (i < m.spec.n_floats && e > worst) worst = e;
         if (i >= m.spec.n_floats && e > worst_rows) worst_rows = e;
     }
-    EXPECT(worst < 2e-2, "%s model: dparams relative error %.3g", use_dot ? "dot" : "concat", worst);
-    EXPECT(worst_rows < 2e-2, "%s model: embedding rows relative error %.3g", use_dot ? "dot" : "concat",
+    EXPECT(worst < 5e-2, "%s model: dparams relative error %.3g", use_dot ? "dot" : "concat", worst);
+    EXPECT(worst_rows < 5e-2, "%s model: embedding rows relative error %.3g", use_dot ? "dot" : "concat",
            worst_rows);
     fprintf(stderr, "%-12s max relative error: dparams %.2e, rows %.2e\n", use_dot ? "dlrm(dot)" : "ctr(concat)",
             worst, worst_rows);

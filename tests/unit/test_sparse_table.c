@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "expect.h"
+#include "shard_map.h"
 #include "sparse_table.h"
 #include "util.h"
 
@@ -73,6 +74,13 @@ static void test_placement(void) {
             EXPECT(got == (int)(cases[i].hash % (uint64_t)S[k]), "case %zu S=%d", i, S[k]);
         }
     }
+
+    /* The copy in common/shard_map (for clients that do not link the shard) agrees. */
+    int differ = 0;
+    for (uint64_t id = 0; id < 2000; id++)
+        for (int s = 1; s <= 7; s++)
+            differ += sparse_shard_of(2, id * 7919, s) != shard_map_sparse_owner(2, id * 7919, s);
+    EXPECT(differ == 0, "sparse_shard_of and shard_map_sparse_owner differ on %d ids", differ);
 
     /* Balanced: sequential ids (the worst case for a weak hash) and random ones. */
     rng_t r;
