@@ -203,8 +203,8 @@ static int layer_long(const layer_cfg_t *l, const char *key, const char *value, 
     errno = 0;
     long long v = strtoll(value, &end, 10);
     if (errno || end == value || *end || v < lo || v > hi) {
-        snprintf(err, errlen, "[layer %s] %s: expected an integer in [%lld, %lld], got '%s'", l->name, key, lo,
-                 hi, value);
+        snprintf(err, errlen, "[layer %s] %s: expected an integer in [%lld, %lld], got '%s'", l->name, key,
+                 lo, hi, value);
         return -TS_EINVAL;
     }
     *out = v;
@@ -229,13 +229,16 @@ static int layer_inputs(layer_cfg_t *l, const char *value, char *err, size_t err
     l->n_inputs = 0;
     const char *p = value;
     while (*p) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         size_t n = strcspn(p, ",");
         size_t len = n;
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
         if (len == 0 || len >= sizeof l->inputs[0] || l->n_inputs == CFG_MAX_INPUTS) {
-            snprintf(err, errlen, "[layer %s] input: expected up to %d layer names separated by commas, got '%s'",
-                     l->name, CFG_MAX_INPUTS, value);
+            snprintf(err, errlen,
+                     "[layer %s] input: expected up to %d layer names separated by commas, got '%s'", l->name,
+                     CFG_MAX_INPUTS, value);
             return -TS_EINVAL;
         }
         memcpy(l->inputs[l->n_inputs], p, len);
@@ -301,10 +304,11 @@ static int set_layer_field(layer_cfg_t *l, const char *key, const char *value, c
     }
     if (!strcmp(key, "lr")) return layer_double(l, key, value, &l->lr, err, errlen);
     if (!strcmp(key, "init")) return layer_double(l, key, value, &l->init, err, errlen);
-    snprintf(err, errlen,
-             "[layer %s]: unknown key '%s' (known: type, out, input, features, dim, rows, mode, optimizer, lr, "
-             "init)",
-             l->name, key);
+    snprintf(
+        err, errlen,
+        "[layer %s]: unknown key '%s' (known: type, out, input, features, dim, rows, mode, optimizer, lr, "
+        "init)",
+        l->name, key);
     return -TS_EINVAL;
 }
 
@@ -347,10 +351,10 @@ static int config_set(job_config_t *cfg, const char *section, const char *key, c
         if (!strcmp(fields[i].key, key)) return set_field(cfg, &fields[i], value, err, errlen);
     }
     if (!known_section)
-        snprintf(
-            err, errlen,
-            "unknown section [%s] (known: job, data, optimizer, ps, backend, net, checkpoint, serve, model, layer NAME)",
-            section);
+        snprintf(err, errlen,
+                 "unknown section [%s] (known: job, data, optimizer, ps, backend, net, checkpoint, serve, "
+                 "model, layer NAME)",
+                 section);
     else
         snprintf(err, errlen, "[%s]: unknown key '%s'", section, key);
     return -TS_EINVAL;
@@ -497,7 +501,8 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
     }
     if (strcmp(cfg->data_format, "idx") && strcmp(cfg->data_format, "criteo") &&
         strcmp(cfg->data_format, "libsvm")) {
-        snprintf(err, errlen, "%s: [data] format '%s' unknown (idx, criteo, libsvm)", cfg->path, cfg->data_format);
+        snprintf(err, errlen, "%s: [data] format '%s' unknown (idx, criteo, libsvm)", cfg->path,
+                 cfg->data_format);
         return -TS_EINVAL;
     }
     if (strcmp(cfg->on_error, "fail") && strcmp(cfg->on_error, "skip")) {
@@ -512,8 +517,8 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         return -TS_EINVAL;
     }
     if (strcmp(cfg->data_format, "idx") && cfg->input_dim > 0 && cfg->input_dim != cfg->dense_features) {
-        snprintf(err, errlen, "%s: [model] input = %d but [data] dense_features = %d", cfg->path, cfg->input_dim,
-                 cfg->dense_features);
+        snprintf(err, errlen, "%s: [model] input = %d but [data] dense_features = %d", cfg->path,
+                 cfg->input_dim, cfg->dense_features);
         return -TS_EINVAL;
     }
     if (!strcmp(cfg->data_format, "idx") && cfg->input_dim <= 0) {
@@ -537,20 +542,22 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         }
         if (!strcmp(l->type, "embedding_bag")) {
             if (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0) {
-                snprintf(err, errlen,
-                         "%s: [layer %s]: checkpoints do not hold sparse tables yet; a model with embedding_bag "
-                         "layers cannot set [checkpoint] every_steps or every_seconds",
-                         cfg->path, l->name);
+                snprintf(
+                    err, errlen,
+                    "%s: [layer %s]: checkpoints do not hold sparse tables yet; a model with embedding_bag "
+                    "layers cannot set [checkpoint] every_steps or every_seconds",
+                    cfg->path, l->name);
                 return -TS_EINVAL;
             }
             if (l->dim <= 0 || l->slot_end <= l->slot_begin) {
-                snprintf(err, errlen, "%s: [layer %s] embedding_bag needs dim = N and features = A-B", cfg->path,
-                         l->name);
+                snprintf(err, errlen, "%s: [layer %s] embedding_bag needs dim = N and features = A-B",
+                         cfg->path, l->name);
                 return -TS_EINVAL;
             }
             if (strcmp(cfg->data_format, "idx") && l->slot_end > cfg->sparse_features) {
-                snprintf(err, errlen, "%s: [layer %s] features %d-%d: the data has %d categorical slots (0-%d)",
-                         cfg->path, l->name, l->slot_begin, l->slot_end - 1, cfg->sparse_features,
+                snprintf(err, errlen,
+                         "%s: [layer %s] features %d-%d: the data has %d categorical slots (0-%d)", cfg->path,
+                         l->name, l->slot_begin, l->slot_end - 1, cfg->sparse_features,
                          cfg->sparse_features - 1);
                 return -TS_EINVAL;
             }
@@ -558,7 +565,8 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
             for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
                 known |= !strcmp(l->optimizer, opts[k]);
             if (!known) {
-                snprintf(err, errlen, "%s: [layer %s] optimizer '%s' unknown (sgd, momentum, adam, adamw, adagrad)",
+                snprintf(err, errlen,
+                         "%s: [layer %s] optimizer '%s' unknown (sgd, momentum, adam, adamw, adagrad)",
                          cfg->path, l->name, l->optimizer);
                 return -TS_EINVAL;
             }

@@ -42,7 +42,7 @@ typedef struct {
     int save_test_logits; /* write the test set's logits to RUN_DIR/test-logits-*.f32 at each evaluation */
 
     /* [data] */
-    char data_format[16]; /* idx, criteo or libsvm */
+    char data_format[16];                         /* idx, criteo or libsvm */
     char train_file[CFG_STR], test_file[CFG_STR]; /* criteo / libsvm, relative to dir */
     int dense_features, sparse_features;          /* criteo / libsvm columns */
     char on_error[8];                             /* malformed lines: fail or skip */

@@ -32,10 +32,10 @@ typedef struct {
 
 /* Receives one whole multipart message from `sock` (blocking; poll first) and validates it: the
  * header parses, carries the current protocol version, and describes exactly the tensor frames that
- * follow (F32, or U64 ids in SPARSE_PULL and PUSH_PULL; 2-D shape, byte length equal to shape and frame size), all within `max_bytes`.
- * Returns 0; -TS_EPROTO for a malformed message (m->has_identity tells whether it can be answered,
- * *code gets the error code to answer with, `err` the message); -TS_EIO for a socket error.
- * On every return, `m` must be released with wire_msg_free. */
+ * follow (F32, or U64 ids in SPARSE_PULL and PUSH_PULL; 2-D shape, byte length equal to shape and frame
+ * size), all within `max_bytes`. Returns 0; -TS_EPROTO for a malformed message (m->has_identity tells whether
+ * it can be answered, *code gets the error code to answer with, `err` the message); -TS_EIO for a socket
+ * error. On every return, `m` must be released with wire_msg_free. */
 int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code, char *err,
               size_t errlen);
 

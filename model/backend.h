@@ -38,14 +38,16 @@ typedef struct {
     /* y[i] += a * x[i] */
     void (*axpy)(backend_t *be, float *y, const float *x, float a, size_t n);
     /* dst[r, 0:cols] = src[r, 0:cols] with row strides ld_dst and ld_src (floats). */
-    void (*copy_cols)(backend_t *be, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
+    void (*copy_cols)(backend_t *be, float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                      int cols);
     /* Embedding bags: y[b, 0:dim] (row stride ldy) = sum over j in [off[b], off[b+1]) of wts[j] *
      * rows[idx[j]] (wts NULL: weight 1), divided by the bag's size when `mean`; an empty bag gives 0. */
-    void (*embedding_bag_fwd)(backend_t *be, const float *rows, int dim, const int32_t *off, const int32_t *idx,
-                              const float *wts, int batch, int mean, float *y, int ldy);
+    void (*embedding_bag_fwd)(backend_t *be, const float *rows, int dim, const int32_t *off,
+                              const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy);
     /* The backward pass: grad[n_rows, dim] is zeroed, then every bag entry adds its weight times dy[b]. */
     void (*embedding_bag_bwd)(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
-                              const int32_t *idx, const float *wts, int batch, int mean, float *grad, int n_rows);
+                              const int32_t *idx, const float *wts, int batch, int mean, float *grad,
+                              int n_rows);
     /* Dot interaction: t[b] is F vectors of d floats; y[b, j] (row stride ldy) for j < F(F-1)/2 is the dot
      * product of vectors (i, k), k < i, in the order (1,0), (2,0), (2,1), (3,0), ... */
     void (*interact_fwd)(backend_t *be, const float *t, int batch, int f, int d, float *y, int ldy);

@@ -116,7 +116,8 @@ static void cpu_copy_cols(backend_t *be, float *dst, int ld_dst, const float *sr
 }
 
 static void cpu_embedding_bag_fwd(backend_t *be, const float *rows, int dim, const int32_t *off,
-                                  const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy) {
+                                  const int32_t *idx, const float *wts, int batch, int mean, float *y,
+                                  int ldy) {
     (void)be;
     for (int b = 0; b < batch; b++) {
         float *out = y + (size_t)b * ldy;

@@ -37,8 +37,8 @@ typedef struct layer layer_t;
 
 typedef struct {
     const char *type;
-    int is_loss;   /* a loss ends the model: it takes labels and produces the first gradient */
-    int max_in;    /* inputs it takes: 1 for most layers, 0 for embedding_bag, up to LAYER_MAX_INPUTS */
+    int is_loss; /* a loss ends the model: it takes labels and produces the first gradient */
+    int max_in;  /* inputs it takes: 1 for most layers, 0 for embedding_bag, up to LAYER_MAX_INPUTS */
     /* Sets out, n_params and pshape from the layer's config and its inputs (l->n_in, l->in_w[], and `in`,
      * their total width). 0 or -TS_EINVAL with a message. */
     int (*init)(layer_t *l, const layer_cfg_t *cfg, int in, char *err, size_t errlen);
@@ -57,9 +57,9 @@ struct layer {
     const layer_ops_t *ops;
     char name[32];
     int in, out;
-    int n_in;                     /* inputs */
-    int input[LAYER_MAX_INPUTS];  /* the layer whose output each input is, or LAYER_INPUT */
-    int in_w[LAYER_MAX_INPUTS];   /* their widths */
+    int n_in;                    /* inputs */
+    int input[LAYER_MAX_INPUTS]; /* the layer whose output each input is, or LAYER_INPUT */
+    int in_w[LAYER_MAX_INPUTS];  /* their widths */
     int n_params;
     param_shape_t pshape[LAYER_MAX_PARAMS];
     int tensor[LAYER_MAX_PARAMS];                     /* index in the model's tensor list */

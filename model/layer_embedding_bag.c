@@ -17,8 +17,8 @@ static void embedding_bag_forward(layer_t *l, backend_t *be, const float *const 
     (void)x;
     for (int k = 0; k < l->n_slots; k++) {
         const sparse_slot_t *s = &l->slots[k];
-        be->ops->embedding_bag_fwd(be, s->rows, l->dim, s->off, s->idx, s->wts, batch, l->mean, y + k * l->dim,
-                                   l->out);
+        be->ops->embedding_bag_fwd(be, s->rows, l->dim, s->off, s->idx, s->wts, batch, l->mean,
+                                   y + k * l->dim, l->out);
     }
 }
 
@@ -29,8 +29,8 @@ static void embedding_bag_backward(layer_t *l, backend_t *be, const float *const
     (void)dx;
     for (int k = 0; k < l->n_slots; k++) {
         sparse_slot_t *s = &l->slots[k];
-        be->ops->embedding_bag_bwd(be, dy + k * l->dim, l->out, l->dim, s->off, s->idx, s->wts, batch, l->mean,
-                                   s->grad, s->n_unique);
+        be->ops->embedding_bag_bwd(be, dy + k * l->dim, l->out, l->dim, s->off, s->idx, s->wts, batch,
+                                   l->mean, s->grad, s->n_unique);
     }
 }
 

@@ -8,8 +8,8 @@
 #include "util.h"
 
 static const layer_ops_t *const layer_types[] = {
-    &layer_linear_ops, &layer_relu_ops,  &layer_softmax_xent_ops, &layer_embedding_bag_ops,
-    &layer_concat_ops, &layer_dot_ops, &layer_sigmoid_bce_ops};
+    &layer_linear_ops, &layer_relu_ops, &layer_softmax_xent_ops, &layer_embedding_bag_ops,
+    &layer_concat_ops, &layer_dot_ops,  &layer_sigmoid_bce_ops};
 
 const layer_ops_t *layer_find(const char *type) {
     for (size_t i = 0; i < sizeof layer_types / sizeof layer_types[0]; i++)
@@ -37,8 +37,8 @@ static int resolve_inputs(model_spec_t *s, const job_config_t *cfg, int i, int *
     int max_in = l->ops->max_in;
     if (max_in == 0) {
         if (lc->n_inputs) {
-            snprintf(err, errlen, "[layer %s]: %s reads the data's categorical ids and takes no input", lc->name,
-                     lc->type);
+            snprintf(err, errlen, "[layer %s]: %s reads the data's categorical ids and takes no input",
+                     lc->name, lc->type);
             return -TS_EINVAL;
         }
         return 0;
@@ -58,8 +58,9 @@ static int resolve_inputs(model_spec_t *s, const job_config_t *cfg, int i, int *
             for (int j = 0; j < i && src == -2; j++)
                 if (!strcmp(s->layers[j].name, name)) src = j;
             if (src == -2) {
-                snprintf(err, errlen, "[layer %s] input: no earlier layer is called '%s' ('input' is the model's "
-                                      "dense input)",
+                snprintf(err, errlen,
+                         "[layer %s] input: no earlier layer is called '%s' ('input' is the model's "
+                         "dense input)",
                          lc->name, name);
                 return -TS_EINVAL;
             }
@@ -69,7 +70,8 @@ static int resolve_inputs(model_spec_t *s, const job_config_t *cfg, int i, int *
             return -TS_EINVAL;
         }
         if (src >= 0 && readers[src] >= 0) {
-            snprintf(err, errlen, "[layer %s]: the output of %s is already read by %s; each output feeds one layer",
+            snprintf(err, errlen,
+                     "[layer %s]: the output of %s is already read by %s; each output feeds one layer",
                      lc->name, s->layers[src].name, s->layers[readers[src]].name);
             return -TS_EINVAL;
         }
@@ -126,14 +128,16 @@ int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t 
         l->ops = layer_find(lc->type);
         snprintf(l->name, sizeof l->name, "%s", lc->name);
         if (!l->ops) {
-            snprintf(err, errlen,
-                     "%s: [layer %s]: unknown type '%s' (linear, relu, embedding_bag, concat, dot, softmax_xent, "
-                     "sigmoid_bce)",
-                     cfg->path, lc->name, lc->type);
+            snprintf(
+                err, errlen,
+                "%s: [layer %s]: unknown type '%s' (linear, relu, embedding_bag, concat, dot, softmax_xent, "
+                "sigmoid_bce)",
+                cfg->path, lc->name, lc->type);
             goto fail;
         }
         if (!strcmp(lc->name, "input")) {
-            snprintf(err, errlen, "%s: [layer input]: 'input' names the model's dense input; call it otherwise",
+            snprintf(err, errlen,
+                     "%s: [layer input]: 'input' names the model's dense input; call it otherwise",
                      cfg->path);
             goto fail;
         }
@@ -214,7 +218,8 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
     int n = m->spec.n_layers;
     m->out = XCALLOC((size_t)n, sizeof *m->out);
     m->dout = XCALLOC((size_t)n, sizeof *m->dout);
-    m->x = o->alloc(be, (size_t)max_batch * (size_t)(m->spec.input_dim ? m->spec.input_dim : 1) * sizeof(float));
+    m->x =
+        o->alloc(be, (size_t)max_batch * (size_t)(m->spec.input_dim ? m->spec.input_dim : 1) * sizeof(float));
     int ok = m->params && m->grads && m->x;
     for (int i = 0; i < n - 1; i++) {
         size_t bytes = (size_t)max_batch * (size_t)m->spec.layers[i].out * sizeof(float);

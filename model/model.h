@@ -20,11 +20,11 @@ typedef struct {
 /* A sparse (embedding) table: one per categorical slot of an embedding_bag layer. Its rows live only on
  * the shards (row `id` on shard shard_map_sparse_owner(table, id, S)); workers pull a batch's rows. */
 typedef struct {
-    char name[64];     /* "<layer>.slot<k>" */
-    int layer, slot;   /* the embedding_bag layer, and the data's categorical slot it reads */
+    char name[64];   /* "<layer>.slot<k>" */
+    int layer, slot; /* the embedding_bag layer, and the data's categorical slot it reads */
     int dim;
-    uint64_t rows;     /* 0: any id, rows created on first touch; N: ids < N, pre-sized */
-    float bound;       /* initial values U(-bound, bound) */
+    uint64_t rows; /* 0: any id, rows created on first touch; N: ids < N, pre-sized */
+    float bound;   /* initial values U(-bound, bound) */
     char optimizer[16];
     double lr;
 } table_info_t;

@@ -180,10 +180,11 @@ static void explain_budget(const ps_server_t *s, int slots, char *err, size_t er
     int S = s->cfg.map->n_shards;
     long need = limit > 0 ? (long)(total * 1.02 / limit) + 1 : 1; /* hashing spreads rows within ~1% */
     size_t used = strlen(err);
-    snprintf(err + used, errlen - used,
-             "; the model needs %.1f MB in all (dense parameters and pre-sized tables with their state), %.1f MB "
-             "per shard with %d shards: use at least %ld shards or raise ps.memory_mb",
-             total / 1048576.0, total / 1048576.0 / S, S, need);
+    snprintf(
+        err + used, errlen - used,
+        "; the model needs %.1f MB in all (dense parameters and pre-sized tables with their state), %.1f MB "
+        "per shard with %d shards: use at least %ld shards or raise ps.memory_mb",
+        total / 1048576.0, total / 1048576.0 / S, S, need);
 }
 
 /* Charges the dense slices to the shard's budget and creates its rows of every sparse table (a
@@ -194,10 +195,12 @@ static int create_tables(ps_server_t *s, int slots, char *err, size_t errlen) {
     for (int i = 0; i < s->n_slices; i++)
         s->budget.used_bytes += (uint64_t)s->slices[i].n * sizeof(float) * (uint64_t)(1 + slots);
     if (s->budget.limit_bytes && s->budget.used_bytes > s->budget.limit_bytes) {
-        snprintf(err, errlen,
-                 "shard %d: its dense slices need %.1f MB with their optimizer state but the budget is %.1f MB "
-                 "(ps.memory_mb): use more shards or a larger budget",
-                 s->cfg.shard, (double)s->budget.used_bytes / 1048576.0, (double)s->budget.limit_bytes / 1048576.0);
+        snprintf(
+            err, errlen,
+            "shard %d: its dense slices need %.1f MB with their optimizer state but the budget is %.1f MB "
+            "(ps.memory_mb): use more shards or a larger budget",
+            s->cfg.shard, (double)s->budget.used_bytes / 1048576.0,
+            (double)s->budget.limit_bytes / 1048576.0);
         return -TS_ENOMEM;
     }
     s->n_tables = spec->n_tables;
@@ -428,8 +431,8 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
 /* Checks one table's ids tensor: U64 [n, 1] of a table this model has. */
 static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t i, char *err, size_t errlen) {
     if (d->dtype != TESSERA__DTYPE__DTYPE_U64 || d->shape[1] != 1 || d->id >= (uint32_t)s->n_tables) {
-        snprintf(err, errlen, "tensor %zu: expected the row ids (U64 [n, 1]) of one of the model's %d tables", i,
-                 s->n_tables);
+        snprintf(err, errlen, "tensor %zu: expected the row ids (U64 [n, 1]) of one of the model's %d tables",
+                 i, s->n_tables);
         return -TS_EINVAL;
     }
     return 0;
@@ -437,7 +440,8 @@ static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t 
 
 static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
     if ((int)h->n_tensors < s->n_slices || ((int)h->n_tensors - s->n_slices) % 2) {
-        snprintf(err, errlen, "push has %zu tensors; shard %d holds %d slices (then pairs of ids and row gradients)",
+        snprintf(err, errlen,
+                 "push has %zu tensors; shard %d holds %d slices (then pairs of ids and row gradients)",
                  h->n_tensors, s->cfg.shard, s->n_slices);
         return -TS_EINVAL;
     }
@@ -454,8 +458,8 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         const Tessera__TensorDesc *d = h->tensors[i];
-        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->id != (uint32_t)sl->tensor || d->row_begin != sl->row_begin || d->shape[0] != sl->rows ||
-            d->shape[1] != sl->cols) {
+        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->id != (uint32_t)sl->tensor ||
+            d->row_begin != sl->row_begin || d->shape[0] != sl->rows || d->shape[1] != sl->cols) {
             snprintf(err, errlen,
                      "tensor %zu (id %u rows %llu+%llu cols %llu) does not match shard %d's slice of "
                      "tensor %d (%s rows %llu+%llu cols %llu)",
@@ -486,7 +490,8 @@ static void apply_bsp(ps_server_t *s) {
         for (int w = 0; w < W; w++)
             for (int i = 0; i < s->sp_pending[w].n; i++) {
                 sparse_part_t *p = &s->sp_pending[w].parts[i];
-                if (p->table == t) sparse_table_accumulate(s->tables[t], p->idx, p->n, zmq_msg_data(&p->grads));
+                if (p->table == t)
+                    sparse_table_accumulate(s->tables[t], p->idx, p->n, zmq_msg_data(&p->grads));
             }
         s->rows_pushed += sparse_table_apply(s->tables[t], 1.0f / (float)W);
     }
@@ -681,12 +686,14 @@ static uint32_t *idx_scratch(ps_server_t *s, size_t n) {
 
 /* The rows of ids[0..n) of table t into out[n, dim] without creating any: rows not held yet get
  * their initial values. 0 or -TS_EINVAL (an id this shard cannot hold). */
-static int peek_rows(ps_server_t *s, int t, const uint64_t *ids, size_t n, float *out, char *err, size_t errlen) {
+static int peek_rows(ps_server_t *s, int t, const uint64_t *ids, size_t n, float *out, char *err,
+                     size_t errlen) {
     const sparse_table_cfg_t *c = &s->tcfg[t];
     for (size_t i = 0; i < n; i++) {
         float *row = out + i * (size_t)c->dim;
         uint32_t ix;
-        if ((c->rows && ids[i] >= c->rows) || shard_map_sparse_owner(c->table, ids[i], c->n_shards) != c->shard)
+        if ((c->rows && ids[i] >= c->rows) ||
+            shard_map_sparse_owner(c->table, ids[i], c->n_shards) != c->shard)
             return sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen); /* its message */
         if (sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen) == 0)
             sparse_table_gather(s->tables[t], &ix, 1, row);

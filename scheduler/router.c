@@ -128,9 +128,10 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
     int rc = model_spec_init(&v->spec, v->job, err, errlen);
     if (rc) return rc;
     if (!v->spec.is_chain) {
-        snprintf(err, errlen,
-                 "the router serves models whose layers form a chain over dense inputs; this one has embedding "
-                 "tables or layers with several inputs (not served yet)");
+        snprintf(
+            err, errlen,
+            "the router serves models whose layers form a chain over dense inputs; this one has embedding "
+            "tables or layers with several inputs (not served yet)");
         return -TS_EINVAL;
     }
     int nt = v->spec.n_tensors, nl = v->spec.n_layers;

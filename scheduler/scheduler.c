@@ -122,11 +122,12 @@ static void record_epoch(sched_t *s, const Tessera__Report *r) {
     double rate = r->train_seconds > 0 ? (double)r->examples / r->train_seconds : 0;
     double wall = now_s() - s->t_start;
     char auc[96] = "";
-    if (r->has_auc) snprintf(auc, sizeof auc, " test_auc=%.4f test_logloss=%.4f", r->test_auc, r->test_logloss);
+    if (r->has_auc)
+        snprintf(auc, sizeof auc, " test_auc=%.4f test_logloss=%.4f", r->test_auc, r->test_logloss);
     log_info("epoch %u done step=%llu train_loss=%.4f train_accuracy=%.4f test_loss=%.4f "
              "test_accuracy=%.4f%s examples_per_s=%.0f wall_s=%.1f",
-             r->epoch, (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy, auc,
-             rate, wall);
+             r->epoch, (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy,
+             auc, rate, wall);
     if (s->metrics) {
         fprintf(s->metrics, "%u,%llu,%.6f,%.6f,%.6f,%.6f,%.1f,%.3f,%.3f\n", r->epoch,
                 (unsigned long long)r->step, train_loss, train_acc, r->test_loss, r->test_accuracy, rate,

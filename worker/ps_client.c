@@ -123,15 +123,16 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params
 }
 
 /* Copies the rows of a SPARSE_ROWS reply from shard k into sb, checking them against the request. */
-static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, sparse_batch_t *sb, char *err, size_t errlen) {
+static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, sparse_batch_t *sb, char *err,
+                     size_t errlen) {
     size_t i = 0;
     for (int t = 0; t < sb->n_tables; t++) {
         sb_table_t *st = &sb->t[t];
         int b = st->shard_off[k], n = st->shard_off[k + 1] - b;
         if (n == 0) continue;
         const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
-        if (!d || d->id != (uint32_t)t || d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->shape[0] != (uint64_t)n ||
-            d->shape[1] != (uint64_t)st->dim) {
+        if (!d || d->id != (uint32_t)t || d->dtype != TESSERA__DTYPE__DTYPE_F32 ||
+            d->shape[0] != (uint64_t)n || d->shape[1] != (uint64_t)st->dim) {
             snprintf(err, errlen, "shard %d sent rows that do not match the request (table %s)", k,
                      c->spec->tables[t].name);
             return -TS_EPROTO;

@@ -12,14 +12,14 @@
 
 typedef struct {
     int slot, dim;
-    int n;             /* unique ids in this batch */
-    uint64_t *ids;     /* [n], shard k's at [shard_off[k], shard_off[k + 1]) */
-    int *shard_off;    /* [S + 1] */
-    float *rows;       /* [n, dim]: pulled from the shards */
-    float *grads;      /* [n, dim]: the backward pass's deduplicated gradients */
-    int32_t *off;      /* [batch + 1] */
-    int32_t *idx;      /* [off[batch]] */
-    float *wts;        /* [off[batch]] or NULL */
+    int n;          /* unique ids in this batch */
+    uint64_t *ids;  /* [n], shard k's at [shard_off[k], shard_off[k + 1]) */
+    int *shard_off; /* [S + 1] */
+    float *rows;    /* [n, dim]: pulled from the shards */
+    float *grads;   /* [n, dim]: the backward pass's deduplicated gradients */
+    int32_t *off;   /* [batch + 1] */
+    int32_t *idx;   /* [off[batch]] */
+    float *wts;     /* [off[batch]] or NULL */
     size_t cap, cap_nnz;
 } sb_table_t;
 

@@ -135,7 +135,8 @@ static int evaluate(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const data_
         if (rc || (!logits && !scores)) continue;
         m->be->ops->to_host(m->be, host, m->logits, n * row_bytes);
         m->be->ops->sync(m->be);
-        if (logits && fwrite(host, 1, n * row_bytes, logits) != n * row_bytes) log_warn("cannot write test logits");
+        if (logits && fwrite(host, 1, n * row_bytes, logits) != n * row_bytes)
+            log_warn("cannot write test logits");
         if (scores) {
             memcpy(scores + (i - begin), host, n * sizeof(float));
             memcpy(labels + (i - begin), yb, n * sizeof(int32_t));
@@ -171,7 +172,8 @@ static int check_table_ids(ctr_dataset_t *d, const model_spec_t *spec, int skip,
             if (!skip || logged < 5) {
                 char msg[1024];
                 snprintf(msg, sizeof msg,
-                         "%s:%llu: categorical slot %d: id %llu (0x%llx) is out of range for table %s (rows = %llu)",
+                         "%s:%llu: categorical slot %d: id %llu (0x%llx) is out of range for table %s (rows "
+                         "= %llu)",
                          d->path, (unsigned long long)d->line[i], bad_slot, (unsigned long long)bad_id,
                          (unsigned long long)bad_id, bad_table, (unsigned long long)bad_rows);
                 if (skip)
@@ -323,8 +325,8 @@ static int resume_state(const char *dir, int me, int W, size_t spe_new, size_t n
 
 /* Gathers every worker's test logits and labels at worker 0, which computes the AUC and log-loss
  * over the whole test set (the others get zeros). */
-static void gather_auc(const cluster_t *cl, const float *scores, const int32_t *labels, size_t n, size_t total,
-                       double *auc, double *logloss) {
+static void gather_auc(const cluster_t *cl, const float *scores, const int32_t *labels, size_t n,
+                       size_t total, double *auc, double *logloss) {
     int W = cl->n_workers, me = cl->index;
     int *counts = XCALLOC((size_t)W, sizeof *counts), *displs = XCALLOC((size_t)W, sizeof *displs);
     for (int w = 0; w < W; w++) {
@@ -479,8 +481,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             }
             if (model.spec.n_tables && stop_asked) {
                 /* Sparse tables are not in checkpoints yet: stopping cannot save them. */
-                snprintf(err, sizeof err, "stop requested; models with sparse tables cannot checkpoint yet, so "
-                                          "the job ends without a checkpoint");
+                snprintf(err, sizeof err,
+                         "stop requested; models with sparse tables cannot checkpoint yet, so "
+                         "the job ends without a checkpoint");
                 rc = -TS_ESTATE;
                 break;
             }

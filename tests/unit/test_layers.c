@@ -199,7 +199,6 @@ static void test_model(backend_t *be) {
     model_free(&m);
 }
 
-
 /* A click-through model with embedding bags, through model_run: the gradients of the mean loss with
  * respect to every dense parameter and every pulled embedding row, against finite differences. With
  * `use_dot` the bottom MLP and the bags meet in a dot interaction (sum bags); otherwise in a concat
@@ -211,9 +210,11 @@ static void test_ctr_model(backend_t *be, int use_dot) {
     cfg.dense_features = 3;
     cfg.sparse_features = 2;
     cfg.n_layers = 6;
-    cfg.layers[0] = (layer_cfg_t){.name = "bot", .type = "linear", .out = 4, .n_inputs = 1, .inputs = {"input"}};
+    cfg.layers[0] =
+        (layer_cfg_t){.name = "bot", .type = "linear", .out = 4, .n_inputs = 1, .inputs = {"input"}};
     cfg.layers[1] = (layer_cfg_t){.name = "act", .type = "relu"};
-    cfg.layers[2] = (layer_cfg_t){.name = "emb", .type = "embedding_bag", .slot_begin = 0, .slot_end = 2, .dim = 4};
+    cfg.layers[2] =
+        (layer_cfg_t){.name = "emb", .type = "embedding_bag", .slot_begin = 0, .slot_end = 2, .dim = 4};
     snprintf(cfg.layers[2].mode, sizeof cfg.layers[2].mode, "%s", use_dot ? "sum" : "mean");
     cfg.layers[3] = (layer_cfg_t){.name = "mix", .n_inputs = 2, .inputs = {"act", "emb"}};
     snprintf(cfg.layers[3].type, sizeof cfg.layers[3].type, "%s", use_dot ? "dot" : "concat");
@@ -266,8 +267,8 @@ static void test_ctr_model(backend_t *be, int use_dot) {
     EXPECT(worst < 5e-2, "%s model: dparams relative error %.3g", use_dot ? "dot" : "concat", worst);
     EXPECT(worst_rows < 5e-2, "%s model: embedding rows relative error %.3g", use_dot ? "dot" : "concat",
            worst_rows);
-    fprintf(stderr, "%-12s max relative error: dparams %.2e, rows %.2e\n", use_dot ? "dlrm(dot)" : "ctr(concat)",
-            worst, worst_rows);
+    fprintf(stderr, "%-12s max relative error: dparams %.2e, rows %.2e\n",
+            use_dot ? "dlrm(dot)" : "ctr(concat)", worst, worst_rows);
     free(g);
     model_free(&m);
 }
@@ -279,16 +280,19 @@ static void test_graph_errors(backend_t *be) {
     cfg.input_dim = 4;
     cfg.n_layers = 3;
     cfg.layers[0] = (layer_cfg_t){.name = "a", .type = "linear", .out = 3};
-    cfg.layers[1] = (layer_cfg_t){.name = "b", .type = "linear", .out = 2, .n_inputs = 1, .inputs = {"input"}};
+    cfg.layers[1] =
+        (layer_cfg_t){.name = "b", .type = "linear", .out = 2, .n_inputs = 1, .inputs = {"input"}};
     cfg.layers[2] = (layer_cfg_t){.name = "loss", .type = "softmax_xent"};
     model_t m;
     char err[512] = "";
-    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "[layer a]") && strstr(err, "never read"),
+    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "[layer a]") &&
+               strstr(err, "never read"),
            "unread output: %s", err);
     cfg.layers[1].n_inputs = 1;
     snprintf(cfg.layers[1].inputs[0], sizeof cfg.layers[1].inputs[0], "nosuch");
     err[0] = '\0';
-    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "nosuch"), "unknown input: %s", err);
+    EXPECT(model_init(&m, &cfg, be, 4, err, sizeof err) != 0 && strstr(err, "nosuch"), "unknown input: %s",
+           err);
 }
 
 int main(void) {

@@ -12,6 +12,7 @@
 #include "optim.h"
 #include "server.h"
 #include "shard_map.h"
+#include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
 
@@ -292,6 +293,154 @@ static void test_ssp(void) {
     stop(&s);
 }
 
+/* Sends SPARSE_PULL (or, with grads, PUSH_PULL of the dense `value` slices followed by one sparse pair)
+ * for ids[0..n) of table `table`, with the ids described as `dtype` and `cols` columns. */
+static void sparse_request(void *d, Tessera__Kind kind, int table, const uint64_t *ids, size_t n, int dtype,
+                           int cols, const float *grads, int dim, int read_only, int64_t clock) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.sender = 0;
+    h.request_id = 2;
+    h.role = "worker";
+    h.read_only = read_only;
+    h.clock = clock;
+    Tessera__TensorDesc desc[8], *dp[8];
+    uint64_t shapes[16];
+    wire_buf_t bufs[8];
+    static float dense[4096];
+    int nt = 0;
+    for (int t = 0; grads && t < spec.n_tensors; t++) {
+        row_range_t r = shard_map_range(&map, t, 0);
+        wire_desc_init(&desc[nt], &shapes[2 * nt], (uint32_t)t, NULL, r.row_begin, r.row_end - r.row_begin,
+                       spec.tensors[t].cols);
+        bufs[nt] = (wire_buf_t){dense, desc[nt].nbytes, NULL, NULL};
+        nt++;
+    }
+    wire_desc_ids(&desc[nt], &shapes[2 * nt], (uint32_t)table, n);
+    desc[nt].dtype = dtype;
+    shapes[2 * nt + 1] = (uint64_t)cols;
+    desc[nt].nbytes = n * (uint64_t)cols * 8;
+    bufs[nt] = (wire_buf_t){ids, desc[nt].nbytes, NULL, NULL};
+    nt++;
+    if (grads) {
+        wire_desc_init(&desc[nt], &shapes[2 * nt], (uint32_t)table, NULL, 0, n, (uint64_t)dim);
+        bufs[nt] = (wire_buf_t){grads, desc[nt].nbytes, NULL, NULL};
+        nt++;
+    }
+    for (int i = 0; i < nt; i++)
+        dp[i] = &desc[i];
+    h.n_tensors = (size_t)nt;
+    h.tensors = dp;
+    wire_send(d, NULL, &h, bufs, (size_t)nt);
+}
+
+/* Sparse tables on a real shard: pulls create rows with their initial values, a push updates only the
+ * rows it names (lazily), malformed sparse requests get errors, and the memory budget refuses growth
+ * with a message naming it, while the shard keeps serving. */
+static void test_sparse(void) {
+    model_spec_t dense_spec = spec;
+    shard_map_t dense_map = map;
+    job_config_t cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.data_format, sizeof cfg.data_format, "criteo");
+    snprintf(cfg.opt_type, sizeof cfg.opt_type, "sgd");
+    cfg.lr = 0.5;
+    cfg.dense_features = 2;
+    cfg.sparse_features = 1;
+    cfg.n_layers = 3;
+    cfg.layers[0] =
+        (layer_cfg_t){.name = "emb", .type = "embedding_bag", .slot_begin = 0, .slot_end = 1, .dim = 4};
+    cfg.layers[1] = (layer_cfg_t){.name = "fc", .type = "linear", .out = 1};
+    cfg.layers[2] = (layer_cfg_t){.name = "loss", .type = "sigmoid_bce"};
+    char err[256];
+    EXPECT(model_spec_init(&spec, &cfg, err, sizeof err) == 0, "sparse spec: %s", err);
+    uint64_t rows[2] = {1, 1};
+    shard_map_init(&map, rows, 2, 1);
+    shard_t s;
+    shard_start(&s, 0, 1, 0);
+    void *d = client(s.endpoint);
+    int code;
+    const uint64_t ids[2] = {5, 9};
+    float got[8], init[8];
+    sparse_table_cfg_t tc = {
+        .name = "emb.slot0", .table = 0, .dim = 4, .bound = spec.tables[0].bound, .seed = 9};
+    sparse_row_init(&tc, 5, init);
+    sparse_row_init(&tc, 9, init + 4);
+    size_t nf = 0;
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 0, ids, 2, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 0,
+                   0);
+    EXPECT(reply(d, 2000, &code, got, &nf) == TESSERA__KIND__KIND_SPARSE_ROWS && nf == 8, "sparse pull: %zu",
+           nf);
+    EXPECT(!memcmp(got, init, sizeof init), "new rows hold their initial values");
+    /* push a gradient of 1 for id 5 only: SGD lr 0.5 moves it by -0.5, id 9 stays */
+    float g[4] = {1, 1, 1, 1};
+    sparse_request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, ids, 1, TESSERA__DTYPE__DTYPE_U64, 1, g, 4, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "push with a sparse pair");
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 0, ids, 2, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 0,
+                   0);
+    EXPECT(reply(d, 2000, &code, got, &nf) == TESSERA__KIND__KIND_SPARSE_ROWS, "pull after push");
+    EXPECT_NEAR(got[0], init[0] - 0.5f, 1e-6);
+    EXPECT(!memcmp(got + 4, init + 4, 4 * sizeof(float)), "an untouched row is not updated (lazy)");
+    /* malformed sparse requests: errors, and the shard keeps serving */
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 7, ids, 2, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 0,
+                   0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "unknown table");
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 0, ids, 1, TESSERA__DTYPE__DTYPE_U64, 2, NULL, 4, 0,
+                   0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "ids shaped [n, 2]");
+    sparse_request(d, TESSERA__KIND__KIND_PULL, 0, ids, 2, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR,
+           "U64 tensors outside sparse kinds");
+    sparse_request(d, TESSERA__KIND__KIND_PUSH_PULL, 0, ids, 2, TESSERA__DTYPE__DTYPE_U64, 1, g, 3, 0, 1);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR,
+           "row gradients of the wrong width");
+    /* read_only: an unseen id gets its initial value and is not created */
+    const uint64_t fresh[1] = {77};
+    sparse_row_init(&tc, 77, init);
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 0, fresh, 1, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 1,
+                   0);
+    EXPECT(reply(d, 2000, &code, got, &nf) == TESSERA__KIND__KIND_SPARSE_ROWS && !memcmp(got, init, 16),
+           "read-only pull of an unseen id");
+    zmq_close(d);
+    stop(&s);
+
+    /* a budget of 2 KB: the first pull of 64 new rows is refused, naming the budget */
+    s.router = zmq_socket(ctx, ZMQ_ROUTER);
+    zmq_bind(s.router, "tcp://127.0.0.1:*");
+    size_t len = sizeof s.endpoint;
+    zmq_getsockopt(s.router, ZMQ_LAST_ENDPOINT, s.endpoint, &len);
+    ps_config_t pc = {.spec = &spec,
+                      .map = &map,
+                      .n_workers = 1,
+                      .opt = {.kind = OPT_SGD, .lr = 0.5f},
+                      .seed = 9,
+                      .memory_bytes = 2048,
+                      .max_message_bytes = 64 << 10};
+    s.srv = ps_server_create(&pc, s.router, NULL, err, sizeof err);
+    EXPECT(s.srv != NULL, "create with a budget: %s", err);
+    s.arg.srv = s.srv;
+    pthread_create(&s.th, NULL, serve, &s.arg);
+    d = client(s.endpoint);
+    uint64_t many[64];
+    for (int i = 0; i < 64; i++)
+        many[i] = (uint64_t)i * 1000;
+    sparse_request(d, TESSERA__KIND__KIND_SPARSE_PULL, 0, many, 64, TESSERA__DTYPE__DTYPE_U64, 1, NULL, 4, 0,
+                   0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+           "over the budget: code %d", code);
+    request(d, TESSERA__KIND__KIND_PING, 0, 0, 0, NULL, 0, 0);
+    EXPECT(reply(d, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_OK, "the shard still answers");
+    zmq_close(d);
+    stop(&s);
+    shard_map_free(&map);
+    model_spec_free(&spec);
+    spec = dense_spec;
+    map = dense_map;
+}
+
 int main(void) {
     job_config_t cfg;
     config_defaults(&cfg);
@@ -307,6 +456,7 @@ int main(void) {
     test_robustness();
     test_bsp();
     test_ssp();
+    test_sparse();
     zmq_ctx_term(ctx);
     shard_map_free(&map);
     model_spec_free(&spec);
