@@ -247,9 +247,8 @@ static int planted_init(planted_t *m, const datagen_opts_t *o) {
             w[k] = (float)(normal01(&g) * pow((double)k + 1.0, -RANK_DECAY));
             mean += m->p[k] * w[k];
         }
-        for (size_t k = 0; k < V; k++) {
+        for (size_t k = 0; k < V; k++)
             var += m->p[k] * (w[k] - mean) * (w[k] - mean);
-        }
         double scale = var > 0 ? LOGIT_SD_CAT / sqrt((double)S) / sqrt(var) : 0;
         for (size_t k = 0; k < V; k++)
             w[k] = (float)((w[k] - mean) * scale);

@@ -195,8 +195,15 @@ static int reserve_ids(builder_t *b, size_t more) {
     return 0;
 }
 
-static int fail(char *why, size_t whylen, const char *fmt, const char *field, const char *text, size_t n) {
-    char q[64];
+/* Writes "FIELD: <fmt with the quoted text>" into why, FIELD being `prefix` followed by `index` when
+ * index >= 0 (I3, C7, feature 2): built only here, since most lines are fine. Returns -TS_EINVAL. */
+static int fail(char *why, size_t whylen, const char *prefix, long index, const char *fmt, const char *text,
+                size_t n) {
+    char field[48], q[64];
+    if (index >= 0)
+        snprintf(field, sizeof field, "%s%ld", prefix, index);
+    else
+        snprintf(field, sizeof field, "%s", prefix);
     snprintf(why, whylen, fmt, field, quote(text, n, q, sizeof q));
     return -TS_EINVAL;
 }
@@ -223,34 +230,30 @@ static int parse_criteo(builder_t *b, char *s, size_t len, char *why, size_t why
     const char *p = s, *end = s + len;
     float *dense = d->dense + i * (size_t)D;
     uint64_t *off = d->bag_off + i * (size_t)S, nid = b->n_ids;
-    char name[16];
     for (int f = 0; f < want; f++) {
         const char *q = memchr(p, '\t', (size_t)(end - p));
         if (!q) q = end;
         size_t n = (size_t)(q - p);
         if (f == 0) {
             if (n != 1 || (p[0] != '0' && p[0] != '1'))
-                return fail(why, whylen, "%s: expected 0 or 1, got '%s'", "label", p, n);
+                return fail(why, whylen, "label", -1, "%s: expected 0 or 1, got '%s'", p, n);
             d->label[i] = p[0] - '0';
         } else if (f <= D) {
             int64_t x = 0;
-            snprintf(name, sizeof name, "I%d", f);
             int bad = n ? parse_int64(p, n, &x) : 0;
             if (bad)
-                return fail(why, whylen,
-                            bad == -2 ? "%s: integer out of range: '%s'"
-                                      : "%s: expected an integer, got '%s'",
-                            name, p, n);
+                return fail(
+                    why, whylen, "I", f,
+                    bad == -2 ? "%s: integer out of range: '%s'" : "%s: expected an integer, got '%s'", p, n);
             dense[f - 1] = x > 0 ? (float)log1p((double)x) : 0.0f;
         } else {
             uint64_t id;
             if (n) {
-                snprintf(name, sizeof name, "C%d", f - D);
                 if (parse_hex64(p, n, &id))
-                    return fail(why, whylen,
+                    return fail(why, whylen, "C", f - D,
                                 n > 16 ? "%s: more than 16 hex digits in '%s'"
                                        : "%s: expected hex digits, got '%s'",
-                                name, p, n);
+                                p, n);
                 d->ids[nid++] = id;
             }
             off[f - D] = nid;
@@ -293,11 +296,10 @@ static int parse_libsvm(builder_t *b, char *s, size_t len, char *why, size_t why
         if (tok == 0) {
             double y;
             if (parse_finite(p, &y))
-                return fail(why, whylen, "%s: expected a number, got '%s'", "label", p, n);
+                return fail(why, whylen, "label", -1, "%s: expected a number, got '%s'", p, n);
             d->label[i] = y > 0;
         } else {
-            char name[32], *colon = memchr(p, ':', n);
-            snprintf(name, sizeof name, "feature %d", tok);
+            char *colon = memchr(p, ':', n);
             uint64_t idx = 0;
             int bad = !colon || colon == p;
             for (char *c = p; !bad && c < colon; c++) {
@@ -306,11 +308,12 @@ static int parse_libsvm(builder_t *b, char *s, size_t len, char *why, size_t why
                 idx = idx * 10 + dig;
             }
             if (bad || idx == 0)
-                return fail(why, whylen, "%s: expected INDEX:VALUE with a positive integer index, got '%s'",
-                            name, p, n);
+                return fail(why, whylen, "feature ", tok,
+                            "%s: expected INDEX:VALUE with a positive integer index, got '%s'", p, n);
             double v;
             if (parse_finite(colon + 1, &v))
-                return fail(why, whylen, "%s: expected a finite value after ':', got '%s'", name, p, n);
+                return fail(why, whylen, "feature ", tok, "%s: expected a finite value after ':', got '%s'",
+                            p, n);
             if (idx <= (uint64_t)d->n_dense) {
                 dense[idx - 1] = (float)v;
             } else {
