@@ -427,7 +427,6 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     return 0;
 }
 
-/* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
 /* Checks one table's ids tensor: U64 [n, 1] of a table this model has. */
 static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t i, char *err, size_t errlen) {
     if (d->dtype != TESSERA__DTYPE__DTYPE_U64 || d->shape[1] != 1 || d->id >= (uint32_t)s->n_tables) {
@@ -438,6 +437,7 @@ static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t 
     return 0;
 }
 
+/* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
 static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
     if ((int)h->n_tensors < s->n_slices || ((int)h->n_tensors - s->n_slices) % 2) {
         snprintf(err, errlen,
@@ -747,7 +747,7 @@ static void handle_sparse_pull(ps_server_t *s, wire_msg_t *m) {
         dptr[i] = &descs[i];
         bufs[i] = (wire_buf_t){out, descs[i].nbytes, free_rows, NULL};
         made++;
-        s->rows_pulled += k;
+        if (!rc) s->rows_pulled += k;
     }
     if (rc) {
         for (size_t i = 0; i < made; i++)
