@@ -173,9 +173,12 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
 static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen) {
     const model_spec_t *spec = s->cfg.spec;
     double total = (double)spec->n_floats * sizeof(float) * (1 + slots);
-    for (int t = 0; t < spec->n_tables; t++)
-        total += (double)spec->tables[t].rows *
-                 (double)sparse_row_bytes(spec->tables[t].dim, optim_slots(&s->tcfg[t].opt));
+    for (int t = 0; t < spec->n_tables; t++) {
+        optim_t o = s->cfg.opt; /* tables after the one that failed are not configured yet */
+        optim_parse_kind(spec->tables[t].optimizer, &o.kind);
+        total +=
+            (double)spec->tables[t].rows * (double)sparse_row_bytes(spec->tables[t].dim, optim_slots(&o));
+    }
     double limit = (double)s->budget.limit_bytes;
     int S = s->cfg.map->n_shards;
     long need = limit > 0 ? (long)(total * 1.02 / limit) + 1 : 1; /* hashing spreads rows within ~1% */
