@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "shard_map.h"
 #include "util.h"
 
 /* Row indices are uint32 in the API and accumulator slots int32: a table holds at most this many rows
@@ -53,13 +54,7 @@ struct sparse_table {
 };
 
 int sparse_shard_of(uint32_t table, uint64_t id, int n_shards) {
-    unsigned char b[12];
-    for (int i = 0; i < 4; i++)
-        b[i] = (unsigned char)(table >> (8 * i));
-    for (int i = 0; i < 8; i++)
-        b[4 + i] = (unsigned char)(id >> (8 * i));
-    if (n_shards <= 1) return 0;
-    return (int)(XXH64(b, sizeof b, 0) % (uint64_t)n_shards);
+    return shard_map_sparse_owner(table, id, n_shards); /* one placement, shared with the workers */
 }
 
 uint64_t sparse_row_bytes(int dim, int slots) {
