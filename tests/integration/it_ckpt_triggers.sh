@@ -32,7 +32,9 @@ rank_pid() {
 
 for who in tessera-ps tessera-scheduler tessera-worker; do
     name=usr2-$(echo $who | cut -d- -f2)
-    start_job "$name" $ARGS
+    # Frequent reports: a request relayed through the scheduler's acknowledgements reaches worker 0
+    # well before the job ends, even on a loaded machine.
+    start_job "$name" $ARGS job.progress_interval_s=0.5
     wait_log "$name" "worker 3 training"
     sleep 0.4
     kill -USR2 "$(rank_pid "$name" $who)"
