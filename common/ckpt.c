@@ -155,8 +155,154 @@ static herr_t write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step)
     return 0;
 }
 
+/* A dataset `name` under `loc` of `type` with the given shape, written from `data`. < 0 on failure. */
+static herr_t write_dataset(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                            const hsize_t *dims, const void *data) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    return rc;
+}
+
+/* Writes table `t` as group NAME under `tables` (layout in ckpt.h); *bytes gets its size. */
+static herr_t write_table(hid_t tables, const ckpt_table_t *t, uint64_t *bytes) {
+    const char *names[3] = {"param", NULL, NULL};
+    int n_slots = 1 + ckpt_slot_names(t->optimizer, names + 1);
+    hid_t g = H5Gcreate2(tables, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    int64_t dim = t->dim;
+    herr_t rc = attr_i64(g, "dim", dim) < 0 || attr_write(g, "rows", H5T_NATIVE_UINT64, 1, &t->rows) < 0 ||
+                        attr_str(g, "optimizer", t->optimizer) < 0
+                    ? -1
+                    : 0;
+    /* Empty datasets keep the layout uniform: a reader never needs to ask whether one exists. */
+    static const uint64_t no_id = 0;
+    static const int64_t no_step = 0;
+    static const float no_row = 0;
+    hsize_t n[1] = {t->n}, nd[2] = {t->n, (hsize_t)t->dim};
+    if (!rc) rc = write_dataset(g, "ids", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, n, t->n ? t->ids : &no_id);
+    if (!rc)
+        rc = write_dataset(g, "steps", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, n, t->n ? t->steps : &no_step);
+    for (int k = 0; !rc && k < n_slots; k++)
+        rc = write_dataset(g, names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, nd, t->n ? t->slot[k] : &no_row);
+    H5Gclose(g);
+    *bytes = t->n * (16 + (uint64_t)n_slots * (uint64_t)t->dim * sizeof(float));
+    return rc < 0 ? -1 : 0;
+}
+
+/* Reads dataset `name` of `loc`, which must have `rank` dims equal to `dims`, into `out`. < 0 on failure
+ * or a shape mismatch. */
+static herr_t read_dataset(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,
+                           void *out) {
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    hid_t sp = H5Dget_space(d);
+    hsize_t got[2] = {0, 0};
+    herr_t rc =
+        sp < 0 || H5Sget_simple_extent_ndims(sp) != rank || H5Sget_simple_extent_dims(sp, got, NULL) < 0 ? -1
+                                                                                                         : 0;
+    for (int i = 0; !rc && i < rank; i++)
+        if (got[i] != dims[i]) rc = -1;
+    if (!rc && dims[0] > 0) rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
+    return rc < 0 ? -1 : 0;
+}
+
+void ckpt_table_free(ckpt_table_t *t) {
+    if (!t) return;
+    free(t->ids);
+    free(t->steps);
+    for (int k = 0; k < 3; k++)
+        free(t->slot[k]);
+    memset(t->slot, 0, sizeof t->slot);
+    t->ids = NULL;
+    t->steps = NULL;
+    t->n = 0;
+}
+
+int ckpt_read_table(const char *step_dir, int file, const char *name, int dim, const char *optimizer,
+                    ckpt_table_t *out, char *err, size_t errlen) {
+    h5_quiet();
+    memset(out, 0, sizeof *out);
+    out->name = name;
+    out->dim = dim;
+    char path[4200], where[400];
+    snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, file);
+    snprintf(where, sizeof where, "tables/%s", name);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g = -1, d = -1, sp = -1;
+    if (f < 0) {
+        snprintf(err, errlen, "cannot open %s (missing or corrupt)", path);
+        return -TS_EIO;
+    }
+    if (H5Lexists(f, "tables", H5P_DEFAULT) <= 0 || H5Lexists(f, where, H5P_DEFAULT) <= 0) {
+        snprintf(err, errlen, "%s holds no table %s: the checkpoint was written by a model without it", path,
+                 name);
+        H5Fclose(f);
+        return -TS_EINVAL;
+    }
+    g = H5Gopen2(f, where, H5P_DEFAULT);
+    H5_CHECK(g);
+    int64_t fdim = 0;
+    H5_CHECK(attr_read(g, "dim", H5T_NATIVE_INT64, &fdim));
+    H5_CHECK(attr_read(g, "rows", H5T_NATIVE_UINT64, &out->rows));
+    H5_CHECK(attr_read_str(g, "optimizer", out->optimizer, sizeof out->optimizer));
+    if (fdim != dim) {
+        snprintf(err, errlen, "%s: table %s has rows of %lld floats, the model's have %d", path, name,
+                 (long long)fdim, dim);
+        H5Gclose(g);
+        H5Fclose(f);
+        return -TS_EINVAL;
+    }
+    if (strcmp(out->optimizer, optimizer)) {
+        snprintf(err, errlen,
+                 "%s: table %s was trained with optimizer %s but the job says %s: its state cannot "
+                 "carry over",
+                 path, name, out->optimizer, optimizer);
+        H5Gclose(g);
+        H5Fclose(f);
+        return -TS_EINVAL;
+    }
+    d = H5Dopen2(g, "ids", H5P_DEFAULT);
+    H5_CHECK(d);
+    sp = H5Dget_space(d);
+    H5_CHECK(sp);
+    hsize_t n = 0;
+    H5_CHECK(H5Sget_simple_extent_dims(sp, &n, NULL));
+    H5Sclose(sp);
+    H5Dclose(d);
+    sp = d = -1;
+    out->n = n;
+    const char *names[3] = {"param", NULL, NULL};
+    int n_slots = 1 + ckpt_slot_names(optimizer, names + 1);
+    size_t cnt = n ? (size_t)n : 1;
+    out->ids = XMALLOC(cnt * sizeof *out->ids);
+    out->steps = XMALLOC(cnt * sizeof *out->steps);
+    hsize_t n1[1] = {n}, nd[2] = {n, (hsize_t)dim};
+    H5_CHECK(read_dataset(g, "ids", H5T_NATIVE_UINT64, 1, n1, out->ids));
+    H5_CHECK(read_dataset(g, "steps", H5T_NATIVE_INT64, 1, n1, out->steps));
+    for (int k = 0; k < n_slots; k++) {
+        out->slot[k] = XMALLOC(cnt * (size_t)dim * sizeof(float));
+        H5_CHECK(read_dataset(g, names[k], H5T_NATIVE_FLOAT, 2, nd, out->slot[k]));
+    }
+    H5Gclose(g);
+    H5Fclose(f);
+    return 0;
+fail:
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (g >= 0) H5Gclose(g);
+    H5Fclose(f);
+    ckpt_table_free(out);
+    return -TS_EIO;
+}
+
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
-                     const ckpt_slice_t *slices, int n_slices, uint64_t *bytes, char *err, size_t errlen) {
+                     const ckpt_slice_t *slices, int n_slices, const ckpt_table_t *tables, int n_tables,
+                     uint64_t *bytes, char *err, size_t errlen) {
     h5_quiet();
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, shard);
@@ -190,6 +336,17 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
         H5Sclose(sp);
         H5Gclose(g);
         sp = g = -1;
+    }
+    if (n_tables > 0) {
+        g = H5Gcreate2(f, "tables", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5_CHECK(g);
+        for (int i = 0; i < n_tables; i++) {
+            uint64_t tb = 0;
+            H5_CHECK(write_table(g, &tables[i], &tb));
+            total += tb;
+        }
+        H5Gclose(g);
+        g = -1;
     }
     /* Test hook (tests/integration/it_ckpt_write_kill.sh): hold the written file before it is
      * committed, so a test can kill the job mid-write. */
@@ -574,9 +731,47 @@ typedef struct {
     const char *path;
 } inspect_ctx_t;
 
+static herr_t print_table(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    inspect_ctx_t *c = data;
+    hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
+    if (g < 0) return 0;
+    int64_t dim = 0;
+    uint64_t rows = 0;
+    hsize_t n = 0;
+    char opt[16] = "";
+    attr_read(g, "dim", H5T_NATIVE_INT64, &dim);
+    attr_read(g, "rows", H5T_NATIVE_UINT64, &rows);
+    attr_read_str(g, "optimizer", opt, sizeof opt);
+    hid_t d = H5Dopen2(g, "ids", H5P_DEFAULT);
+    if (d >= 0) {
+        hid_t sp = H5Dget_space(d);
+        if (sp >= 0) H5Sget_simple_extent_dims(sp, &n, NULL);
+        if (sp >= 0) H5Sclose(sp);
+        H5Dclose(d);
+    }
+    char size[48];
+    if (rows)
+        snprintf(size, sizeof size, "%llux%lld", (unsigned long long)rows, (long long)dim);
+    else
+        snprintf(size, sizeof size, "dynamic x%lld", (long long)dim);
+    fprintf(c->out, "  %-20s %-12s shard %-3d holds %8llu rows (sparse, %s)\n", name, size, c->shard,
+            (unsigned long long)n, opt);
+    H5Gclose(g);
+    return 0;
+}
+
 static herr_t print_tensor(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
     (void)info;
     inspect_ctx_t *c = data;
+    if (!strcmp(name, "tables")) {
+        hid_t t = H5Gopen2(loc, name, H5P_DEFAULT);
+        if (t >= 0) {
+            H5Literate(t, H5_INDEX_NAME, H5_ITER_INC, NULL, print_table, data);
+            H5Gclose(t);
+        }
+        return 0;
+    }
     hid_t g = H5Gopen2(loc, name, H5P_DEFAULT);
     if (g < 0) return 0;
     uint64_t shape[2] = {0, 0}, rb = 0, re = 0;

@@ -40,6 +40,24 @@ typedef struct {
     long steps;           /* optimizer steps applied */
 } ckpt_slice_t;
 
+/* One sparse table's rows held by a shard, as a checkpoint stores them: group tables/NAME of the
+ * shard file, datasets ids (uint64 [n]), param and the optimizer slots (float32 [n, dim]), steps
+ * (int64 [n], each row's optimizer steps); attributes dim, rows (0: a dynamic table), optimizer.
+ * Rows are in no particular order; a row's shard is a function of (table, id, shard count). */
+typedef struct {
+    const char *name;
+    int dim;
+    uint64_t rows;      /* the table's declared size; 0 = ids are any uint64 */
+    char optimizer[16]; /* the table's own optimizer */
+    uint64_t n;         /* rows held */
+    uint64_t *ids;      /* [n] */
+    float *slot[3];     /* [n, dim] each: param, then the optimizer slots (NULL past the last) */
+    int64_t *steps;     /* [n] */
+} ckpt_table_t;
+
+/* Frees the arrays of a table read by ckpt_read_table (not `name`). NULL is a no-op. */
+void ckpt_table_free(ckpt_table_t *t);
+
 /* A worker's position in its data. */
 typedef struct {
     int64_t clock;
@@ -62,7 +80,15 @@ void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n);
  * -TS_EIO with a message. Safe to call from a background thread (HDF5 is used by one thread at a
  * time in a process). */
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
-                     const ckpt_slice_t *slices, int n_slices, uint64_t *bytes, char *err, size_t errlen);
+                     const ckpt_slice_t *slices, int n_slices, const ckpt_table_t *tables, int n_tables,
+                     uint64_t *bytes, char *err, size_t errlen);
+
+/* Reads the rows of table `name` held in STEP_DIR/shard-FILE.h5 into *out (arrays malloc'd: free with
+ * ckpt_table_free; out->name is set to `name`). The file must hold the table with `dim` floats per row
+ * and the same optimizer (`optimizer`, whose slots are read). 0, or -TS_EIO / -TS_EINVAL with a message
+ * naming the file and the table. */
+int ckpt_read_table(const char *step_dir, int file, const char *name, int dim, const char *optimizer,
+                    ckpt_table_t *out, char *err, size_t errlen);
 
 /* Writes / reads STEP_DIR/worker-W.h5 (a worker's position). 0 or -TS_EIO with a message naming
  * the file. */

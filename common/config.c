@@ -541,14 +541,6 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
             return -TS_EINVAL;
         }
         if (!strcmp(l->type, "embedding_bag")) {
-            if (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0) {
-                snprintf(
-                    err, errlen,
-                    "%s: [layer %s]: checkpoints do not hold sparse tables yet; a model with embedding_bag "
-                    "layers cannot set [checkpoint] every_steps or every_seconds",
-                    cfg->path, l->name);
-                return -TS_EINVAL;
-            }
             if (l->dim <= 0 || l->slot_end <= l->slot_begin) {
                 snprintf(err, errlen, "%s: [layer %s] embedding_bag needs dim = N and features = A-B",
                          cfg->path, l->name);

@@ -56,6 +56,7 @@ typedef struct {
     int stop;
     ckpt_slice_t *slices;
     float *data;
+    ckpt_table_t *tables; /* copies of every table's rows, owned */
     double stall_s;
 } ckpt_job_t;
 
@@ -141,6 +142,41 @@ static void params_changing(ps_server_t *s) {
     s->snap = NULL;
 }
 
+static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen);
+
+/* Loads this shard's rows of table t from the checkpoint in cfg.resume_dir, written by `n_files` shards:
+ * with the same shard count only this shard's file holds them; otherwise every file is read and the
+ * rows this shard owns now are kept. 0, or an error naming the file (or the budget). */
+static int restore_table(ps_server_t *s, int t, int n_files, char *err, size_t errlen) {
+    const sparse_table_cfg_t *c = &s->tcfg[t];
+    const char *opt = s->cfg.spec->tables[t].optimizer;
+    size_t before = sparse_table_size(s->tables[t]), kept = 0;
+    for (int k = 0; k < n_files; k++) {
+        if (n_files == c->n_shards && k != c->shard) continue;
+        ckpt_table_t in;
+        int rc = ckpt_read_table(s->cfg.resume_dir, k, c->name, c->dim, opt, &in, err, errlen);
+        if (!rc && in.rows != c->rows) {
+            snprintf(err, errlen, "%s/shard-%d.h5: table %s has rows = %llu, the job says %llu",
+                     s->cfg.resume_dir, k, c->name, (unsigned long long)in.rows, (unsigned long long)c->rows);
+            rc = -TS_EINVAL;
+        }
+        for (uint64_t i = 0; !rc && i < in.n; i++) {
+            uint64_t id = in.ids[i];
+            if (shard_map_sparse_owner(c->table, id, c->n_shards) != c->shard) continue;
+            size_t off = (size_t)i * (size_t)c->dim;
+            rc = sparse_table_put(s->tables[t], id, in.slot[0] + off, in.slot[1] ? in.slot[1] + off : NULL,
+                                  in.slot[2] ? in.slot[2] + off : NULL, (long)in.steps[i], err, errlen);
+            kept++;
+        }
+        ckpt_table_free(&in);
+        if (rc == -TS_ENOMEM) explain_budget(s, optim_slots(&s->cfg.opt), err, errlen);
+        if (rc) return rc;
+    }
+    log_info("shard restored table=%s rows=%zu new_rows=%zu from_files=%d", c->name, kept,
+             sparse_table_size(s->tables[t]) - before, n_files);
+    return 0;
+}
+
 /* Loads every slice (parameters, optimizer state and step counts) from the checkpoint in
  * cfg.resume_dir, whatever shard count wrote it, and sets every worker's clock to its step. */
 static int restore(ps_server_t *s, char *err, size_t errlen) {
@@ -160,6 +196,8 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
                 ckpt_read_rows(s->cfg.resume_dir, m.n_shards, s->cfg.spec->tensors[sl->tensor].name, sl->cols,
                                k, sl->row_begin, sl->row_begin + sl->rows, dst[k], &sl->steps, err, errlen);
     }
+    for (int t = 0; !rc && t < s->n_tables; t++)
+        rc = restore_table(s, t, m.n_shards, err, errlen);
     if (rc) return rc;
     for (int w = 0; w < s->cfg.n_workers; w++)
         s->clock[w] = m.step;
@@ -569,7 +607,7 @@ static void *write_checkpoint(void *arg) {
         snprintf(err, sizeof err, "cannot create %s: %s", dir, strerror(errno));
     else
         rc = ckpt_write_shard(dir, s->cfg.shard, s->cfg.map->n_shards, job->step, s->cfg.job, job->slices,
-                              s->n_slices, &bytes, err, sizeof err);
+                              s->n_slices, job->tables, s->n_tables, &bytes, err, sizeof err);
     double secs = now_s() - t0;
     if (rc) {
         log_error("checkpoint %lld not written: %s", (long long)job->step, err);
@@ -581,8 +619,40 @@ static void *write_checkpoint(void *arg) {
         report_checkpoint(s, job, bytes, secs, NULL);
     }
     free(job->slices); /* job->data is the server's reusable snapshot buffer */
+    for (int t = 0; t < s->n_tables; t++)
+        ckpt_table_free(&job->tables[t]);
+    free(job->tables);
     free(job);
     return NULL;
+}
+
+/* Copies of every table's rows for a checkpoint (freed with ckpt_table_free each, then free). */
+static ckpt_table_t *copy_tables(const ps_server_t *s) {
+    ckpt_table_t *out = XCALLOC((size_t)(s->n_tables ? s->n_tables : 1), sizeof *out);
+    for (int t = 0; t < s->n_tables; t++) {
+        const sparse_table_cfg_t *c = &s->tcfg[t];
+        ckpt_table_t *o = &out[t];
+        o->name = c->name;
+        o->dim = c->dim;
+        o->rows = c->rows;
+        snprintf(o->optimizer, sizeof o->optimizer, "%s", s->cfg.spec->tables[t].optimizer);
+        int slots = optim_slots(&c->opt);
+        size_t n = sparse_table_size(s->tables[t]), cnt = n ? n : 1, row = (size_t)c->dim * sizeof(float);
+        o->n = n;
+        o->ids = XMALLOC(cnt * sizeof *o->ids);
+        o->steps = XMALLOC(cnt * sizeof *o->steps);
+        for (int k = 0; k <= slots; k++)
+            o->slot[k] = XMALLOC(cnt * row);
+        for (size_t i = 0; i < n; i++) {
+            float *src[3];
+            long steps;
+            sparse_table_row(s->tables[t], i, &o->ids[i], &src[0], &src[1], &src[2], &steps);
+            o->steps[i] = steps;
+            for (int k = 0; k <= slots; k++)
+                memcpy(o->slot[k] + i * (size_t)c->dim, src[k], row);
+        }
+    }
+    return out;
 }
 
 /* Phase one of a checkpoint: copy every slice (the only time training waits) and hand the copy to a
@@ -626,6 +696,7 @@ static void take_checkpoint(ps_server_t *s) {
             dst += sl->n;
         }
     }
+    job->tables = copy_tables(s);
     s->ckpt_last = s->ckpt_want;
     s->ckpt_last_stop = s->ckpt_want_stop;
     memset(s->ckpt_told, 0, (size_t)s->cfg.n_workers * sizeof *s->ckpt_told);

@@ -479,15 +479,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                     "can); training goes on");
                 warned_async = 1;
             }
-            if (model.spec.n_tables && stop_asked) {
-                /* Sparse tables are not in checkpoints yet: stopping cannot save them. */
-                snprintf(err, sizeof err,
-                         "stop requested; models with sparse tables cannot checkpoint yet, so "
-                         "the job ends without a checkpoint");
-                rc = -TS_ESTATE;
-                break;
-            }
-            if (me == 0 && cfg->staleness == 0 && !model.spec.n_tables &&
+            if (me == 0 && cfg->staleness == 0 &&
                 plan_checkpoint(&pc, cfg, clock, &last_ckpt, asked, !stop_planned && stop_asked)) {
                 program_checkpoint_requested = 0;
                 pc.peer_ckpt = w.sched_ckpt = 0;
