@@ -16,6 +16,7 @@
 #include "ckpt.h"
 #include "config.h"
 #include "shard_map.h"
+#include "sparse_reply.h"
 #include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
@@ -102,8 +103,6 @@ struct ps_server {
     sparse_table_cfg_t *tcfg;
     mem_budget_t budget;
     sparse_pending_t *sp_pending; /* per worker (BSP) */
-    uint32_t *idx_scratch;
-    size_t idx_cap;
     uint64_t sparse_pulls, rows_pulled, rows_pushed;
 };
 
@@ -144,35 +143,15 @@ static void params_changing(ps_server_t *s) {
 
 static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen);
 
-/* Loads this shard's rows of table t from the checkpoint in cfg.resume_dir, written by `n_files` shards:
- * with the same shard count only this shard's file holds them; otherwise every file is read and the
- * rows this shard owns now are kept. 0, or an error naming the file (or the budget). */
+/* Loads this shard's rows of table t from the checkpoint in cfg.resume_dir, written by `n_files`
+ * shards. 0, or an error naming the file (or the budget). */
 static int restore_table(ps_server_t *s, int t, int n_files, char *err, size_t errlen) {
-    const sparse_table_cfg_t *c = &s->tcfg[t];
-    const char *opt = s->cfg.spec->tables[t].optimizer;
     size_t before = sparse_table_size(s->tables[t]), kept = 0;
-    for (int k = 0; k < n_files; k++) {
-        if (n_files == c->n_shards && k != c->shard) continue;
-        ckpt_table_t in;
-        int rc = ckpt_read_table(s->cfg.resume_dir, k, c->name, c->dim, opt, &in, err, errlen);
-        if (!rc && in.rows != c->rows) {
-            snprintf(err, errlen, "%s/shard-%d.h5: table %s has rows = %llu, the job says %llu",
-                     s->cfg.resume_dir, k, c->name, (unsigned long long)in.rows, (unsigned long long)c->rows);
-            rc = -TS_EINVAL;
-        }
-        for (uint64_t i = 0; !rc && i < in.n; i++) {
-            uint64_t id = in.ids[i];
-            if (shard_map_sparse_owner(c->table, id, c->n_shards) != c->shard) continue;
-            size_t off = (size_t)i * (size_t)c->dim;
-            rc = sparse_table_put(s->tables[t], id, in.slot[0] + off, in.slot[1] ? in.slot[1] + off : NULL,
-                                  in.slot[2] ? in.slot[2] + off : NULL, (long)in.steps[i], err, errlen);
-            kept++;
-        }
-        ckpt_table_free(&in);
-        if (rc == -TS_ENOMEM) explain_budget(s, optim_slots(&s->cfg.opt), err, errlen);
-        if (rc) return rc;
-    }
-    log_info("shard restored table=%s rows=%zu new_rows=%zu from_files=%d", c->name, kept,
+    int rc = sparse_table_restore(s->tables[t], s->cfg.resume_dir, n_files, s->cfg.spec->tables[t].optimizer,
+                                  &kept, err, errlen);
+    if (rc == -TS_ENOMEM) explain_budget(s, optim_slots(&s->cfg.opt), err, errlen);
+    if (rc) return rc;
+    log_info("shard restored table=%s rows=%zu new_rows=%zu from_files=%d", s->tcfg[t].name, kept,
              sparse_table_size(s->tables[t]) - before, n_files);
     return 0;
 }
@@ -385,7 +364,6 @@ void ps_server_free(ps_server_t *s) {
     free(s->tables);
     free(s->tcfg);
     free(s->sp_pending);
-    free(s->idx_scratch);
     free(s->slices);
     free(s->clock);
     free(s->pending);
@@ -468,16 +446,6 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     return 0;
 }
 
-/* Checks one table's ids tensor: U64 [n, 1] of a table this model has. */
-static int check_ids(const ps_server_t *s, const Tessera__TensorDesc *d, size_t i, char *err, size_t errlen) {
-    if (d->dtype != TESSERA__DTYPE__DTYPE_U64 || d->shape[1] != 1 || d->id >= (uint32_t)s->n_tables) {
-        snprintf(err, errlen, "tensor %zu: expected the row ids (U64 [n, 1]) of one of the model's %d tables",
-                 i, s->n_tables);
-        return -TS_EINVAL;
-    }
-    return 0;
-}
-
 /* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
 static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
     if ((int)h->n_tensors < s->n_slices || ((int)h->n_tensors - s->n_slices) % 2) {
@@ -488,7 +456,7 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
     }
     for (size_t i = (size_t)s->n_slices; i < h->n_tensors; i += 2) {
         const Tessera__TensorDesc *ids = h->tensors[i], *g = h->tensors[i + 1];
-        if (check_ids(s, ids, i, err, errlen)) return -TS_EINVAL;
+        if (sparse_ids_check(ids, i, s->n_tables, err, errlen)) return -TS_EINVAL;
         if (g->dtype != TESSERA__DTYPE__DTYPE_F32 || g->id != ids->id || g->shape[0] != ids->shape[0] ||
             g->shape[1] != (uint64_t)s->tcfg[ids->id].dim) {
             snprintf(err, errlen, "tensor %zu: expected the gradients [%llu, %d] of table %s", i + 1,
@@ -749,96 +717,23 @@ static int take_sparse_parts(ps_server_t *s, wire_msg_t *m, int w, char *err, si
     return 0;
 }
 
-static uint32_t *idx_scratch(ps_server_t *s, size_t n) {
-    if (n > s->idx_cap) {
-        free(s->idx_scratch);
-        s->idx_cap = n + n / 2 + 64;
-        s->idx_scratch = XMALLOC(s->idx_cap * sizeof *s->idx_scratch);
-    }
-    return s->idx_scratch;
-}
-
-/* The rows of ids[0..n) of table t into out[n, dim] without creating any: rows not held yet get
- * their initial values. 0 or -TS_EINVAL (an id this shard cannot hold). */
-static int peek_rows(ps_server_t *s, int t, const uint64_t *ids, size_t n, float *out, char *err,
-                     size_t errlen) {
-    const sparse_table_cfg_t *c = &s->tcfg[t];
-    for (size_t i = 0; i < n; i++) {
-        float *row = out + i * (size_t)c->dim;
-        uint32_t ix;
-        if ((c->rows && ids[i] >= c->rows) ||
-            shard_map_sparse_owner(c->table, ids[i], c->n_shards) != c->shard)
-            return sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen); /* its message */
-        if (sparse_table_lookup(s->tables[t], &ids[i], 1, 0, &ix, err, errlen) == 0)
-            sparse_table_gather(s->tables[t], &ix, 1, row);
-        else
-            sparse_row_init(c, ids[i], row);
-    }
-    return 0;
-}
-
-static void free_rows(void *data, void *hint) {
-    (void)hint;
-    free(data);
-}
-
 /* SPARSE_PULL: the rows of the requested ids, table by table. Rows of dynamic tables are created on
  * first touch (unless read_only), charging the budget; a request the budget cannot hold gets
  * RESOURCE_EXHAUSTED naming it. */
 static void handle_sparse_pull(ps_server_t *s, wire_msg_t *m) {
-    const Tessera__Header *h = m->hdr;
     char err[512];
-    size_t n = h->n_tensors;
-    if (!s->n_tables) {
-        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, "this model has no sparse tables");
-        return;
-    }
-    Tessera__TensorDesc descs[n ? n : 1], *dptr[n ? n : 1];
-    uint64_t shapes[2 * (n ? n : 1)];
-    wire_buf_t bufs[n ? n : 1];
-    size_t made = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const Tessera__TensorDesc *d = h->tensors[i];
-        if ((rc = check_ids(s, d, i, err, sizeof err))) break;
-        if (wire_align_frame(&m->frames[i])) {
-            snprintf(err, sizeof err, "out of memory");
-            rc = -TS_ENOMEM;
-            break;
-        }
-        size_t k = (size_t)d->shape[0];
-        int dim = s->tcfg[d->id].dim;
-        const uint64_t *ids = zmq_msg_data(&m->frames[i]);
-        float *out = XMALLOC((k ? k : 1) * (size_t)dim * sizeof(float));
-        if (h->read_only) {
-            rc = peek_rows(s, (int)d->id, ids, k, out, err, sizeof err);
-        } else {
-            uint32_t *idx = idx_scratch(s, k);
-            rc = sparse_table_lookup(s->tables[d->id], ids, k, 1, idx, err, sizeof err);
-            if (!rc) sparse_table_gather(s->tables[d->id], idx, k, out);
-        }
-        wire_desc_init(&descs[i], &shapes[2 * i], d->id, NULL, 0, k, (uint64_t)dim);
-        dptr[i] = &descs[i];
-        bufs[i] = (wire_buf_t){out, descs[i].nbytes, free_rows, NULL};
-        made++;
-        if (!rc) s->rows_pulled += k;
-    }
-    if (rc) {
-        for (size_t i = 0; i < made; i++)
-            free((void *)bufs[i].data);
+    long rows =
+        sparse_pull_answer(s->router, m, s->tables, s->n_tables, !m->hdr->read_only, 0, err, sizeof err);
+    if (rows < 0) {
         reply_error(s, m,
-                    rc == -TS_ENOMEM ? TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED
-                                     : TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                    !s->n_tables         ? TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION
+                    : rows == -TS_ENOMEM ? TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED
+                                         : TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                     err);
         return;
     }
     s->sparse_pulls++;
-    Tessera__Header r;
-    wire_header_init(&r, TESSERA__KIND__KIND_SPARSE_ROWS);
-    r.request_id = h->request_id;
-    r.n_tensors = n;
-    r.tensors = dptr;
-    wire_send(s->router, &m->identity, &r, bufs, n);
+    s->rows_pulled += (uint64_t)rows;
 }
 
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {

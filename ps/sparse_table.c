@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "ckpt.h"
 #include "shard_map.h"
 #include "util.h"
 
@@ -449,4 +450,52 @@ int sparse_table_put(sparse_table_t *t, uint64_t id, const float *p, const float
     }
     t->steps[r] = steps;
     return 0;
+}
+
+int sparse_table_dim(const sparse_table_t *t) {
+    return t->cfg.dim;
+}
+
+int sparse_table_peek(sparse_table_t *t, const uint64_t *ids, size_t n, float *out, char *err,
+                      size_t errlen) {
+    const sparse_table_cfg_t *c = &t->cfg;
+    for (size_t i = 0; i < n; i++) {
+        float *row = out + i * t->dim;
+        map_slot_t *s = c->rows && ids[i] >= c->rows ? NULL : map_probe(t, ids[i]);
+        if (s && s->row1) {
+            memcpy(row, t->p + (size_t)(s->row1 - 1) * t->dim, t->dim * sizeof(float));
+            continue;
+        }
+        if (!s || sparse_shard_of(c->table, ids[i], c->n_shards) != c->shard)
+            return (int)row_find(t, ids[i], 0, err, errlen); /* its message */
+        sparse_row_init(c, ids[i], row);
+    }
+    return 0;
+}
+
+int sparse_table_restore(sparse_table_t *t, const char *step_dir, int n_files, const char *optimizer,
+                         size_t *kept, char *err, size_t errlen) {
+    const sparse_table_cfg_t *c = &t->cfg;
+    size_t n_kept = 0;
+    int rc = 0;
+    for (int k = 0; !rc && k < n_files; k++) {
+        if (n_files == c->n_shards && k != c->shard) continue;
+        ckpt_table_t in;
+        rc = ckpt_read_table(step_dir, k, c->name, c->dim, optimizer, &in, err, errlen);
+        if (!rc && in.rows != c->rows) {
+            set_err(err, errlen, "%s/shard-%d.h5: table %s has rows = %llu, the job says %llu", step_dir, k,
+                    c->name, (unsigned long long)in.rows, (unsigned long long)c->rows);
+            rc = -TS_EINVAL;
+        }
+        for (uint64_t i = 0; !rc && i < in.n; i++) {
+            if (sparse_shard_of(c->table, in.ids[i], c->n_shards) != c->shard) continue;
+            size_t off = (size_t)i * t->dim;
+            rc = sparse_table_put(t, in.ids[i], in.slot[0] + off, in.slot[1] ? in.slot[1] + off : NULL,
+                                  in.slot[2] ? in.slot[2] + off : NULL, (long)in.steps[i], err, errlen);
+            n_kept++;
+        }
+        ckpt_table_free(&in);
+    }
+    if (kept) *kept = n_kept;
+    return rc;
 }

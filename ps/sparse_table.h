@@ -91,4 +91,20 @@ void sparse_table_row(const sparse_table_t *t, size_t i, uint64_t *id, float **p
 int sparse_table_put(sparse_table_t *t, uint64_t id, const float *p, const float *s0, const float *s1,
                      long steps, char *err, size_t errlen);
 
+/* Floats per row. */
+int sparse_table_dim(const sparse_table_t *t);
+
+/* The rows of ids[0..n) into out[n, dim] without creating any: rows not held (never touched) get their
+ * initial values, as a row created now would. 0, or -TS_EINVAL with lookup's message for an id out of
+ * range of a pre-sized table or owned by another shard. */
+int sparse_table_peek(sparse_table_t *t, const uint64_t *ids, size_t n, float *out, char *err, size_t errlen);
+
+/* Restores the table's rows from checkpoint STEP_DIR written by `n_files` shards (ckpt.h, tables/NAME):
+ * with the same shard count only this shard's file is read; otherwise every file is, and the rows this
+ * shard owns now are kept. `optimizer` is the one the checkpoint's rows were trained with (their state
+ * slots are kept when the table's optimizer has them). *kept (may be NULL) gets the rows put. 0, or
+ * an error naming the file (-TS_EIO / -TS_EINVAL) or the budget (-TS_ENOMEM). */
+int sparse_table_restore(sparse_table_t *t, const char *step_dir, int n_files, const char *optimizer,
+                         size_t *kept, char *err, size_t errlen);
+
 #endif
