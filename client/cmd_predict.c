@@ -1,5 +1,6 @@
-/* tessera predict: sends the rows of an input file (IDX images, CSV or JSON lines) to a serving
- * endpoint in batches and prints one JSON line of logits per row. */
+/* tessera predict: sends the rows of an input file (IDX images, CSV, JSON lines, or Criteo TSV for
+ * models with embedding tables) to a serving endpoint in batches and prints one JSON line of logits
+ * per row. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -14,6 +15,8 @@
 
 #include "commands.h"
 #include "data.h"
+#include "data_ctr.h"
+#include "metrics.h"
 #include "tessera_client.h"
 #include "util.h"
 
@@ -26,9 +29,12 @@ static const char *const predict_usage =
     "  --endpoint E     the server (router), e.g. tcp://127.0.0.1:5555\n"
     "  --input FILE     IDX images (bytes, scaled with the served model's input_mean and\n"
     "                   input_std), CSV (one row of input floats per line; a header line is\n"
-    "                   skipped) or JSON lines (an array of numbers, or {\"input\": [...]})\n"
-    "  --format F       idx, csv or jsonl (default: from the name: *.csv; *.jsonl, *.json;\n"
-    "                   *-ubyte, *-ubyte.gz, *.idx, *.idx.gz)\n"
+    "                   skipped), JSON lines (an array of numbers, or {\"input\": [...]}) or, for\n"
+    "                   a model with embedding tables, Criteo TSV (label, the dense features, one\n"
+    "                   hex id per categorical slot; the ids' rows are resolved on the shards; the\n"
+    "                   labels give test_auc=A test_logloss=L count=N on stderr)\n"
+    "  --format F       idx, csv, jsonl or criteo (default: from the name: *.csv; *.jsonl,\n"
+    "                   *.json; *-ubyte, *-ubyte.gz, *.idx, *.idx.gz; *.tsv, *.tsv.gz)\n"
     "  --labels FILE    IDX labels of the rows: prints accuracy=A correct=N count=N to stderr\n"
     "  --model M        the model's name (default: the only one served)\n"
     "  --version V      the model version (default 0: the server's default)\n"
@@ -41,7 +47,7 @@ static const char *const predict_usage =
 
 #define CMD "tessera predict"
 
-typedef enum { FMT_NONE, FMT_IDX, FMT_CSV, FMT_JSONL } input_format_t;
+typedef enum { FMT_NONE, FMT_IDX, FMT_CSV, FMT_JSONL, FMT_CRITEO } input_format_t;
 
 typedef struct {
     const char *endpoint, *input, *labels, *model, *output;
@@ -54,10 +60,13 @@ typedef struct {
     size_t rows, dim;
     float *x;        /* rows x dim (malloc'd) */
     int32_t *labels; /* rows, or NULL without --labels */
+    size_t slots;    /* criteo: categorical ids per row */
+    uint64_t *ids;   /* criteo: rows x slots, TSC_ID_MISSING where a row has none */
 } inputs_t;
 
 static void inputs_free(inputs_t *in) {
     free(in->x);
+    free(in->ids);
     free(in->labels);
     memset(in, 0, sizeof *in);
 }
@@ -73,6 +82,7 @@ static input_format_t format_of_name(const char *path) {
     if (ends_with(path, "-ubyte") || ends_with(path, "-ubyte.gz") || ends_with(path, ".idx") ||
         ends_with(path, ".idx.gz"))
         return FMT_IDX;
+    if (ends_with(path, ".tsv") || ends_with(path, ".tsv.gz")) return FMT_CRITEO;
     return FMT_NONE;
 }
 
@@ -414,13 +424,52 @@ static int load_text(const predict_opts_t *o, FILE *f, const tsc_model_info_t *i
     return rc;
 }
 
+/* Criteo TSV for a model with tables: the dense features, one id per slot, and the labels. */
+static int load_criteo(const predict_opts_t *o, const tsc_model_info_t *info, inputs_t *in, char *err,
+                       size_t errlen) {
+    if (!info->categorical_slots) {
+        snprintf(err, errlen, "%s is Criteo TSV, but the served model has no categorical slots", o->input);
+        return -1;
+    }
+    ctr_read_opts_t ro = {.format = "criteo",
+                          .n_dense = (int)info->input_dim,
+                          .n_slots = (int)info->categorical_slots,
+                          .limit = o->limit};
+    ctr_dataset_t d;
+    if (ctr_load(&d, o->input, &ro, err, errlen)) return -1;
+    in->rows = d.n;
+    in->dim = (size_t)d.n_dense;
+    in->slots = (size_t)d.n_slots;
+    in->x = d.dense;
+    in->labels = d.label;
+    d.dense = NULL;
+    d.label = NULL;
+    in->ids = malloc((d.n * in->slots + 1) * sizeof *in->ids);
+    if (!in->ids) {
+        ctr_dataset_free(&d);
+        snprintf(err, errlen, "%s: out of memory", o->input);
+        return -1;
+    }
+    for (size_t j = 0; j < d.n * in->slots; j++) /* a Criteo bag holds one id or none */
+        in->ids[j] = d.bag_off[j + 1] > d.bag_off[j] ? d.ids[d.bag_off[j]] : TSC_ID_MISSING;
+    ctr_dataset_free(&d);
+    return 0;
+}
+
 /* Reads the input file (f: the text formats) for a model of info's shape and scaling. Returns 0, or
  * -1 with a message and *in empty. */
 static int load_inputs(const predict_opts_t *o, FILE *f, const tsc_model_info_t *info, inputs_t *in,
                        char *err, size_t errlen) {
     memset(in, 0, sizeof *in);
-    int rc =
-        o->format == FMT_IDX ? load_idx(o, info, in, err, errlen) : load_text(o, f, info, in, err, errlen);
+    int rc = o->format == FMT_IDX      ? load_idx(o, info, in, err, errlen)
+             : o->format == FMT_CRITEO ? load_criteo(o, info, in, err, errlen)
+                                       : load_text(o, f, info, in, err, errlen);
+    if (!rc && info->categorical_slots && !in->ids) {
+        snprintf(err, errlen,
+                 "the served model has %u categorical slots: give its inputs as Criteo TSV (--format criteo)",
+                 info->categorical_slots);
+        rc = -1;
+    }
     if (!rc && !in->rows) {
         snprintf(err, errlen, "%s: no input rows", o->input);
         rc = -1;
@@ -446,7 +495,7 @@ static void write_batch(FILE *out, const tsc_result_t *r, size_t first, const in
                         size_t *correct) {
     for (size_t i = 0; i < r->rows; i++) {
         const float *l = r->outputs + i * r->cols;
-        size_t best = 0;
+        size_t best = r->cols == 1 && l[0] > 0; /* one logit: a binary model's class is its sign */
         for (size_t k = 1; k < r->cols; k++)
             if (l[k] > l[best]) best = k;
         fprintf(out, "{\"index\": %zu, \"class\": %zu, \"logits\": [", first + i, best);
@@ -499,8 +548,10 @@ static int parse_args(int argc, char **argv, predict_opts_t *o) {
                 o->format = FMT_CSV;
             else if (!strcmp(optarg, "jsonl") || !strcmp(optarg, "json"))
                 o->format = FMT_JSONL;
+            else if (!strcmp(optarg, "criteo"))
+                o->format = FMT_CRITEO;
             else {
-                fprintf(stderr, CMD ": --format takes idx, csv or jsonl, not '%s'\n", optarg);
+                fprintf(stderr, CMD ": --format takes idx, csv, jsonl or criteo, not '%s'\n", optarg);
                 bad = 1;
             }
             break;
@@ -536,6 +587,7 @@ int cmd_predict(int argc, char **argv) {
     FILE *in_file = NULL, *out = stdout;
     tsc_client_t *c = NULL;
     inputs_t in = {0};
+    float *scores = NULL; /* a binary model on Criteo TSV: each row's logit, for the AUC */
     size_t correct = 0, done = 0;
     status = 1;
     /* Open the input before asking the server anything, so a wrong path fails at once. */
@@ -564,23 +616,32 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, CMD ": cannot create %s: %s\n", o.output, strerror(errno));
         goto out;
     }
+    if (o.format == FMT_CRITEO && info.outputs == 1 && !(scores = malloc(in.rows * sizeof *scores))) {
+        fprintf(stderr, CMD ": out of memory\n");
+        goto out;
+    }
     for (; done < in.rows; done += (size_t)o.batch) {
         size_t n = in.rows - done < (size_t)o.batch ? in.rows - done : (size_t)o.batch;
         tsc_result_t r;
-        rc = tsc_predict(c, o.model, (uint64_t)o.version, in.x + done * in.dim, n, in.dim, &r);
+        rc = tsc_predict_ids(c, o.model, (uint64_t)o.version, in.x + done * in.dim, n, in.dim,
+                             in.ids ? in.ids + done * in.slots : NULL, in.slots, &r);
         if (rc) {
             fprintf(stderr, CMD ": rows %zu-%zu: %s: %s\n", done, done + n - 1, tsc_code_name(rc),
                     tsc_error(c));
             goto out;
         }
         write_batch(out, &r, done, in.labels, &correct);
+        if (scores && r.cols == 1) memcpy(scores + done, r.outputs, n * sizeof(float));
         tsc_result_free(&r);
     }
     if (fflush(out) || ferror(out)) {
         fprintf(stderr, CMD ": writing %s: %s\n", o.output ? o.output : "stdout", strerror(errno));
         goto out;
     }
-    if (in.labels)
+    if (scores)
+        fprintf(stderr, "test_auc=%.4f test_logloss=%.4f count=%zu\n", metric_auc(scores, in.labels, in.rows),
+                metric_logloss(scores, in.labels, in.rows), in.rows);
+    else if (in.labels)
         fprintf(stderr, "accuracy=%.4f correct=%zu count=%zu\n",
                 in.rows ? (double)correct / (double)in.rows : 0.0, correct, in.rows);
     status = 0;
@@ -591,6 +652,7 @@ out:
     }
     if (in_file) fclose(in_file);
     inputs_free(&in);
+    free(scores);
     tsc_close(c);
     return status;
 }

@@ -115,7 +115,7 @@ static int set_send_timeout(tsc_client_t *c, int ms) {
 /* Sends request `h` under a new request_id (returned in *id), with x[rows, cols] as its tensor when
  * x is not NULL. The tensor is copied: ZeroMQ may still hold it after the caller gives up. */
 static int send_request(tsc_client_t *c, Tessera__Header *h, const float *x, size_t rows, size_t cols,
-                        int send_timeout_ms, uint64_t *id) {
+                        const uint64_t *ids, size_t slots, int send_timeout_ms, uint64_t *id) {
     c->err[0] = '\0';
     int rc = set_send_timeout(c, send_timeout_ms);
     if (rc) return rc;
@@ -129,22 +129,38 @@ static int send_request(tsc_client_t *c, Tessera__Header *h, const float *x, siz
                         "cannot queue the request: send queue full (the server is not reading fast enough)");
     }
     h->request_id = *id = ++c->next_id;
-    Tessera__TensorDesc desc, *descs[1] = {&desc};
-    uint64_t shape[2];
-    wire_buf_t buf = {NULL, 0, free_copy, NULL};
+    Tessera__TensorDesc desc[2], *descs[2] = {&desc[0], &desc[1]};
+    uint64_t shape[4];
+    wire_buf_t buf[2] = {{NULL, 0, free_copy, NULL}, {NULL, 0, free_copy, NULL}};
+    size_t n = 0;
     if (x) {
         if (!rows || !cols) return fail(c, TSC_INVALID_ARGUMENT, "empty input (%zu x %zu)", rows, cols);
         if (rows > SIZE_MAX / sizeof(float) / cols) return fail(c, TSC_INVALID_ARGUMENT, "input too large");
-        wire_desc_init(&desc, shape, 0, NULL, 0, rows, cols);
-        float *copy = malloc(desc.nbytes);
-        if (!copy) return fail(c, TSC_IO, "out of memory copying %zu bytes of input", (size_t)desc.nbytes);
-        memcpy(copy, x, desc.nbytes);
-        buf.data = copy;
-        buf.nbytes = desc.nbytes;
-        h->n_tensors = 1;
+        if (ids && (!slots || rows > SIZE_MAX / sizeof(uint64_t) / slots))
+            return fail(c, TSC_INVALID_ARGUMENT, "bad ids shape (%zu x %zu)", rows, slots);
+        wire_desc_init(&desc[0], &shape[0], 0, NULL, 0, rows, cols);
+        n = 1;
+        if (ids) {
+            wire_desc_ids(&desc[1], &shape[2], 0, rows);
+            desc[1].shape[1] = slots;
+            desc[1].nbytes = rows * slots * sizeof(uint64_t);
+            n = 2;
+        }
+        const void *src[2] = {x, ids};
+        for (size_t i = 0; i < n; i++) {
+            void *copy = malloc(desc[i].nbytes);
+            if (!copy) {
+                free((void *)buf[0].data);
+                return fail(c, TSC_IO, "out of memory copying %zu bytes of input", (size_t)desc[i].nbytes);
+            }
+            memcpy(copy, src[i], desc[i].nbytes);
+            buf[i].data = copy;
+            buf[i].nbytes = desc[i].nbytes;
+        }
+        h->n_tensors = n;
         h->tensors = descs;
     }
-    if (wire_send(c->sock, NULL, h, &buf, x ? 1 : 0)) {
+    if (wire_send(c->sock, NULL, h, buf, n)) {
         int e = zmq_errno();
         if (e == EAGAIN)
             return fail(c, send_timeout_ms ? TSC_TIMEOUT : TSC_IO,
@@ -212,11 +228,11 @@ static int check_reply(tsc_client_t *c, wire_msg_t *m, Tessera__Kind want) {
  * timeout for its reply, dropping replies to other requests. TSC_OK with *m holding a reply of kind
  * `want` (release with wire_msg_free); otherwise the outcome with its message, and *m is empty. */
 static int call(tsc_client_t *c, Tessera__Header *h, const float *x, size_t rows, size_t cols,
-                Tessera__Kind want, wire_msg_t *m) {
+                const uint64_t *ids, size_t slots, Tessera__Kind want, wire_msg_t *m) {
     memset(m, 0, sizeof *m);
     double deadline = now_s() + c->timeout_ms / 1000.0;
     uint64_t id;
-    int rc = send_request(c, h, x, rows, cols, c->timeout_ms, &id);
+    int rc = send_request(c, h, x, rows, cols, ids, slots, c->timeout_ms, &id);
     if (rc) return rc;
     for (;;) {
         uint64_t got;
@@ -270,12 +286,17 @@ static void predict_header(Tessera__Header *h, const tsc_client_t *c, const char
 
 int tsc_predict(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
                 size_t cols, tsc_result_t *out) {
+    return tsc_predict_ids(c, model, version, x, rows, cols, NULL, 0, out);
+}
+
+int tsc_predict_ids(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
+                    size_t cols, const uint64_t *ids, size_t slots, tsc_result_t *out) {
     memset(out, 0, sizeof *out);
     if (!x) return fail(c, TSC_INVALID_ARGUMENT, "no input");
     Tessera__Header h;
     predict_header(&h, c, model, version);
     wire_msg_t m;
-    int rc = call(c, &h, x, rows, cols, TESSERA__KIND__KIND_PREDICTION, &m);
+    int rc = call(c, &h, x, rows, cols, ids, slots, TESSERA__KIND__KIND_PREDICTION, &m);
     if (rc) return rc;
     rc = take_prediction(c, &m, out);
     if (!rc && out->rows != rows) {
@@ -291,7 +312,7 @@ int tsc_predict_send(tsc_client_t *c, const char *model, uint64_t version, const
     if (!x) return fail(c, TSC_INVALID_ARGUMENT, "no input");
     Tessera__Header h;
     predict_header(&h, c, model, version);
-    return send_request(c, &h, x, rows, cols, 0, request_id);
+    return send_request(c, &h, x, rows, cols, NULL, 0, 0, request_id);
 }
 
 int tsc_predict_recv(tsc_client_t *c, int timeout_ms, uint64_t *request_id, tsc_result_t *out) {
@@ -317,7 +338,7 @@ static int call_ok(tsc_client_t *c, Tessera__Kind kind, const char *model) {
     wire_header_init(&h, kind);
     h.model = (char *)(model ? model : "");
     wire_msg_t m;
-    int rc = call(c, &h, NULL, 0, 0, TESSERA__KIND__KIND_OK, &m);
+    int rc = call(c, &h, NULL, 0, 0, NULL, 0, TESSERA__KIND__KIND_OK, &m);
     if (!rc) wire_msg_free(&m);
     return rc;
 }
@@ -335,7 +356,7 @@ static int call_status(tsc_client_t *c, const char *model, wire_msg_t *m) {
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_STATUS);
     h.model = (char *)(model ? model : "");
-    int rc = call(c, &h, NULL, 0, 0, TESSERA__KIND__KIND_STATUS, m);
+    int rc = call(c, &h, NULL, 0, 0, NULL, 0, TESSERA__KIND__KIND_STATUS, m);
     if (!rc && !m->hdr->status) {
         wire_msg_free(m);
         rc = fail(c, TSC_IO, "malformed reply: STATUS without a model status");
@@ -354,6 +375,7 @@ int tsc_model_info(tsc_client_t *c, const char *model, tsc_model_info_t *info) {
     info->default_version = s->default_version;
     info->input_mean = s->input_mean;
     info->input_std = s->input_std;
+    info->categorical_slots = s->categorical_slots;
     wire_msg_free(&m);
     return TSC_OK;
 }
@@ -394,7 +416,8 @@ static cJSON *status_to_json(const Tessera__ModelStatus *s) {
          add_str(o, "placement", s->placement) && add_num(o, "requests", (double)s->requests) &&
          add_num(o, "errors", (double)s->errors) && add_num(o, "batches", (double)s->batches) &&
          add_num(o, "queue_depth", s->queue_depth) && add_num(o, "max_queue", s->max_queue) &&
-         add_num(o, "input_mean", s->input_mean) && add_num(o, "input_std", s->input_std);
+         add_num(o, "input_mean", s->input_mean) && add_num(o, "input_std", s->input_std) &&
+         add_num(o, "categorical_slots", s->categorical_slots);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

@@ -58,6 +58,12 @@ void tsc_set_timeout(tsc_client_t *c, int ms);
  * `version` (0: the server's default). Fills *out on TSC_OK. */
 int tsc_predict(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
                 size_t cols, tsc_result_t *out);
+/* The same for a model with embedding tables: x holds the dense features [rows, cols] and ids the
+ * categorical ids [rows, slots], one per slot (TSC_ID_MISSING for none); the server resolves the ids'
+ * rows on its shards. */
+#define TSC_ID_MISSING UINT64_MAX
+int tsc_predict_ids(tsc_client_t *c, const char *model, uint64_t version, const float *x, size_t rows,
+                    size_t cols, const uint64_t *ids, size_t slots, tsc_result_t *out);
 void tsc_result_free(tsc_result_t *r);
 
 /* TSC_OK when the server process answers. */
@@ -73,6 +79,7 @@ typedef struct {
     uint32_t input_dim, outputs;
     uint64_t default_version; /* 0 while no version is available */
     double input_mean, input_std;
+    uint32_t categorical_slots; /* models with tables: ids per row that tsc_predict_ids takes */
 } tsc_model_info_t;
 int tsc_model_info(tsc_client_t *c, const char *model, tsc_model_info_t *info);
 

@@ -131,8 +131,8 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
         PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                   "header describes %zu tensors but %zu frames follow", nt, m->nframes);
     /* Row ids (U64) travel only in the requests that carry them; everything else is float32. */
-    int ids_ok =
-        m->hdr->kind == TESSERA__KIND__KIND_SPARSE_PULL || m->hdr->kind == TESSERA__KIND__KIND_PUSH_PULL;
+    int ids_ok = m->hdr->kind == TESSERA__KIND__KIND_SPARSE_PULL ||
+                 m->hdr->kind == TESSERA__KIND__KIND_PUSH_PULL || m->hdr->kind == TESSERA__KIND__KIND_PREDICT;
     for (size_t i = 0; i < nt; i++) {
         const Tessera__TensorDesc *d = m->hdr->tensors[i];
         int u64 = d->dtype == TESSERA__DTYPE__DTYPE_U64 && ids_ok;

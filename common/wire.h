@@ -47,6 +47,9 @@ void wire_desc_init(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t id, cons
                     uint64_t row_begin, uint64_t rows, uint64_t cols);
 
 /* Describes n row ids (U64 [n, 1]) of sparse table `table`; `shape` as for wire_desc_init. */
+/* In a PREDICT's ids tensor: this slot has no id (an empty bag). */
+#define PREDICT_ID_MISSING UINT64_MAX
+
 void wire_desc_ids(Tessera__TensorDesc *d, uint64_t shape[2], uint32_t table, uint64_t n);
 
 /* Sets the protocol version and kind on a fresh header. */

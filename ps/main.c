@@ -173,6 +173,8 @@ int main(int argc, char **argv) {
         /* tessera train --serve: the trained parameters become serving version `version`, in place. */
         serve_slice_t *slices = NULL;
         int n = ps_server_take_slices(srv, &slices);
+        sparse_table_t **tables = NULL;
+        int nt = ps_server_take_tables(srv, &tables);
         ps_server_free(srv);
         srv = NULL;
         serve_shard_config_t sc = {.shard = cl.index,
@@ -181,7 +183,7 @@ int main(int argc, char **argv) {
                                    .threads = cfg->serve_threads,
                                    .stop_flag = &program_stop_requested};
         serve_shard_t *ss = serve_shard_create(&sc, router, err, sizeof err);
-        if (!ss || serve_shard_adopt(ss, version, cfg, slices, n, err, sizeof err)) {
+        if (!ss || serve_shard_adopt(ss, version, cfg, slices, n, tables, nt, err, sizeof err)) {
             log_error("cannot serve the trained parameters: %s", err);
             rc = -TS_EINVAL;
         } else {
@@ -192,6 +194,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++)
             free(slices[i].p);
         free(slices);
+        for (int t = 0; t < nt; t++)
+            sparse_table_free(tables[t]);
+        free(tables);
         serve_shard_free(ss);
     }
 

@@ -14,6 +14,8 @@
 #include "ckpt.h"
 #include "model.h"
 #include "shard_map.h"
+#include "sparse_reply.h"
+#include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
 
@@ -36,6 +38,8 @@ typedef struct version {
     int *slice_of; /* tensor -> slice index, or -1 when this shard holds none of its rows */
     Tessera__TensorDesc *descs, **desc_ptrs;
     uint64_t *shapes;
+    int n_tables;
+    sparse_table_t **tables; /* this shard's rows of each sparse table (read-only) */
     /* the LOAD request answered when loading ends */
     zmq_msg_t identity;
     uint64_t request_id;
@@ -64,6 +68,9 @@ static void version_unref(version_t *v) {
     free(v->descs);
     free(v->desc_ptrs);
     free(v->shapes);
+    for (int t = 0; t < v->n_tables; t++)
+        sparse_table_free(v->tables[t]);
+    free(v->tables);
     model_spec_free(&v->spec);
     free(v->job);
     if (v->has_requester) zmq_msg_close(&v->identity);
@@ -112,6 +119,35 @@ static int version_layout(version_t *v, const serve_shard_config_t *cfg, char *e
     return 0;
 }
 
+/* Creates v's tables (the rows this shard owns among the serving shards, no optimizer state) and reads
+ * their rows from checkpoint v->path, written by n_files shards; adds their bytes to *bytes. Rows the
+ * checkpoint lacks are never-trained ids of dynamic tables: peeks give them their initial values. */
+static int load_tables(version_t *v, int n_files, uint64_t *bytes) {
+    const model_spec_t *spec = &v->spec;
+    v->n_tables = spec->n_tables;
+    v->tables = XCALLOC((size_t)(spec->n_tables ? spec->n_tables : 1), sizeof *v->tables);
+    for (int t = 0; t < spec->n_tables; t++) {
+        const table_info_t *ti = &spec->tables[t];
+        sparse_table_cfg_t c = {.name = ti->name,
+                                .table = (uint32_t)t,
+                                .dim = ti->dim,
+                                .rows = ti->rows,
+                                .bound = ti->bound,
+                                .seed = v->job->seed,
+                                .shard = v->cfg->shard,
+                                .n_shards = v->cfg->n_shards};
+        c.opt.kind = OPT_SGD; /* serving keeps parameters only */
+        v->tables[t] = sparse_table_create(&c, NULL, v->err, sizeof v->err);
+        if (!v->tables[t]) return -TS_ENOMEM;
+        size_t kept = 0;
+        int rc =
+            sparse_table_restore(v->tables[t], v->path, n_files, ti->optimizer, &kept, v->err, sizeof v->err);
+        if (rc) return rc;
+        *bytes += (uint64_t)kept * (uint64_t)ti->dim * sizeof(float);
+    }
+    return 0;
+}
+
 /* The loader thread: reads this shard's rows of checkpoint v->path. HDF5 is used by this thread only
  * (one load at a time). Ends by publishing V_READY or V_FAILED. */
 static void *load_version(void *arg) {
@@ -127,6 +163,7 @@ static void *load_version(void *arg) {
     if (!rc) rc = ckpt_read_job(v->path, v->job, v->err, sizeof v->err);
     if (!rc) rc = version_layout(v, v->cfg, v->err, sizeof v->err);
     uint64_t bytes = 0;
+    if (!rc) rc = load_tables(v, m.n_shards, &bytes);
     for (int i = 0; !rc && i < v->n_slices; i++) {
         serve_slice_t *sl = &v->slices[i];
         sl->p = malloc((size_t)(sl->rows * sl->cols) * sizeof(float) + 1);
@@ -141,8 +178,8 @@ static void *load_version(void *arg) {
         bytes += sl->rows * sl->cols * sizeof(float);
     }
     if (!rc)
-        log_info("serving shard loaded version=%llu path=%s slices=%d bytes=%llu load_s=%.3f",
-                 (unsigned long long)v->number, v->path, v->n_slices, (unsigned long long)bytes,
+        log_info("serving shard loaded version=%llu path=%s slices=%d tables=%d bytes=%llu load_s=%.3f",
+                 (unsigned long long)v->number, v->path, v->n_slices, v->n_tables, (unsigned long long)bytes,
                  now_s() - t0);
     atomic_store(&v->state, rc ? V_FAILED : V_READY);
     return NULL;
@@ -191,10 +228,22 @@ static void remove_version(serve_shard_t *s, version_t *v) {
 }
 
 int serve_shard_adopt(serve_shard_t *s, uint64_t version, const job_config_t *job, serve_slice_t *slices,
-                      int n_slices, char *err, size_t errlen) {
+                      int n_slices, sparse_table_t **tables, int n_tables, char *err, size_t errlen) {
     version_t *v = new_version(s, version);
     *v->job = *job;
     int rc = version_layout(v, &s->cfg, err, errlen);
+    if (!rc && n_tables != v->spec.n_tables) {
+        snprintf(err, errlen, "%d tables handed over; the model has %d", n_tables, v->spec.n_tables);
+        rc = -TS_EINVAL;
+    }
+    if (!rc) {
+        v->n_tables = n_tables;
+        v->tables = XCALLOC((size_t)(n_tables ? n_tables : 1), sizeof *v->tables);
+        for (int t = 0; t < n_tables; t++) {
+            v->tables[t] = tables[t];
+            tables[t] = NULL;
+        }
+    }
     for (int i = 0; !rc && i < n_slices; i++) {
         int k = slices[i].tensor >= 0 && slices[i].tensor < v->spec.n_tensors ? v->slice_of[slices[i].tensor]
                                                                               : -1;
@@ -340,6 +389,20 @@ static void handle_pull(serve_shard_t *s, wire_msg_t *m) {
     wire_send(s->router, &m->identity, &h, bufs, (size_t)n);
 }
 
+/* The rows of a version's tables for the ids asked (never creating any). */
+static void handle_sparse_pull(serve_shard_t *s, wire_msg_t *m) {
+    version_t *v = ready_version(s, m);
+    if (!v) return;
+    char err[512];
+    long rows = sparse_pull_answer(s->router, m, v->tables, v->n_tables, 0, v->number, err, sizeof err);
+    if (rows < 0) {
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "version %llu: %s",
+                    (unsigned long long)v->number, err);
+        return;
+    }
+    s->requests++;
+}
+
 static void free_buffer(void *data, void *hint) {
     (void)hint;
     free(data);
@@ -409,6 +472,7 @@ static void handle_message(serve_shard_t *s) {
     switch (m.hdr->kind) {
     case TESSERA__KIND__KIND_INFER: handle_infer(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
+    case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
     case TESSERA__KIND__KIND_LOAD: handle_load(s, &m); break;
     case TESSERA__KIND__KIND_UNLOAD: {
         version_t *v = find_version(s, m.hdr->model_version);

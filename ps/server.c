@@ -960,3 +960,13 @@ int ps_server_take_slices(ps_server_t *s, serve_slice_t **out) {
     *out = v;
     return s->n_slices;
 }
+
+int ps_server_take_tables(ps_server_t *s, sparse_table_t ***out) {
+    for (int t = 0; t < s->n_tables; t++)
+        sparse_table_release_budget(s->tables[t]); /* the budget goes with the server */
+    *out = s->tables;
+    int n = s->n_tables;
+    s->tables = NULL;
+    s->n_tables = 0;
+    return n;
+}

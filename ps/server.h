@@ -59,5 +59,8 @@ uint64_t ps_server_serve_version(const ps_server_t *s);
 /* Hands the parameter slices over (to serve_shard_adopt) without copying; *out is malloc'd. Returns
  * how many. The server keeps its optimizer state until freed. */
 int ps_server_take_slices(ps_server_t *s, serve_slice_t **out);
+/* Hands the sparse tables to the caller (*out malloc'd, the tables are the caller's to free); the
+ * server keeps none. Returns how many. */
+int ps_server_take_tables(ps_server_t *s, sparse_table_t ***out);
 
 #endif

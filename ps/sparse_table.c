@@ -452,6 +452,12 @@ int sparse_table_put(sparse_table_t *t, uint64_t id, const float *p, const float
     return 0;
 }
 
+void sparse_table_release_budget(sparse_table_t *t) {
+    if (t->budget) t->budget->used_bytes -= t->charged;
+    t->budget = NULL;
+    t->charged = 0;
+}
+
 int sparse_table_dim(const sparse_table_t *t) {
     return t->cfg.dim;
 }

@@ -51,6 +51,9 @@ sparse_table_t *sparse_table_create(const sparse_table_cfg_t *cfg, mem_budget_t 
                                     size_t errlen);
 /* Frees the table and returns its bytes to the budget. NULL is a no-op. */
 void sparse_table_free(sparse_table_t *t);
+/* Returns the table's bytes to its budget and leaves it without one (unlimited), so the table may
+ * outlive the budget (a training shard handing its tables to serving). */
+void sparse_table_release_budget(sparse_table_t *t);
 
 /* The initial values of row `id`: init_uniform(out, dim, seed_derive(seed, 0x7e5e7a00u + table, id), 0, 0,
  * bound) (common/util.h): a function of (seed, table, id) only, so any shard count gives the same rows. */

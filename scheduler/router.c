@@ -13,6 +13,7 @@
 #include "ckpt.h"
 #include "model.h"
 #include "shard_map.h"
+#include "sparse_batch.h"
 #include "util.h"
 #include "wire.h"
 
@@ -34,8 +35,17 @@ typedef struct rversion {
     shard_map_t map;
     int on_shards;  /* linear weights are evaluated on the shards */
     float **tensor; /* per tensor: cached rows (all of them), or NULL when on the shards */
-    float **act;    /* per layer: its input [max_batch, in]; act[n_layers - 1] holds the logits */
-    int *fetched;   /* per shard: its PULL reply has arrived */
+    float **act;    /* chain models, per layer: its input [max_batch, in]; act[n_layers - 1] the logits */
+    float *logits;  /* [max_batch, classes]: where evaluate leaves its output */
+    /* graph models (tables, layers with several inputs): the whole model runs here, rows come from
+     * the shards' tables */
+    model_t *model;
+    sparse_batch_t sb;
+    uint64_t *ids;      /* the batch's ids [max_batch, n_slots], as clients sent them */
+    uint64_t *bag_ids;  /* the present ones, bag by bag */
+    uint64_t *bag_off;  /* [max_batch * n_slots + 1] */
+    uint32_t *examples; /* 0, 1, ..., max_batch - 1 */
+    int *fetched;       /* per shard: its PULL reply has arrived */
     double started, retire_at;
     struct rversion *next;
 } rversion_t;
@@ -61,6 +71,8 @@ typedef struct {
 
 typedef struct {
     zmq_msg_t identity, frame;
+    zmq_msg_t ids; /* graph models: the categorical ids [rows, n_slots] */
+    int has_ids;
     uint64_t request_id, version;
     int rows;
     double arrival, deadline;
@@ -98,9 +110,19 @@ static rversion_t *find_version(router_t *r, uint64_t number) {
 }
 
 static void free_version(router_t *r, rversion_t *v) {
-    if (v->tensor)
+    if (v->tensor && !v->model) /* a graph model's tensors are its own */
         for (int t = 0; t < v->spec.n_tensors; t++)
             r->be->ops->free(r->be, v->tensor[t]);
+    if (v->model) {
+        model_free(v->model);
+        free(v->model);
+        sparse_batch_free(&v->sb);
+        free(v->ids);
+        free(v->bag_ids);
+        free(v->bag_off);
+        free(v->examples);
+        free(v->logits);
+    }
     if (v->act)
         for (int i = 0; i < v->spec.n_layers; i++)
             r->be->ops->free(r->be, v->act[i]);
@@ -124,16 +146,41 @@ static void remove_version(router_t *r, rversion_t *v) {
 
 /* Builds the router's side of a version from its job: the spec, the shard map, the placement and
  * the buffers. 0 or -TS_EINVAL with a message. */
+/* A graph model runs whole at the router (model_forward), its dense tensors cached in the model's
+ * own buffer; the shards hold its tables. 0 or an error. */
+static int prepare_graph(router_t *r, rversion_t *v, char *err, size_t errlen) {
+    double mb = (double)v->spec.n_floats * sizeof(float) / (1 << 20);
+    if (mb > r->o->serve_cache_mb) {
+        snprintf(err, errlen,
+                 "a model with tables or a layer graph is served with its dense part cached at the router; "
+                 "it has %.1f MB of dense parameters but serve.cache_mb is %.1f",
+                 mb, r->o->serve_cache_mb);
+        return -TS_EINVAL;
+    }
+    int B = r->o->serve_max_batch, S = v->spec.n_slots > 0 ? v->spec.n_slots : 1;
+    v->model = XCALLOC(1, sizeof *v->model);
+    int rc = model_init(v->model, v->job, r->be, B, err, errlen);
+    if (rc) {
+        free(v->model);
+        v->model = NULL;
+        return rc;
+    }
+    for (int t = 0; t < v->spec.n_tensors; t++)
+        v->tensor[t] = v->model->params + v->spec.tensors[t].offset;
+    sparse_batch_init(&v->sb, &v->model->spec, r->cfg->n_shards, B);
+    v->ids = XMALLOC((size_t)B * (size_t)S * sizeof *v->ids);
+    v->bag_ids = XMALLOC((size_t)B * (size_t)S * sizeof *v->bag_ids);
+    v->bag_off = XMALLOC(((size_t)B * (size_t)S + 1) * sizeof *v->bag_off);
+    v->examples = XMALLOC((size_t)B * sizeof *v->examples);
+    for (int b = 0; b < B; b++)
+        v->examples[b] = (uint32_t)b;
+    v->logits = XMALLOC((size_t)B * (size_t)v->spec.classes * sizeof(float));
+    return 0;
+}
+
 static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen) {
     int rc = model_spec_init(&v->spec, v->job, err, errlen);
     if (rc) return rc;
-    if (!v->spec.is_chain) {
-        snprintf(
-            err, errlen,
-            "the router serves models whose layers form a chain over dense inputs; this one has embedding "
-            "tables or layers with several inputs (not served yet)");
-        return -TS_EINVAL;
-    }
     int nt = v->spec.n_tensors, nl = v->spec.n_layers;
     uint64_t *rows = XCALLOC((size_t)nt, sizeof *rows);
     for (int t = 0; t < nt; t++)
@@ -144,9 +191,14 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
         snprintf(err, errlen, "cannot map the model onto %d shards", r->cfg->n_shards);
         return -TS_EINVAL;
     }
+    v->fetched = XCALLOC((size_t)r->cfg->n_shards, sizeof *v->fetched);
+    if (!r->model[0])
+        snprintf(r->model, sizeof r->model, "%s",
+                 v->job->serve_model[0] ? v->job->serve_model : v->job->name);
+    v->tensor = XCALLOC((size_t)nt, sizeof *v->tensor);
+    if (!v->spec.is_chain) return prepare_graph(r, v, err, errlen);
     double mb = (double)v->spec.n_floats * sizeof(float) / (1 << 20);
     v->on_shards = mb > r->o->serve_cache_mb;
-    v->tensor = XCALLOC((size_t)nt, sizeof *v->tensor);
     for (int i = 0; i < nl; i++) {
         layer_t *l = &v->spec.layers[i];
         for (int p = 0; p < l->n_params; p++) {
@@ -172,10 +224,7 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
             return -TS_ENOMEM;
         }
     }
-    v->fetched = XCALLOC((size_t)r->cfg->n_shards, sizeof *v->fetched);
-    if (!r->model[0])
-        snprintf(r->model, sizeof r->model, "%s",
-                 v->job->serve_model[0] ? v->job->serve_model : v->job->name);
+    v->logits = v->act[nl - 1];
     return 0;
 }
 
@@ -512,28 +561,34 @@ static int pick_replica(router_t *r, rversion_t *v, int shard, int not ) {
     return -1;
 }
 
-/* y[batch, out] = x[batch, in] W^T for weight tensor t held by the shards: one INFER to a replica of
- * every shard holding rows of t; a replica that fails or stays silent is failed over. 0, or -1 with a
- * message when some shard has no replica left. */
-static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int batch, int in, float *y,
-                       int out, char *err, size_t errlen) {
+/* A request to some shards, each sent to a live replica holding the version and failed over to another
+ * when one answers with an error or stays silent. */
+typedef struct shard_call {
+    Tessera__Kind kind;
+    const char *what; /* for messages */
+    /* Fills h's tensors and bufs for shard k (storage in the call's own context, valid until the next
+     * build); returns the number of frames. */
+    size_t (*build)(struct shard_call *c, int k, Tessera__Header *h, wire_buf_t *bufs);
+    /* Takes shard k's answer (not an ERROR); 0 when it is the one expected. */
+    int (*accept)(struct shard_call *c, int k, const wire_msg_t *m);
+} shard_call_t;
+
+#define CALL_MAX_FRAMES 64
+
+/* Runs call c on every shard k with need[k]: at most INFER_ATTEMPTS sends per shard; other replies
+ * (pings, loads) are dispatched as usual meanwhile. 0, or -1 with a message when some shard has no
+ * replica left. */
+static int call_shards(router_t *r, rversion_t *v, shard_call_t *c, const int *need, char *err,
+                       size_t errlen) {
     int S = r->cfg->n_shards;
-    size_t xbytes = (size_t)batch * (size_t)in * sizeof(float);
-    shared_buf_t *xb = XMALLOC(sizeof *xb + xbytes);
-    atomic_init(&xb->refs, 1);
-    memcpy(xb->data, x, xbytes);
     uint64_t id[S];
     int rep[S], attempts[S], left = 0;
     double sent[S];
     for (int k = 0; k < S; k++) {
-        row_range_t rr = shard_map_range(&v->map, t, k);
         id[k] = 0;
         rep[k] = -1;
-        attempts[k] = 0;
-        if (rr.row_end > rr.row_begin)
-            left++;
-        else
-            attempts[k] = -1; /* nothing to ask */
+        attempts[k] = need[k] ? 0 : -1; /* -1: nothing (more) to ask */
+        left += need[k] != 0;
     }
     double timeout = r->o->serve_replica_timeout_ms / 1000.0;
     int rc = 0;
@@ -552,17 +607,11 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
                     break;
                 }
                 Tessera__Header h;
-                wire_header_init(&h, TESSERA__KIND__KIND_INFER);
+                wire_header_init(&h, c->kind);
                 h.model_version = v->number;
-                h.tensor = (uint32_t)t;
-                Tessera__TensorDesc d, *dp = &d;
-                uint64_t shape[2];
-                wire_desc_init(&d, shape, 0, NULL, 0, (uint64_t)batch, (uint64_t)in);
-                h.n_tensors = 1;
-                h.tensors = &dp;
-                atomic_fetch_add(&xb->refs, 1);
-                wire_buf_t b = {xb->data, xbytes, release_shared, xb};
-                if (send_to_replica(r, i, &h, &b, 1, 0) == 0) {
+                wire_buf_t bufs[CALL_MAX_FRAMES];
+                size_t nb = c->build(c, k, &h, bufs);
+                if (send_to_replica(r, i, &h, bufs, nb, 0) == 0) {
                     id[k] = h.request_id;
                     rep[k] = i;
                     sent[k] = now_s();
@@ -572,7 +621,6 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
             }
         }
         if (rc) break;
-        /* Wait for replies; others (pings, loads) are dispatched as usual. */
         int nrep = r->n_rep;
         int n = zmq_poll(r->items + 1, nrep, 5);
         if (n < 0 && zmq_errno() != EINTR) {
@@ -594,25 +642,15 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
                     k++;
                 if (k == S) {
                     handle_shard_reply(r, i, &m);
-                } else if (m.hdr->kind == TESSERA__KIND__KIND_PREDICTION && m.nframes == 1 &&
-                           m.hdr->tensors[0]->shape[0] == (uint64_t)batch) {
-                    const Tessera__TensorDesc *d = m.hdr->tensors[0];
-                    row_range_t rr = shard_map_range(&v->map, t, k);
-                    if (d->row_begin == rr.row_begin && d->shape[1] == rr.row_end - rr.row_begin &&
-                        !wire_align_frame(&m.frames[0])) {
-                        const float *src = zmq_msg_data(&m.frames[0]);
-                        size_t w = d->shape[1];
-                        for (int b = 0; b < batch; b++)
-                            memcpy(y + (size_t)b * (size_t)out + rr.row_begin, src + (size_t)b * w,
-                                   w * sizeof(float));
+                } else if (m.hdr->kind != TESSERA__KIND__KIND_ERROR) {
+                    if (c->accept(c, k, &m) == 0) {
                         attempts[k] = -1;
                         left--;
                     }
-                    id[k] = 0;
-                } else { /* an error: this replica lacks the version (restarted?); ask another */
-                    log_warn("replica shard=%d replica=%d failed an INFER: %s", r->rep[i].shard,
-                             r->rep[i].replica,
-                             m.hdr->error_message ? m.hdr->error_message : wire_kind_name(m.hdr->kind));
+                    id[k] = 0; /* an answer that is not the one expected is asked again */
+                } else {       /* this replica lacks the version (restarted?): ask another */
+                    log_warn("replica shard=%d replica=%d failed a %s: %s", r->rep[i].shard,
+                             r->rep[i].replica, c->what, m.hdr->error_message ? m.hdr->error_message : "");
                     replica_drop(&r->rep[i], v->number);
                     send_load(r, i, v);
                     id[k] = 0;
@@ -623,16 +661,165 @@ static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int ba
         double tnow = now_s();
         for (int k = 0; k < S; k++)
             if (id[k] && tnow - sent[k] > timeout) {
-                replica_down(r, rep[k], "no answer to an INFER");
+                char why[64];
+                snprintf(why, sizeof why, "no answer to a %s", c->what);
+                replica_down(r, rep[k], why);
                 id[k] = 0;
             }
     }
-    release_shared(NULL, xb);
     return rc;
 }
 
-/* Runs `batch` rows of r->xbuf through version v into v->act[last] (the logits). */
+/* INFER: y[batch, out] = x[batch, in] W^T for weight tensor t, row block by row block. */
+typedef struct {
+    shard_call_t call;
+    rversion_t *v;
+    int t, batch, in, out;
+    shared_buf_t *x;
+    size_t xbytes;
+    float *y;
+    Tessera__TensorDesc d, *dp;
+    uint64_t shape[2];
+} infer_call_t;
+
+static size_t infer_build(shard_call_t *c, int k, Tessera__Header *h, wire_buf_t *bufs) {
+    infer_call_t *ic = (infer_call_t *)c;
+    (void)k;
+    h->tensor = (uint32_t)ic->t;
+    wire_desc_init(&ic->d, ic->shape, 0, NULL, 0, (uint64_t)ic->batch, (uint64_t)ic->in);
+    ic->dp = &ic->d;
+    h->n_tensors = 1;
+    h->tensors = &ic->dp;
+    atomic_fetch_add(&ic->x->refs, 1);
+    bufs[0] = (wire_buf_t){ic->x->data, ic->xbytes, release_shared, ic->x};
+    return 1;
+}
+
+static int infer_accept(shard_call_t *c, int k, const wire_msg_t *m) {
+    infer_call_t *ic = (infer_call_t *)c;
+    if (m->hdr->kind != TESSERA__KIND__KIND_PREDICTION || m->nframes != 1) return -1;
+    const Tessera__TensorDesc *d = m->hdr->tensors[0];
+    row_range_t rr = shard_map_range(&ic->v->map, ic->t, k);
+    if (d->shape[0] != (uint64_t)ic->batch || d->row_begin != rr.row_begin ||
+        d->shape[1] != rr.row_end - rr.row_begin || wire_align_frame((zmq_msg_t *)&m->frames[0]))
+        return -1;
+    const float *src = zmq_msg_data((zmq_msg_t *)&m->frames[0]);
+    size_t w = d->shape[1];
+    for (int b = 0; b < ic->batch; b++)
+        memcpy(ic->y + (size_t)b * (size_t)ic->out + rr.row_begin, src + (size_t)b * w, w * sizeof(float));
+    return 0;
+}
+
+/* y[batch, out] = x[batch, in] W^T for weight tensor t held by the shards: one INFER to a replica of
+ * every shard holding rows of t. 0, or -1 with a message. */
+static int infer_layer(router_t *r, rversion_t *v, int t, const float *x, int batch, int in, float *y,
+                       int out, char *err, size_t errlen) {
+    int S = r->cfg->n_shards, need[S];
+    for (int k = 0; k < S; k++) {
+        row_range_t rr = shard_map_range(&v->map, t, k);
+        need[k] = rr.row_end > rr.row_begin;
+    }
+    infer_call_t ic = {.call = {TESSERA__KIND__KIND_INFER, "INFER", infer_build, infer_accept},
+                       .v = v,
+                       .t = t,
+                       .batch = batch,
+                       .in = in,
+                       .out = out,
+                       .y = y};
+    ic.xbytes = (size_t)batch * (size_t)in * sizeof(float);
+    ic.x = XMALLOC(sizeof *ic.x + ic.xbytes);
+    atomic_init(&ic.x->refs, 1);
+    memcpy(ic.x->data, x, ic.xbytes);
+    int rc = call_shards(r, v, &ic.call, need, err, errlen);
+    release_shared(NULL, ic.x);
+    return rc;
+}
+
+/* SPARSE_PULL (read-only): the rows of every table's unique ids in the batch, from the shards that own
+ * them, into v->sb. */
+typedef struct {
+    shard_call_t call;
+    sparse_batch_t *sb;
+    Tessera__TensorDesc d[CALL_MAX_FRAMES], *dp[CALL_MAX_FRAMES];
+    uint64_t shape[2 * CALL_MAX_FRAMES];
+} rows_call_t;
+
+static void free_copy(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static size_t rows_build(shard_call_t *c, int k, Tessera__Header *h, wire_buf_t *bufs) {
+    rows_call_t *rc = (rows_call_t *)c;
+    size_t n = 0;
+    for (int t = 0; t < rc->sb->n_tables; t++) {
+        const sb_table_t *st = &rc->sb->t[t];
+        int b = st->shard_off[k], cnt = st->shard_off[k + 1] - b;
+        if (cnt == 0) continue;
+        wire_desc_ids(&rc->d[n], &rc->shape[2 * n], (uint32_t)t, (uint64_t)cnt);
+        rc->dp[n] = &rc->d[n];
+        /* A copy: a request may still be queued for a dead replica when the next batch reuses sb. */
+        void *ids = XMALLOC((size_t)cnt * sizeof(uint64_t));
+        memcpy(ids, st->ids + b, (size_t)cnt * sizeof(uint64_t));
+        bufs[n++] = (wire_buf_t){ids, (size_t)cnt * sizeof(uint64_t), free_copy, NULL};
+    }
+    h->n_tensors = n;
+    h->tensors = rc->dp;
+    return n;
+}
+
+static int rows_accept(shard_call_t *c, int k, const wire_msg_t *m) {
+    rows_call_t *rc = (rows_call_t *)c;
+    char err[256];
+    if (m->hdr->kind != TESSERA__KIND__KIND_SPARSE_ROWS) return -1;
+    int bad = sparse_batch_take_rows(rc->sb, k, m, err, sizeof err);
+    if (bad) log_warn("shard %d: %s", k, err);
+    return bad;
+}
+
+static int pull_rows(router_t *r, rversion_t *v, char *err, size_t errlen) {
+    int S = r->cfg->n_shards, need[S];
+    if (v->sb.n_tables > CALL_MAX_FRAMES) {
+        snprintf(err, errlen, "the model has %d tables; the router asks at most %d per request",
+                 v->sb.n_tables, CALL_MAX_FRAMES);
+        return -1;
+    }
+    for (int k = 0; k < S; k++) {
+        need[k] = 0;
+        for (int t = 0; t < v->sb.n_tables; t++)
+            need[k] |= v->sb.t[t].shard_off[k + 1] > v->sb.t[t].shard_off[k];
+    }
+    rows_call_t rc = {.call = {TESSERA__KIND__KIND_SPARSE_PULL, "SPARSE_PULL", rows_build, rows_accept},
+                      .sb = &v->sb};
+    return call_shards(r, v, &rc.call, need, err, errlen);
+}
+
+/* A graph model: builds the batch's bags from the clients' ids (PREDICT_ID_MISSING is an empty bag),
+ * pulls their rows, and runs the whole model. */
+static int evaluate_graph(router_t *r, rversion_t *v, int batch, char *err, size_t errlen) {
+    int S = v->spec.n_slots;
+    size_t nnz = 0;
+    v->bag_off[0] = 0;
+    for (size_t j = 0; j < (size_t)batch * (size_t)S; j++) {
+        if (v->ids[j] != PREDICT_ID_MISSING) v->bag_ids[nnz++] = v->ids[j];
+        v->bag_off[j + 1] = nnz;
+    }
+    ctr_dataset_t d = {.n = (size_t)batch,
+                       .n_dense = v->spec.input_dim,
+                       .n_slots = S,
+                       .dense = r->xbuf,
+                       .bag_off = v->bag_off,
+                       .ids = v->bag_ids};
+    sparse_batch_build(&v->sb, &d, v->examples, batch);
+    if (pull_rows(r, v, err, errlen)) return -1;
+    sparse_batch_bind(&v->sb, v->model);
+    model_forward(v->model, r->xbuf, batch, v->logits);
+    return 0;
+}
+
+/* Runs `batch` rows of r->xbuf (and, for a graph model, v->ids) through version v into v->logits. */
 static int evaluate(router_t *r, rversion_t *v, int batch, char *err, size_t errlen) {
+    if (v->model) return evaluate_graph(r, v, batch, err, errlen);
     backend_t *be = r->be;
     int n = v->spec.n_layers;
     layer_t *L = v->spec.layers;
@@ -682,6 +869,24 @@ static void list_available(router_t *r, char *out, size_t n) {
     if (!out[0]) snprintf(out, n, "none");
 }
 
+/* Checks a request's ids [rows, n_slots] against the tables: an id of a pre-sized table must be below
+ * its rows (or PREDICT_ID_MISSING). 0, or -1 with a message naming the row, slot and table. */
+static int check_ids(const rversion_t *v, const uint64_t *ids, size_t rows, char *err, size_t errlen) {
+    int S = v->spec.n_slots;
+    for (int t = 0; t < v->spec.n_tables; t++) {
+        const table_info_t *ti = &v->spec.tables[t];
+        for (size_t b = 0; ti->rows && b < rows; b++) {
+            uint64_t id = ids[b * (size_t)S + (size_t)ti->slot];
+            if (id != PREDICT_ID_MISSING && id >= ti->rows) {
+                snprintf(err, errlen, "row %zu, slot %d: id %llu is out of range for table %s (rows = %llu)",
+                         b, ti->slot, (unsigned long long)id, ti->name, (unsigned long long)ti->rows);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static void handle_predict(router_t *r, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     if (h->model && h->model[0] && strcmp(h->model, r->model)) {
@@ -702,19 +907,54 @@ static void handle_predict(router_t *r, wire_msg_t *m) {
                          "model '%s' has no version loaded yet", r->model);
         return;
     }
-    if (h->n_tensors != 1) {
-        client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
-                     "PREDICT takes exactly one input tensor [rows, %d], not %zu", v->spec.input_dim,
-                     h->n_tensors);
+    int slots = v->spec.n_slots;
+    size_t want = slots ? 2 : 1;
+    if (h->n_tensors != want) {
+        if (slots)
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                         "PREDICT to model '%s' takes two tensors, the dense features (F32 [rows, %d]) and "
+                         "the categorical ids (U64 [rows, %d]), not %zu",
+                         r->model, v->spec.input_dim, slots, h->n_tensors);
+        else
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                         "PREDICT takes exactly one input tensor [rows, %d], not %zu", v->spec.input_dim,
+                         h->n_tensors);
         return;
     }
     const Tessera__TensorDesc *d = h->tensors[0];
-    if (d->shape[1] != (uint64_t)v->spec.input_dim || d->shape[0] == 0 || d->shape[0] > (1u << 24)) {
+    if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->shape[1] != (uint64_t)v->spec.input_dim ||
+        d->shape[0] == 0 || d->shape[0] > (1u << 24)) {
         client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
-                     "input is [%llu, %llu]; model '%s' version %llu takes [rows >= 1, %d]",
-                     (unsigned long long)d->shape[0], (unsigned long long)d->shape[1], r->model,
-                     (unsigned long long)v->number, v->spec.input_dim);
+                     "input is %s [%llu, %llu]; model '%s' version %llu takes F32 [rows >= 1, %d]",
+                     d->dtype == TESSERA__DTYPE__DTYPE_F32 ? "F32" : "U64", (unsigned long long)d->shape[0],
+                     (unsigned long long)d->shape[1], r->model, (unsigned long long)v->number,
+                     v->spec.input_dim);
         return;
+    }
+    if (slots) {
+        const Tessera__TensorDesc *di = h->tensors[1];
+        if (di->dtype != TESSERA__DTYPE__DTYPE_U64 || di->shape[0] != d->shape[0] ||
+            di->shape[1] != (uint64_t)slots) {
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                         "ids are %s [%llu, %llu]; model '%s' version %llu takes U64 [%llu, %d] (one id per "
+                         "categorical slot, %llu for none)",
+                         di->dtype == TESSERA__DTYPE__DTYPE_U64 ? "U64" : "F32",
+                         (unsigned long long)di->shape[0], (unsigned long long)di->shape[1], r->model,
+                         (unsigned long long)v->number, (unsigned long long)d->shape[0], slots,
+                         (unsigned long long)PREDICT_ID_MISSING);
+            return;
+        }
+        char why[512];
+        if (wire_align_frame(&m->frames[1])) {
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
+                         "out of memory");
+            return;
+        }
+        if (check_ids(v, zmq_msg_data(&m->frames[1]), (size_t)d->shape[0], why, sizeof why)) {
+            client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "%s",
+                         why);
+            return;
+        }
     }
     if (r->q_len == r->o->serve_max_queue) {
         client_error(r, &m->identity, h->request_id, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED,
@@ -731,6 +971,11 @@ static void handle_predict(router_t *r, wire_msg_t *m) {
     zmq_msg_move(&q->identity, &m->identity);
     zmq_msg_init(&q->frame);
     zmq_msg_move(&q->frame, &m->frames[0]);
+    q->has_ids = slots > 0;
+    if (q->has_ids) {
+        zmq_msg_init(&q->ids);
+        zmq_msg_move(&q->ids, &m->frames[1]);
+    }
     q->request_id = h->request_id;
     q->version = h->model_version;
     q->rows = (int)d->shape[0];
@@ -782,6 +1027,7 @@ static void handle_status(router_t *r, wire_msg_t *m) {
         st.input_dim = (uint32_t)dv->spec.input_dim;
         st.outputs = (uint32_t)dv->spec.classes;
         st.placement = dv->on_shards ? "shards" : "router";
+        st.categorical_slots = (uint32_t)dv->spec.n_slots;
         st.input_mean = dv->job->mean;
         st.input_std = dv->job->std;
     }
@@ -841,6 +1087,8 @@ static void handle_client(router_t *r) {
 static void free_request(request_t *q) {
     zmq_msg_close(&q->identity);
     zmq_msg_close(&q->frame);
+    if (q->has_ids) zmq_msg_close(&q->ids);
+    q->has_ids = 0;
 }
 
 static void free_buffer(void *data, void *hint) {
@@ -876,7 +1124,7 @@ static void run_batch(router_t *r) {
         rows += q->rows;
         n++;
     }
-    int in = v->spec.input_dim, classes = v->spec.classes;
+    int in = v->spec.input_dim, classes = v->spec.classes, slots = v->spec.n_slots;
     float **out = XCALLOC((size_t)n, sizeof *out);
     char err[512] = "";
     double t0 = now_s();
@@ -887,17 +1135,24 @@ static void run_batch(router_t *r) {
         for (int b = 0; b < head->rows && !failed; b += maxb) {
             int c = head->rows - b < maxb ? head->rows - b : maxb;
             memcpy(r->xbuf, x + (size_t)b * (size_t)in, (size_t)c * (size_t)in * sizeof(float));
+            if (head->has_ids)
+                memcpy(v->ids, (const uint64_t *)zmq_msg_data(&head->ids) + (size_t)b * (size_t)slots,
+                       (size_t)c * (size_t)slots * sizeof(uint64_t));
             failed = evaluate(r, v, c, err, sizeof err);
             if (!failed)
-                memcpy(out[0] + (size_t)b * (size_t)classes, v->act[v->spec.n_layers - 1],
+                memcpy(out[0] + (size_t)b * (size_t)classes, v->logits,
                        (size_t)c * (size_t)classes * sizeof(float));
         }
     } else {
-        size_t off = 0;
+        size_t off = 0, row = 0;
         for (int i = 0; i < n; i++) {
             request_t *q = &r->queue[(r->q_head + i) % Q];
             memcpy(r->xbuf + off, zmq_msg_data(&q->frame), (size_t)q->rows * (size_t)in * sizeof(float));
+            if (q->has_ids)
+                memcpy(v->ids + row * (size_t)slots, zmq_msg_data(&q->ids),
+                       (size_t)q->rows * (size_t)slots * sizeof(uint64_t));
             off += (size_t)q->rows * (size_t)in;
+            row += (size_t)q->rows;
         }
         failed = evaluate(r, v, rows, err, sizeof err);
         off = 0;
@@ -905,7 +1160,7 @@ static void run_batch(router_t *r) {
             request_t *q = &r->queue[(r->q_head + i) % Q];
             size_t bytes = (size_t)q->rows * (size_t)classes * sizeof(float);
             out[i] = XMALLOC(bytes);
-            memcpy(out[i], v->act[v->spec.n_layers - 1] + off, bytes);
+            memcpy(out[i], v->logits + off, bytes);
             off += (size_t)q->rows * (size_t)classes;
         }
     }

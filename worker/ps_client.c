@@ -122,33 +122,6 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params
     return 0;
 }
 
-/* Copies the rows of a SPARSE_ROWS reply from shard k into sb, checking them against the request. */
-static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, sparse_batch_t *sb, char *err,
-                     size_t errlen) {
-    size_t i = 0;
-    for (int t = 0; t < sb->n_tables; t++) {
-        sb_table_t *st = &sb->t[t];
-        int b = st->shard_off[k], n = st->shard_off[k + 1] - b;
-        if (n == 0) continue;
-        const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
-        if (!d || d->id != (uint32_t)t || d->dtype != TESSERA__DTYPE__DTYPE_F32 ||
-            d->shape[0] != (uint64_t)n || d->shape[1] != (uint64_t)st->dim) {
-            snprintf(err, errlen, "shard %d sent rows that do not match the request (table %s)", k,
-                     c->spec->tables[t].name);
-            return -TS_EPROTO;
-        }
-        memcpy(st->rows + (size_t)b * (size_t)st->dim, zmq_msg_data(&m->frames[i]), d->nbytes);
-        c->bytes_received += d->nbytes;
-        sb->rows_pulled += (uint64_t)n;
-        i++;
-    }
-    if (i != m->hdr->n_tensors) {
-        snprintf(err, errlen, "shard %d sent %zu row tensors, expected %zu", k, m->hdr->n_tensors, i);
-        return -TS_EPROTO;
-    }
-    return 0;
-}
-
 /* Waits for the reply of every shard: PARAMS into `params`, or with `sb` SPARSE_ROWS into its rows. */
 static int gather_replies(ps_client_t *c, float *params, sparse_batch_t *sb, char *err, size_t errlen) {
     int n = c->n_shards, left = n;
@@ -191,7 +164,9 @@ static int gather_replies(ps_client_t *c, float *params, sparse_batch_t *sb, cha
                          wire_kind_name(want));
                 rc = -TS_EPROTO;
             } else if (sb) {
-                rc = take_rows(c, k, &m, sb, err, errlen);
+                rc = sparse_batch_take_rows(sb, k, &m, err, errlen);
+                for (size_t f = 0; !rc && f < m.nframes; f++)
+                    c->bytes_received += zmq_msg_size(&m.frames[f]);
             } else {
                 rc = take_params(c, k, &m, params, err, errlen);
                 c->peer_stop |= m.hdr->stop_requested;

@@ -1,5 +1,6 @@
 #include "sparse_batch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,4 +147,27 @@ void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
         sb_table_t *t = &sb->t[ti];
         m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts};
     }
+}
+
+int sparse_batch_take_rows(sparse_batch_t *sb, int k, const wire_msg_t *m, char *err, size_t errlen) {
+    size_t i = 0;
+    for (int t = 0; t < sb->n_tables; t++) {
+        sb_table_t *st = &sb->t[t];
+        int b = st->shard_off[k], n = st->shard_off[k + 1] - b;
+        if (n == 0) continue;
+        const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
+        if (!d || d->id != (uint32_t)t || d->dtype != TESSERA__DTYPE__DTYPE_F32 ||
+            d->shape[0] != (uint64_t)n || d->shape[1] != (uint64_t)st->dim) {
+            snprintf(err, errlen, "shard %d sent rows that do not match the request (table %d)", k, t);
+            return -TS_EPROTO;
+        }
+        memcpy(st->rows + (size_t)b * (size_t)st->dim, zmq_msg_data(&m->frames[i]), d->nbytes);
+        sb->rows_pulled += (uint64_t)n;
+        i++;
+    }
+    if (i != m->hdr->n_tensors) {
+        snprintf(err, errlen, "shard %d sent %zu row tensors, expected %zu", k, m->hdr->n_tensors, i);
+        return -TS_EPROTO;
+    }
+    return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "data_ctr.h"
 #include "model.h"
+#include "wire.h"
 
 typedef struct {
     int slot, dim;
@@ -45,5 +46,10 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
 
 /* Points the model's sparse slots at this batch (host memory: the CPU backend reads it in place). */
 void sparse_batch_bind(sparse_batch_t *sb, model_t *m);
+
+/* Copies the rows of shard k's SPARSE_ROWS reply `m` (one tensor per table with ids on shard k, in
+ * table order) into every table's rows. 0, or -TS_EPROTO with a message when the reply does not match
+ * the request. */
+int sparse_batch_take_rows(sparse_batch_t *sb, int k, const wire_msg_t *m, char *err, size_t errlen);
 
 #endif

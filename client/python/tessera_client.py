@@ -41,6 +41,7 @@ def _load_proto():
 pb = _load_proto()
 
 PROTOCOL_VERSION = pb.PROTOCOL_VERSION_CURRENT
+ID_MISSING = 0xFFFFFFFFFFFFFFFF  # in a Predict's ids: this categorical slot has no id
 
 
 class TesseraError(Exception):
@@ -160,10 +161,12 @@ class Client:
         if reply.kind != kind:
             raise TesseraError("PROTOCOL", f"expected {pb.Kind.Name(kind)}, got kind {reply.kind}")
 
-    def predict(self, x, model="", version=0, deadline_ms=None):
+    def predict(self, x, model="", version=0, deadline_ms=None, ids=None):
         """Logits for x (float32-convertible [rows, input_dim], already scaled; a 1-D x is one row) with
         `model` ("" = the only one) at `version` (0 = the server's default). deadline_ms defaults to the
-        client's timeout (0 = the server's default)."""
+        client's timeout (0 = the server's default). A model with embedding tables also takes `ids`
+        (uint64 [rows, categorical_slots], one id per slot, ID_MISSING for none); the server resolves
+        their rows on its shards."""
         x = np.ascontiguousarray(x, dtype="<f4")
         if x.ndim == 1:
             x = x.reshape(1, -1)
@@ -172,7 +175,14 @@ class Client:
         h = pb.Header(kind=pb.KIND_PREDICT, model=model, model_version=version,
                       deadline_ms=self.timeout_ms if deadline_ms is None else deadline_ms)
         h.tensors.add(dtype=pb.DTYPE_F32, shape=list(x.shape), nbytes=x.nbytes)
-        reply, frames = self._call(h, [memoryview(x).cast("B")])
+        frames_out = [memoryview(x).cast("B")]
+        if ids is not None:
+            ids = np.ascontiguousarray(ids, dtype="<u8")
+            if ids.ndim == 1:
+                ids = ids.reshape(1, -1)
+            h.tensors.add(dtype=pb.DTYPE_U64, shape=list(ids.shape), nbytes=ids.nbytes)
+            frames_out.append(memoryview(ids).cast("B"))
+        reply, frames = self._call(h, frames_out)
         self._expect(reply, pb.KIND_PREDICTION)
         if len(reply.tensors) != 1 or len(frames) != 1:
             raise TesseraError("PROTOCOL",
