@@ -304,10 +304,18 @@ static int set_layer_field(layer_cfg_t *l, const char *key, const char *value, c
     }
     if (!strcmp(key, "lr")) return layer_double(l, key, value, &l->lr, err, errlen);
     if (!strcmp(key, "init")) return layer_double(l, key, value, &l->init, err, errlen);
+    if (!strcmp(key, "parallel")) {
+        if (strcmp(value, "data") && strcmp(value, "model")) {
+            snprintf(err, errlen, "[layer %s] parallel: expected data or model, got '%s'", l->name, value);
+            return -TS_EINVAL;
+        }
+        l->model_parallel = !strcmp(value, "model");
+        return 0;
+    }
     snprintf(
         err, errlen,
         "[layer %s]: unknown key '%s' (known: type, out, input, features, dim, rows, mode, optimizer, lr, "
-        "init)",
+        "init, parallel)",
         l->name, key);
     return -TS_EINVAL;
 }
@@ -538,6 +546,18 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         }
         if (!strcmp(l->type, "linear") && l->out <= 0) {
             snprintf(err, errlen, "%s: [layer %s] linear needs out = N", cfg->path, l->name);
+            return -TS_EINVAL;
+        }
+        if (l->model_parallel && strcmp(l->type, "linear")) {
+            snprintf(err, errlen, "%s: [layer %s] parallel = model is for linear layers only", cfg->path,
+                     l->name);
+            return -TS_EINVAL;
+        }
+        if (l->model_parallel && cfg->staleness != 0) {
+            snprintf(err, errlen,
+                     "%s: [layer %s] parallel = model needs job.staleness = 0 (BSP): the shards apply its "
+                     "gradients once every worker's backward pass of a step is in",
+                     cfg->path, l->name);
             return -TS_EINVAL;
         }
         if (!strcmp(l->type, "embedding_bag")) {

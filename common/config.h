@@ -26,6 +26,9 @@ typedef struct {
     char optimizer[16];       /* the tables' optimizer ("" = the job's [optimizer] type) */
     double lr;                /* its learning rate (0 = the job's) */
     double init;              /* rows start U(-init, init) (0 = 0.05) */
+    /* linear: 1 = model-parallel (parallel = model): the weight stays on the shards, which compute the
+     * layer's products; 0 = data-parallel (every worker pulls it) */
+    int model_parallel;
 } layer_cfg_t;
 
 typedef struct {

@@ -35,6 +35,19 @@ typedef struct {
 
 typedef struct layer layer_t;
 
+/* A model-parallel linear layer's products, computed where its weight lives (the shards). Set by the
+ * model's owner; host memory. A failure is recorded in the owner's context (the calls return nothing),
+ * and the owner checks it after the pass. */
+typedef struct layer_remote {
+    void *ctx;
+    /* y[batch, out] = x[batch, in] W^T */
+    void (*fwd)(const struct layer_remote *r, layer_t *l, const float *x, float *y, int batch);
+    /* Hands x and dy[batch, out] to the weight's owners (who accumulate dW = dy^T x) and, unless dx is
+     * NULL, writes dx[batch, in] = dy W. */
+    void (*bwd)(const struct layer_remote *r, layer_t *l, const float *x, const float *dy, float *dx,
+                int batch);
+} layer_remote_t;
+
 typedef struct {
     const char *type;
     int is_loss; /* a loss ends the model: it takes labels and produces the first gradient */
@@ -63,6 +76,8 @@ struct layer {
     int n_params;
     param_shape_t pshape[LAYER_MAX_PARAMS];
     int tensor[LAYER_MAX_PARAMS];                     /* index in the model's tensor list */
+    int remote_weight;                                /* linear, parallel = model: p[0], g[0] are NULL */
+    const layer_remote_t *remote;                     /* how to reach the weight then */
     float *p[LAYER_MAX_PARAMS], *g[LAYER_MAX_PARAMS]; /* backend memory; NULL in a bare spec */
     /* embedding_bag: its slots (one table each) and how bags are reduced */
     int n_slots, slot_begin, dim, mean;

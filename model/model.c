@@ -170,9 +170,18 @@ int model_spec_init(model_spec_t *s, const job_config_t *cfg, char *err, size_t 
             t->rows = l->pshape[p].rows;
             t->cols = l->pshape[p].cols;
             t->bound = l->pshape[p].bound;
-            t->offset = s->n_floats;
-            s->n_floats += (size_t)(t->rows * t->cols);
+            t->remote = lc->model_parallel && p == 0; /* the weight; its bias stays data-parallel */
+            if (t->remote) {
+                s->remote_floats += (size_t)(t->rows * t->cols);
+            } else {
+                t->offset = s->n_floats;
+                s->n_floats += (size_t)(t->rows * t->cols);
+            }
             l->tensor[p] = s->n_tensors++;
+        }
+        if (lc->model_parallel) {
+            l->remote_weight = 1;
+            s->n_remote++;
         }
     }
     for (int i = 0; i < cfg->n_layers - 1; i++)
@@ -246,8 +255,9 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
     for (int i = 0, t = 0; i < n; i++) {
         layer_t *l = &m->spec.layers[i];
         for (int p = 0; p < l->n_params; p++) {
-            l->p[p] = m->params + m->spec.tensors[l->tensor[p]].offset;
-            l->g[p] = m->grads + m->spec.tensors[l->tensor[p]].offset;
+            const tensor_info_t *ti = &m->spec.tensors[l->tensor[p]];
+            l->p[p] = ti->remote ? NULL : m->params + ti->offset; /* a remote weight is not here */
+            l->g[p] = ti->remote ? NULL : m->grads + ti->offset;
         }
         if (l->n_slots) {
             l->slots = m->slots + t;

@@ -13,8 +13,9 @@
 typedef struct {
     char name[64]; /* "<layer>.<suffix>" */
     uint64_t rows, cols;
-    size_t offset; /* in floats, into the flat buffer */
+    size_t offset; /* in floats, into the flat buffer (not for remote tensors) */
     float bound;
+    int remote; /* a model-parallel weight: only the shards hold it; not in the flat buffer */
 } tensor_info_t;
 
 /* A sparse (embedding) table: one per categorical slot of an embedding_bag layer. Its rows live only on
@@ -36,7 +37,9 @@ typedef struct {
     layer_t *layers;
     int n_tensors;
     tensor_info_t *tensors;
-    size_t n_floats;
+    size_t n_floats;      /* the flat buffer: every tensor but the remote ones */
+    size_t remote_floats; /* the remote tensors' */
+    int n_remote;         /* model-parallel layers */
     int n_tables;
     table_info_t *tables;
     int input_dim, classes;

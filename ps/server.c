@@ -69,8 +69,9 @@ typedef struct {
 struct ps_server {
     ps_config_t cfg;
     void *router, *sched;
-    int n_slices;
+    int n_slices, n_local; /* slices [0, n_local) are pulled and pushed; the rest are remote weights */
     slice_t *slices;
+    backend_t *be;      /* the products of remote weights (created when the model has some) */
     int64_t *clock;     /* per worker: iterations whose gradients have arrived */
     zmq_msg_t *pending; /* BSP: [worker * n_slices + slice], gradients of the open clock */
     int *has_pending;   /* per worker */
@@ -122,12 +123,12 @@ static void release_snapshot(void *data, void *hint) {
 static snapshot_t *current_snapshot(ps_server_t *s) {
     if (s->snap) return s->snap;
     size_t total = 0;
-    for (int i = 0; i < s->n_slices; i++)
+    for (int i = 0; i < s->n_local; i++)
         total += s->slices[i].n;
     snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * sizeof(float));
     atomic_init(&snap->refs, 1); /* the server's own reference */
     float *dst = snap->data;
-    for (int i = 0; i < s->n_slices; i++) {
+    for (int i = 0; i < s->n_local; i++) {
         memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
         dst += s->slices[i].n;
     }
@@ -189,7 +190,7 @@ static int restore(ps_server_t *s, char *err, size_t errlen) {
  * optimizer state and index) and how many shards of this budget would hold it. */
 static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen) {
     const model_spec_t *spec = s->cfg.spec;
-    double total = (double)spec->n_floats * sizeof(float) * (1 + slots);
+    double total = (double)(spec->n_floats + spec->remote_floats) * sizeof(float) * (1 + slots);
     for (int t = 0; t < spec->n_tables; t++) {
         optim_t o = s->cfg.opt; /* tables after the one that failed are not configured yet */
         optim_parse_kind(spec->tables[t].optimizer, &o.kind);
@@ -218,9 +219,10 @@ static int create_tables(ps_server_t *s, int slots, char *err, size_t errlen) {
         snprintf(
             err, errlen,
             "shard %d: its dense slices need %.1f MB with their optimizer state but the budget is %.1f MB "
-            "(ps.memory_mb): use more shards or a larger budget",
+            "(ps.memory_mb)",
             s->cfg.shard, (double)s->budget.used_bytes / 1048576.0,
             (double)s->budget.limit_bytes / 1048576.0);
+        explain_budget(s, slots, err, errlen);
         return -TS_ENOMEM;
     }
     s->n_tables = spec->n_tables;
@@ -279,20 +281,24 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->sched = sched;
     s->slices = XCALLOC((size_t)cfg->spec->n_tensors, sizeof *s->slices);
     int slots = optim_slots(&cfg->opt);
-    for (int t = 0; t < cfg->spec->n_tensors; t++) {
-        row_range_t r = shard_map_range(cfg->map, t, cfg->shard);
-        if (r.row_end == r.row_begin) continue;
-        slice_t *sl = &s->slices[s->n_slices++];
-        sl->tensor = t;
-        sl->row_begin = r.row_begin;
-        sl->rows = r.row_end - r.row_begin;
-        sl->cols = cfg->spec->tensors[t].cols;
-        sl->n = (size_t)(sl->rows * sl->cols);
-        sl->p = XMALLOC(sl->n * sizeof(float));
-        model_spec_init_rows(cfg->spec, t, r.row_begin, r.row_end, cfg->seed, sl->p);
-        if (slots > 0) sl->s0 = XCALLOC(sl->n, sizeof(float));
-        if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
-    }
+    /* Local slices first, in tensor order (a push's frames and a PARAMS reply's), then remote ones. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int t = 0; t < cfg->spec->n_tensors; t++) {
+            row_range_t r = shard_map_range(cfg->map, t, cfg->shard);
+            if (r.row_end == r.row_begin || cfg->spec->tensors[t].remote != pass) continue;
+            slice_t *sl = &s->slices[s->n_slices++];
+            s->n_local += !pass;
+            sl->tensor = t;
+            sl->row_begin = r.row_begin;
+            sl->rows = r.row_end - r.row_begin;
+            sl->cols = cfg->spec->tensors[t].cols;
+            sl->n = (size_t)(sl->rows * sl->cols);
+            sl->p = XMALLOC(sl->n * sizeof(float));
+            model_spec_init_rows(cfg->spec, t, r.row_begin, r.row_end, cfg->seed, sl->p);
+            if (slots > 0) sl->s0 = XCALLOC(sl->n, sizeof(float));
+            if (slots > 1) sl->s1 = XCALLOC(sl->n, sizeof(float));
+        }
+    if (s->n_slices > s->n_local) s->be = backend_cpu_create(1);
     s->ckpt_told = XCALLOC((size_t)cfg->n_workers, sizeof *s->ckpt_told);
     size_t nd = (size_t)(s->n_slices ? s->n_slices : 1);
     s->descs = XCALLOC(nd, sizeof *s->descs);
@@ -317,6 +323,8 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
     s->pending =
         XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
+    for (size_t i = 0; i < (size_t)cfg->n_workers * (size_t)s->n_slices; i++)
+        zmq_msg_init(&s->pending[i]); /* always a message: empty until a gradient arrives */
     if (create_tables(s, slots, err, errlen)) {
         ps_server_free(s);
         return NULL;
@@ -349,10 +357,9 @@ void ps_server_free(ps_server_t *s) {
         free(s->slices[i].s0);
         free(s->slices[i].s1);
     }
-    for (int w = 0; w < s->cfg.n_workers; w++)
-        if (s->has_pending[w])
-            for (int i = 0; i < s->n_slices; i++)
-                zmq_msg_close(&s->pending[w * s->n_slices + i]);
+    for (size_t i = 0; s->pending && i < (size_t)s->cfg.n_workers * (size_t)s->n_slices; i++)
+        zmq_msg_close(&s->pending[i]);
+    backend_free(s->be);
     for (int i = 0; i < s->n_waiting; i++)
         zmq_msg_close(&s->waiting[i].identity);
     for (int t = 0; s->tables && t < s->n_tables; t++)
@@ -400,7 +407,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         h.stop_after_checkpoint = s->ckpt_last_stop;
         s->ckpt_told[worker] = 1;
     }
-    int n = s->n_slices;
+    int n = s->n_local; /* remote weights never leave the shard */
     snapshot_t *snap = current_snapshot(s);
     wire_buf_t bufs[n ? n : 1];
     size_t off = 0;
@@ -448,13 +455,14 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
 
 /* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
 static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
-    if ((int)h->n_tensors < s->n_slices || ((int)h->n_tensors - s->n_slices) % 2) {
-        snprintf(err, errlen,
-                 "push has %zu tensors; shard %d holds %d slices (then pairs of ids and row gradients)",
-                 h->n_tensors, s->cfg.shard, s->n_slices);
+    if ((int)h->n_tensors < s->n_local || ((int)h->n_tensors - s->n_local) % 2) {
+        snprintf(
+            err, errlen,
+            "push has %zu tensors; shard %d holds %d pushed slices (then pairs of ids and row gradients)",
+            h->n_tensors, s->cfg.shard, s->n_local);
         return -TS_EINVAL;
     }
-    for (size_t i = (size_t)s->n_slices; i < h->n_tensors; i += 2) {
+    for (size_t i = (size_t)s->n_local; i < h->n_tensors; i += 2) {
         const Tessera__TensorDesc *ids = h->tensors[i], *g = h->tensors[i + 1];
         if (sparse_ids_check(ids, i, s->n_tables, err, errlen)) return -TS_EINVAL;
         if (g->dtype != TESSERA__DTYPE__DTYPE_F32 || g->id != ids->id || g->shape[0] != ids->shape[0] ||
@@ -464,7 +472,7 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
             return -TS_EINVAL;
         }
     }
-    for (int i = 0; i < s->n_slices; i++) {
+    for (int i = 0; i < s->n_local; i++) {
         const slice_t *sl = &s->slices[i];
         const Tessera__TensorDesc *d = h->tensors[i];
         if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->id != (uint32_t)sl->tensor ||
@@ -505,8 +513,10 @@ static void apply_bsp(ps_server_t *s) {
         s->rows_pushed += sparse_table_apply(s->tables[t], 1.0f / (float)W);
     }
     for (int w = 0; w < W; w++) {
-        for (int i = 0; i < s->n_slices; i++)
+        for (int i = 0; i < s->n_slices; i++) {
             zmq_msg_close(&s->pending[w * s->n_slices + i]);
+            zmq_msg_init(&s->pending[w * s->n_slices + i]);
+        }
         sparse_pending_clear(&s->sp_pending[w]);
         s->has_pending[w] = 0;
     }
@@ -686,7 +696,7 @@ static void take_checkpoint(ps_server_t *s) {
 static int take_sparse_parts(ps_server_t *s, wire_msg_t *m, int w, char *err, size_t errlen) {
     sparse_pending_t *sp = &s->sp_pending[w];
     const Tessera__Header *h = m->hdr;
-    for (size_t i = (size_t)s->n_slices; i < h->n_tensors; i += 2) {
+    for (size_t i = (size_t)s->n_local; i < h->n_tensors; i += 2) {
         const Tessera__TensorDesc *d = h->tensors[i];
         size_t n = (size_t)d->shape[0];
         uint32_t *idx = XMALLOC((n ? n : 1) * sizeof *idx);
@@ -736,6 +746,115 @@ static void handle_sparse_pull(ps_server_t *s, wire_msg_t *m) {
     s->rows_pulled += (uint64_t)rows;
 }
 
+/* The remote slice of the tensor a LAYER_FWD / LAYER_BWD names, checking its tensors: x [batch, in] first,
+ * then (bwd) dy_k [batch, rows_k]. NULL after answering the error. */
+static slice_t *layer_slice(ps_server_t *s, wire_msg_t *m, size_t want_tensors) {
+    const Tessera__Header *h = m->hdr;
+    slice_t *sl = NULL;
+    for (int i = s->n_local; i < s->n_slices && !sl; i++)
+        if (s->slices[i].tensor == (int)h->tensor) sl = &s->slices[i];
+    const char *name =
+        h->tensor < (uint32_t)s->cfg.spec->n_tensors ? s->cfg.spec->tensors[h->tensor].name : "?";
+    if (!sl) {
+        char err[256];
+        snprintf(err, sizeof err, "shard %d holds no model-parallel rows of tensor %u (%s)", s->cfg.shard,
+                 h->tensor, name);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        return NULL;
+    }
+    uint64_t batch = h->n_tensors ? h->tensors[0]->shape[0] : 0;
+    int ok = h->n_tensors == want_tensors && batch > 0 && h->tensors[0]->dtype == TESSERA__DTYPE__DTYPE_F32 &&
+             h->tensors[0]->shape[1] == sl->cols;
+    if (ok && want_tensors == 2)
+        ok = h->tensors[1]->dtype == TESSERA__DTYPE__DTYPE_F32 && h->tensors[1]->shape[0] == batch &&
+             h->tensors[1]->shape[1] == sl->rows;
+    for (size_t i = 0; ok && i < m->nframes; i++)
+        ok = wire_align_frame(&m->frames[i]) == 0;
+    if (!ok) {
+        char err[320];
+        snprintf(err, sizeof err, "%s on %s needs x F32 [batch, %llu]%s", wire_kind_name(h->kind), name,
+                 (unsigned long long)sl->cols, want_tensors == 2 ? " and dy F32 [batch, its rows here]" : "");
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        return NULL;
+    }
+    return sl;
+}
+
+static void free_reply(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/* Replies ACTIVATIONS with out[batch, cols] (malloc'd; ownership passes to the reply). */
+static void send_activations(ps_server_t *s, wire_msg_t *m, const slice_t *sl, float *out, uint64_t batch,
+                             uint64_t cols) {
+    Tessera__Header r;
+    wire_header_init(&r, TESSERA__KIND__KIND_ACTIVATIONS);
+    r.request_id = m->hdr->request_id;
+    Tessera__TensorDesc d, *dp = &d;
+    uint64_t shape[2];
+    wire_desc_init(&d, shape, (uint32_t)sl->tensor, NULL, sl->row_begin, batch, cols);
+    r.n_tensors = out ? 1 : 0;
+    r.tensors = &dp;
+    wire_buf_t b = {out, batch * cols * sizeof(float), free_reply, NULL};
+    wire_send(s->router, &m->identity, &r, &b, out ? 1 : 0);
+}
+
+/* LAYER_FWD: y_k = x W_k^T for this shard's rows W_k of a model-parallel weight. */
+static void handle_layer_fwd(ps_server_t *s, wire_msg_t *m) {
+    slice_t *sl = layer_slice(s, m, 1);
+    if (!sl) return;
+    uint64_t batch = m->hdr->tensors[0]->shape[0];
+    float *y = XMALLOC((size_t)(batch * sl->rows) * sizeof(float));
+    double t0 = now_s();
+    s->be->ops->gemm(s->be, 0, 1, (int)batch, (int)sl->rows, (int)sl->cols, 1.0f, zmq_msg_data(&m->frames[0]),
+                     sl->p, 0.0f, y);
+    s->apply_s += now_s() - t0;
+    send_activations(s, m, sl, y, batch, sl->rows);
+}
+
+/* LAYER_BWD of worker w at its current clock: keeps dW_k = dy_k^T x as w's gradient of the slice for
+ * this step (BSP applies it with the others' when every push of the clock is in) and answers dy_k W_k,
+ * computed with the weight the forward pass used. */
+static void handle_layer_bwd(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    char err[256];
+    int w = h->sender;
+    if (w < 0 || w >= s->cfg.n_workers || h->clock != s->clock[w]) {
+        snprintf(err, sizeof err, "LAYER_BWD from worker %d at clock %lld: not a worker at that clock", w,
+                 (long long)h->clock);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        return;
+    }
+    slice_t *sl = layer_slice(s, m, 2);
+    if (!sl) return;
+    zmq_msg_t *g = &s->pending[w * s->n_slices + (int)(sl - s->slices)];
+    if (zmq_msg_size(g)) {
+        snprintf(err, sizeof err, "worker %d sent two backward passes of %s at clock %lld", w,
+                 s->cfg.spec->tensors[sl->tensor].name, (long long)h->clock);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        return;
+    }
+    uint64_t batch = h->tensors[0]->shape[0];
+    const float *x = zmq_msg_data(&m->frames[0]), *dy = zmq_msg_data(&m->frames[1]);
+    double t0 = now_s();
+    zmq_msg_close(g);
+    if (zmq_msg_init_size(g, sl->n * sizeof(float))) {
+        zmq_msg_init(g);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory for a weight gradient");
+        return;
+    }
+    s->be->ops->gemm(s->be, 1, 0, (int)sl->rows, (int)sl->cols, (int)batch, 1.0f, dy, x, 0.0f,
+                     zmq_msg_data(g)); /* dW_k = dy_k^T x */
+    float *dx = NULL;
+    if (!h->no_input_grad) {
+        dx = XMALLOC((size_t)(batch * sl->cols) * sizeof(float));
+        s->be->ops->gemm(s->be, 0, 0, (int)batch, (int)sl->cols, (int)sl->rows, 1.0f, dy, sl->p, 0.0f, dx);
+    }
+    s->apply_s += now_s() - t0;
+    send_activations(s, m, sl, dx, batch, sl->cols);
+}
+
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     char err[512];
@@ -766,6 +885,15 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
+    for (int i = s->n_local; i < s->n_slices; i++)
+        if (zmq_msg_size(&s->pending[w * s->n_slices + i]) != s->slices[i].n * sizeof(float)) {
+            snprintf(
+                err, sizeof err,
+                "push of clock %lld from worker %d before its backward pass of model-parallel %s (LAYER_BWD)",
+                (long long)h->clock, w, s->cfg.spec->tensors[s->slices[i].tensor].name);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+            return;
+        }
     int rc = take_sparse_parts(s, m, w, err, sizeof err);
     if (rc) {
         reply_error(s, m,
@@ -789,17 +917,14 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     }
     if (s->cfg.staleness == 0) {
         /* Keep the frames (no copy) until every worker's gradient of this clock is in. */
-        for (int i = 0; i < s->n_slices; i++) {
-            zmq_msg_t *dst = &s->pending[w * s->n_slices + i];
-            zmq_msg_init(dst);
-            zmq_msg_move(dst, &m->frames[i]);
-        }
+        for (int i = 0; i < s->n_local; i++)
+            zmq_msg_move(&s->pending[w * s->n_slices + i], &m->frames[i]);
         s->has_pending[w] = 1;
         if (++s->n_pending == s->cfg.n_workers) apply_bsp(s);
     } else {
         /* SSP/ASP: each worker's gradient is one step of its own, applied straight from the frame. */
         params_changing(s);
-        for (int i = 0; i < s->n_slices; i++) {
+        for (int i = 0; i < s->n_local; i++) { /* remote weights need BSP (config checks) */
             slice_t *sl = &s->slices[i];
             const float *g = zmq_msg_data(&m->frames[i]);
             optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
@@ -861,6 +986,16 @@ static void handle_message(ps_server_t *s) {
     case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
     case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
+    case TESSERA__KIND__KIND_LAYER_FWD:
+    case TESSERA__KIND__KIND_LAYER_BWD:
+        if (s->n_local == s->n_slices)
+            reply_error(s, &m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                        "this shard holds no model-parallel weights");
+        else if (m.hdr->kind == TESSERA__KIND__KIND_LAYER_FWD)
+            handle_layer_fwd(s, &m);
+        else
+            handle_layer_bwd(s, &m);
+        break;
     case TESSERA__KIND__KIND_PING:
         wire_send_simple(s->router, &m.identity, m.hdr->request_id, TESSERA__KIND__KIND_OK);
         break;

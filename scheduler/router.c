@@ -149,6 +149,13 @@ static void remove_version(router_t *r, rversion_t *v) {
 /* A graph model runs whole at the router (model_forward), its dense tensors cached in the model's
  * own buffer; the shards hold its tables. 0 or an error. */
 static int prepare_graph(router_t *r, rversion_t *v, char *err, size_t errlen) {
+    if (v->spec.n_remote) {
+        snprintf(
+            err, errlen,
+            "a model with tables or a layer graph and model-parallel layers is not served yet (the router "
+            "evaluates model-parallel weights on the shards only in chain models)");
+        return -TS_EINVAL;
+    }
     double mb = (double)v->spec.n_floats * sizeof(float) / (1 << 20);
     if (mb > r->o->serve_cache_mb) {
         snprintf(err, errlen,
@@ -197,8 +204,9 @@ static int version_prepare(router_t *r, rversion_t *v, char *err, size_t errlen)
                  v->job->serve_model[0] ? v->job->serve_model : v->job->name);
     v->tensor = XCALLOC((size_t)nt, sizeof *v->tensor);
     if (!v->spec.is_chain) return prepare_graph(r, v, err, errlen);
-    double mb = (double)v->spec.n_floats * sizeof(float) / (1 << 20);
-    v->on_shards = mb > r->o->serve_cache_mb;
+    double mb = (double)(v->spec.n_floats + v->spec.remote_floats) * sizeof(float) / (1 << 20);
+    v->on_shards =
+        mb > r->o->serve_cache_mb || v->spec.n_remote > 0; /* a model-parallel weight stays there */
     for (int i = 0; i < nl; i++) {
         layer_t *l = &v->spec.layers[i];
         for (int p = 0; p < l->n_params; p++) {

@@ -67,7 +67,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     wire_buf_t bufs[cap];
     for (int t = 0; grads && t < s->n_tensors; t++) {
         row_range_t r = shard_map_range(c->map, t, k);
-        if (r.row_end == r.row_begin) continue;
+        if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         const tensor_info_t *ti = &s->tensors[t];
         wire_desc_init(&descs[nt], &shapes[2 * nt], (uint32_t)t, NULL, r.row_begin, r.row_end - r.row_begin,
                        ti->cols);
@@ -97,12 +97,13 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
 
 /* Copies the parameter slices of a PARAMS reply from shard k into `params`, checking each against
  * the shard map. */
-static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params, char *err, size_t errlen) {
+static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
     const model_spec_t *s = c->spec;
+    float *params = ctx;
     size_t i = 0;
     for (int t = 0; t < s->n_tensors; t++) {
         row_range_t r = shard_map_range(c->map, t, k);
-        if (r.row_end == r.row_begin) continue;
+        if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         const tensor_info_t *ti = &s->tensors[t];
         const Tessera__TensorDesc *d = i < m->hdr->n_tensors ? m->hdr->tensors[i] : NULL;
         if (!d || d->id != (uint32_t)t || d->row_begin != r.row_begin ||
@@ -119,24 +120,42 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, float *params
         snprintf(err, errlen, "shard %d sent %zu tensors, expected %zu", k, m->hdr->n_tensors, i);
         return -TS_EPROTO;
     }
+    c->peer_stop |= m->hdr->stop_requested;
+    c->peer_ckpt |= m->hdr->checkpoint_requested;
+    if (m->hdr->checkpoint_clock > 0) {
+        c->ckpt_announced = m->hdr->checkpoint_clock;
+        c->ckpt_announced_stop |= m->hdr->stop_after_checkpoint;
+    }
     return 0;
 }
 
-/* Waits for the reply of every shard: PARAMS into `params`, or with `sb` SPARSE_ROWS into its rows. */
-static int gather_replies(ps_client_t *c, float *params, sparse_batch_t *sb, char *err, size_t errlen) {
-    int n = c->n_shards, left = n;
-    Tessera__Kind want = sb ? TESSERA__KIND__KIND_SPARSE_ROWS : TESSERA__KIND__KIND_PARAMS;
+static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+    int rc = sparse_batch_take_rows(ctx, k, m, err, errlen);
+    for (size_t f = 0; !rc && f < m->nframes; f++)
+        c->bytes_received += zmq_msg_size(&m->frames[f]);
+    return rc;
+}
+
+/* What a reply of shard k is taken by: 0, or an error with a message. */
+typedef int (*take_fn)(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen);
+
+/* Waits for the reply of `kind` of every shard k with asked[k] (NULL: all), handing each to take. */
+static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, take_fn take, void *ctx,
+                          char *err, size_t errlen) {
+    int n = c->n_shards, left = 0;
     zmq_pollitem_t items[n];
     int done[n];
     for (int k = 0; k < n; k++) {
         items[k] = (zmq_pollitem_t){c->socks[k], 0, ZMQ_POLLIN, 0};
-        done[k] = 0;
+        done[k] = asked && !asked[k];
+        left += !done[k];
     }
     double deadline = now_s() + c->timeout_s;
     while (left > 0) {
         long wait_ms = (long)((deadline - now_s()) * 1000);
         if (wait_ms <= 0) {
-            snprintf(err, errlen, "no reply from %d of %d shards within %.0f s", left, n, c->timeout_s);
+            snprintf(err, errlen, "no %s from %d of %d shards within %.0f s", wire_kind_name(want), left, n,
+                     c->timeout_s);
             return -TS_ETIMEDOUT;
         }
         if (zmq_poll(items, n, wait_ms) < 0) {
@@ -163,18 +182,8 @@ static int gather_replies(ps_client_t *c, float *params, sparse_batch_t *sb, cha
                 snprintf(err, errlen, "shard %d answered %s, expected %s", k, wire_kind_name(m.hdr->kind),
                          wire_kind_name(want));
                 rc = -TS_EPROTO;
-            } else if (sb) {
-                rc = sparse_batch_take_rows(sb, k, &m, err, errlen);
-                for (size_t f = 0; !rc && f < m.nframes; f++)
-                    c->bytes_received += zmq_msg_size(&m.frames[f]);
             } else {
-                rc = take_params(c, k, &m, params, err, errlen);
-                c->peer_stop |= m.hdr->stop_requested;
-                c->peer_ckpt |= m.hdr->checkpoint_requested;
-                if (m.hdr->checkpoint_clock > 0) {
-                    c->ckpt_announced = m.hdr->checkpoint_clock;
-                    c->ckpt_announced_stop |= m.hdr->stop_after_checkpoint;
-                }
+                rc = take(c, k, &m, ctx, err, errlen);
             }
             wire_msg_free(&m);
             if (rc) return rc;
@@ -192,7 +201,7 @@ int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, params, NULL, err, errlen);
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
 }
 
 int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, char *err, size_t errlen) {
@@ -204,7 +213,7 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
             return -TS_EIO;
         }
     }
-    return gather_replies(c, NULL, sb, err, errlen);
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_SPARSE_ROWS, take_rows, sb, err, errlen);
 }
 
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
@@ -213,5 +222,123 @@ int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, params, NULL, err, errlen);
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+}
+
+/* ---- model-parallel linear layers: the products that need the weight, computed by its shards ---- */
+
+typedef struct {
+    int t, batch, bwd;
+    float *y;      /* fwd: [batch, out], filled column block by column block */
+    float **parts; /* bwd: per shard, its dx_k [batch, in] (NULL: no dx asked) */
+} layer_call_t;
+
+static int take_activations(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+    layer_call_t *lc = ctx;
+    const tensor_info_t *ti = &c->spec->tensors[lc->t];
+    row_range_t r = shard_map_range(c->map, lc->t, k);
+    uint64_t cols = lc->bwd ? ti->cols : r.row_end - r.row_begin;
+    size_t want = lc->bwd && !lc->parts ? 0 : 1;
+    const Tessera__TensorDesc *d = m->hdr->n_tensors ? m->hdr->tensors[0] : NULL;
+    if (m->hdr->n_tensors != want || (d && (d->id != (uint32_t)lc->t || d->row_begin != r.row_begin ||
+                                            d->shape[0] != (uint64_t)lc->batch || d->shape[1] != cols))) {
+        snprintf(err, errlen, "shard %d answered a %s of %s that does not match the request", k,
+                 lc->bwd ? "LAYER_BWD" : "LAYER_FWD", ti->name);
+        return -TS_EPROTO;
+    }
+    if (!d) return 0;
+    const float *src = zmq_msg_data((zmq_msg_t *)&m->frames[0]);
+    c->bytes_received += d->nbytes;
+    if (lc->bwd) {
+        memcpy(lc->parts[k], src, d->nbytes);
+        return 0;
+    }
+    for (int b = 0; b < lc->batch; b++) /* shard k's outputs are columns [row_begin, row_end) of y */
+        memcpy(lc->y + (size_t)b * ti->rows + r.row_begin, src + (size_t)b * cols, cols * sizeof(float));
+    return 0;
+}
+
+/* Sends a LAYER_FWD / LAYER_BWD of tensor t to shard k with the given frames (zero-copy: they must live
+ * until the replies are in). */
+static int send_layer(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock, int t, int no_dx,
+                      const float *const *data, const uint64_t (*shape)[2], int n) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.request_id = c->request_of[k] = ++c->next_request;
+    h.sender = c->worker;
+    h.clock = clock;
+    h.tensor = (uint32_t)t;
+    h.no_input_grad = no_dx;
+    Tessera__TensorDesc d[2], *dp[2] = {&d[0], &d[1]};
+    uint64_t shapes[4];
+    wire_buf_t bufs[2];
+    for (int i = 0; i < n; i++) {
+        wire_desc_init(&d[i], &shapes[2 * i], (uint32_t)t, NULL, 0, shape[i][0], shape[i][1]);
+        bufs[i] = (wire_buf_t){data[i], d[i].nbytes, NULL, NULL};
+        c->bytes_sent += d[i].nbytes;
+    }
+    h.n_tensors = (size_t)n;
+    h.tensors = dp;
+    return wire_send(c->socks[k], NULL, &h, bufs, (size_t)n) ? -TS_EIO : 0;
+}
+
+int ps_client_layer_fwd(ps_client_t *c, int64_t clock, int t, const float *x, int batch, float *y, char *err,
+                        size_t errlen) {
+    const tensor_info_t *ti = &c->spec->tensors[t];
+    int asked[c->n_shards];
+    for (int k = 0; k < c->n_shards; k++) {
+        row_range_t r = shard_map_range(c->map, t, k);
+        asked[k] = r.row_end > r.row_begin;
+        const float *data[1] = {x};
+        const uint64_t shape[1][2] = {{(uint64_t)batch, ti->cols}};
+        if (asked[k] && send_layer(c, k, TESSERA__KIND__KIND_LAYER_FWD, clock, t, 0, data, shape, 1)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    }
+    layer_call_t lc = {.t = t, .batch = batch, .y = y};
+    return gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, err, errlen);
+}
+
+int ps_client_layer_bwd(ps_client_t *c, int64_t clock, int t, const float *x, const float *dy, int batch,
+                        float *dx, char *err, size_t errlen) {
+    const tensor_info_t *ti = &c->spec->tensors[t];
+    int S = c->n_shards, asked[S], rc = 0;
+    float *dyk[S], *parts[S];
+    for (int k = 0; k < S; k++) {
+        row_range_t r = shard_map_range(c->map, t, k);
+        uint64_t rows = r.row_end - r.row_begin;
+        asked[k] = rows > 0;
+        dyk[k] = parts[k] = NULL;
+        if (!asked[k] || rc) continue;
+        dyk[k] = XMALLOC((size_t)batch * rows * sizeof(float)); /* shard k's columns of dy */
+        for (int b = 0; b < batch; b++)
+            memcpy(dyk[k] + (size_t)b * rows, dy + (size_t)b * ti->rows + r.row_begin, rows * sizeof(float));
+        if (dx) parts[k] = XMALLOC((size_t)batch * ti->cols * sizeof(float));
+        const float *data[2] = {x, dyk[k]};
+        const uint64_t shape[2][2] = {{(uint64_t)batch, ti->cols}, {(uint64_t)batch, rows}};
+        if (send_layer(c, k, TESSERA__KIND__KIND_LAYER_BWD, clock, t, dx == NULL, data, shape, 2)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            rc = -TS_EIO;
+        }
+    }
+    layer_call_t lc = {.t = t, .batch = batch, .bwd = 1, .parts = dx ? parts : NULL};
+    if (!rc)
+        rc = gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, err, errlen);
+    /* dx = sum over shards of dy_k W_k, in shard order: the same bits whatever order replies came in. */
+    size_t n = (size_t)batch * ti->cols;
+    int first = 1;
+    for (int k = 0; k < S; k++) {
+        if (!rc && dx && parts[k]) {
+            if (first)
+                memcpy(dx, parts[k], n * sizeof(float));
+            else
+                for (size_t i = 0; i < n; i++)
+                    dx[i] += parts[k][i];
+            first = 0;
+        }
+        free(dyk[k]);
+        free(parts[k]);
+    }
+    return rc;
 }

@@ -56,4 +56,14 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
 /* Writes the parameters for `clock` into `params`. Same returns. */
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen);
 
+/* Model-parallel linear layers (tensor t is a remote weight W [out, in], rows on the shards):
+ * layer_fwd writes y[batch, out] = x W^T, one LAYER_FWD to each shard with rows of W; layer_bwd hands
+ * x and dy[batch, out] to those shards, who keep dW for this worker's step `clock` (its PUSH_PULL of
+ * that clock then applies it), and, unless dx is NULL, writes dx[batch, in] = dy W summed in shard
+ * order. x, dy host memory. Same returns as the others. */
+int ps_client_layer_fwd(ps_client_t *c, int64_t clock, int t, const float *x, int batch, float *y, char *err,
+                        size_t errlen);
+int ps_client_layer_bwd(ps_client_t *c, int64_t clock, int t, const float *x, const float *dy, int batch,
+                        float *dx, char *err, size_t errlen);
+
 #endif

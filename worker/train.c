@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <zmq.h>
 
 #include "backend.h"
@@ -101,8 +102,30 @@ static void data_gather(const data_t *d, const job_config_t *cfg, const uint32_t
     if (sb->n_tables) sparse_batch_build(sb, c, ex, (int)count);
 }
 
+/* Model-parallel layers reach their weight's shards through the PS client, at the worker's clock; the
+ * first failure is kept here and reported after the pass. */
+typedef struct {
+    ps_client_t *pc;
+    const int64_t *clock;
+    int rc;
+    char err[512];
+} remote_ctx_t;
+
+static void remote_fwd(const layer_remote_t *r, layer_t *l, const float *x, float *y, int batch) {
+    remote_ctx_t *c = r->ctx;
+    if (!c->rc)
+        c->rc = ps_client_layer_fwd(c->pc, *c->clock, l->tensor[0], x, batch, y, c->err, sizeof c->err);
+}
+
+static void remote_bwd(const layer_remote_t *r, layer_t *l, const float *x, const float *dy, float *dx,
+                       int batch) {
+    remote_ctx_t *c = r->ctx;
+    if (!c->rc)
+        c->rc = ps_client_layer_bwd(c->pc, *c->clock, l->tensor[0], x, dy, batch, dx, c->err, sizeof c->err);
+}
+
 /* Runs one batch, already gathered: pulls its rows (read_only for evaluation), then forward and, when
- * `train`, backward. 0 or the pull's error. */
+ * `train`, backward. 0 or the pull's (or a model-parallel layer's) error. */
 static int run_batch(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const float *x, const int32_t *y, int n,
                      int train, double *loss, long *correct, char *err, size_t errlen) {
     if (sb->n_tables) {
@@ -111,6 +134,13 @@ static int run_batch(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const floa
         sparse_batch_bind(sb, m);
     }
     model_run(m, x, y, n, train, loss, correct);
+    for (int i = 0; i < m->spec.n_layers; i++) {
+        remote_ctx_t *c = m->spec.layers[i].remote ? m->spec.layers[i].remote->ctx : NULL;
+        if (c && c->rc) {
+            snprintf(err, errlen, "model-parallel layer %s: %s", m->spec.layers[i].name, c->err);
+            return c->rc;
+        }
+    }
     return 0;
 }
 
@@ -422,8 +452,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     rep.steps_total = (uint64_t)total_steps;
     sched_send(&w, TESSERA__KIND__KIND_HELLO, &rep);
     if (me == 0)
-        log_info("training examples=%zu per_worker=%zu batch=%d steps_per_epoch=%zu steps=%ld params=%zu",
-                 train.n, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats);
+        log_info("training examples=%zu per_worker=%zu batch=%d steps_per_epoch=%zu steps=%ld params=%zu "
+                 "model_parallel_layers=%d model_parallel_params=%zu",
+                 train.n, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats, model.spec.n_remote,
+                 model.spec.remote_floats);
 
     ckpt_worker_state_t start = {0};
     if (resume_dir && resume_state(resume_dir, me, W, steps_per_epoch, train.n, cfg->batch_size, &start))
@@ -434,6 +466,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     char ckpt_dir[4096];
     ckpt_root(run_dir, cfg, ckpt_dir, sizeof ckpt_dir);
     int64_t clock = start.clock;
+    if (model.spec.n_remote && !be->host_memory) {
+        log_error("model-parallel layers (parallel = model) need a backend with host memory (cpu), not %s",
+                  be->ops->name);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    remote_ctx_t rctx = {.pc = &pc, .clock = &clock};
+    layer_remote_t remote = {.ctx = &rctx, .fwd = remote_fwd, .bwd = remote_bwd};
+    for (int i = 0; i < model.spec.n_layers; i++)
+        if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
     rc = ps_client_pull(&pc, clock, params, err, sizeof err);
     if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
@@ -614,10 +655,12 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     rep.param_digest = digest;
     sched_send(&w, TESSERA__KIND__KIND_DONE, &rep);
     sched_drain(&w, 1);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
     log_info("worker done steps=%lld examples=%llu train_s=%.2f compute_s=%.2f sync_s=%.2f sent_mb=%.1f "
-             "received_mb=%.1f",
+             "received_mb=%.1f max_rss_mb=%.1f",
              (long long)clock, (unsigned long long)examples, train_seconds, compute_s, sync_s,
-             (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6);
+             (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6, (double)ru.ru_maxrss / 1024.0);
 
     ps_client_free(&pc);
     zmq_close(w.sched);

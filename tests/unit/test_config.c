@@ -48,6 +48,15 @@ int main(int argc, char **argv) {
     expect_error("[model]\ninput = 4\n[layer a]\ntype = linear\n", "linear needs out");
     expect_error("[model]\ninput = 4\n[optimizer]\ntype = rmsprop\n[layer a]\ntype = relu\n", "rmsprop");
     expect_error("[job]\nthis line has no equals sign\n", ":2:");
+    expect_error(
+        "[model]\ninput = 4\n[layer a]\ntype = relu\nparallel = model\n[layer l]\ntype = softmax_xent\n",
+        "parallel = model is for linear layers only");
+    expect_error(
+        "[job]\nstaleness = 2\n[model]\ninput = 4\n[layer a]\ntype = linear\nout = 3\nparallel = model\n"
+        "[layer l]\ntype = softmax_xent\n",
+        "parallel = model needs job.staleness = 0");
+    expect_error("[model]\ninput = 4\n[layer a]\ntype = linear\nout = 3\nparallel = rows\n",
+                 "expected data or model");
 
     char *bad[] = {"epochs=3"};
     EXPECT(config_load_all(&c, path, 1, bad, err, sizeof err) == -TS_EINVAL &&

@@ -107,7 +107,7 @@ static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int 
     int nt = 0;
     for (int t = 0; value && t < spec.n_tensors; t++) {
         row_range_t r = shard_map_range(&map, t, k);
-        if (r.row_end == r.row_begin) continue;
+        if (r.row_end == r.row_begin || spec.tensors[t].remote) continue; /* remote weights are not pushed */
         uint64_t rows = (nt == 0 && bad_rows) ? (uint64_t)bad_rows : r.row_end - r.row_begin;
         tessera__tensor_desc__init(&desc[nt]);
         desc[nt].id = (uint32_t)t;
@@ -441,6 +441,125 @@ static void test_sparse(void) {
     map = dense_map;
 }
 
+/* A LAYER_FWD (x) or LAYER_BWD (x, dy) of tensor t; returns the reply's kind with its floats in out. */
+static int layer_call(void *d, Tessera__Kind kind, int sender, int64_t clock, uint32_t t, const float *x,
+                      uint64_t batch, uint64_t in, const float *dy, uint64_t out_w, float *out, size_t *n,
+                      int *code) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.sender = sender;
+    h.clock = clock;
+    h.request_id = 1;
+    h.tensor = t;
+    Tessera__TensorDesc desc[2], *dp[2] = {&desc[0], &desc[1]};
+    uint64_t shapes[4];
+    wire_buf_t bufs[2];
+    wire_desc_init(&desc[0], &shapes[0], t, NULL, 0, batch, in);
+    bufs[0] = (wire_buf_t){x, desc[0].nbytes, NULL, NULL};
+    if (dy) {
+        wire_desc_init(&desc[1], &shapes[2], t, NULL, 0, batch, out_w);
+        bufs[1] = (wire_buf_t){dy, desc[1].nbytes, NULL, NULL};
+    }
+    h.n_tensors = dy ? 2 : 1;
+    h.tensors = dp;
+    wire_send(d, NULL, &h, bufs, h.n_tensors);
+    return reply(d, 2000, code, out, n);
+}
+
+/* A model-parallel linear weight (3 x 4): the shard computes x W^T and dy W, keeps each worker's dW
+ * for the step, applies the workers' mean with the pushes, and never sends the weight. */
+static void test_model_parallel(void) {
+    model_spec_t saved = spec;
+    shard_map_t saved_map = map;
+    job_config_t cfg;
+    config_defaults(&cfg);
+    cfg.input_dim = 4;
+    cfg.n_layers = 2;
+    cfg.layers[0] = (layer_cfg_t){.name = "fc", .type = "linear", .out = 3, .model_parallel = 1};
+    cfg.layers[1] = (layer_cfg_t){.name = "loss", .type = "softmax_xent"};
+    char err[256];
+    EXPECT(model_spec_init(&spec, &cfg, err, sizeof err) == 0, "spec: %s", err);
+    EXPECT(spec.tensors[0].remote && !spec.tensors[1].remote && spec.n_floats == 3 &&
+               spec.remote_floats == 12,
+           "the weight is remote, the bias local");
+    uint64_t rows[2] = {3, 3};
+    shard_map_init(&map, rows, 2, 1);
+    shard_t s;
+    shard_start(&s, 0, 2, 0);
+    void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
+    int code;
+    float W[12], out[64];
+    size_t n;
+    model_spec_init_rows(&spec, 0, 0, 3, 9, W);
+    request(w0, TESSERA__KIND__KIND_PULL, 0, 0, 0, NULL, 0, 0);
+    EXPECT(reply(w0, 2000, &code, out, &n) == TESSERA__KIND__KIND_PARAMS && n == 3,
+           "a pull sends the bias only");
+    const float x[8] = {1, 2, 3, 4, -1, 0, 0.5f, 2}, dy[6] = {1, 0, -1, 0.5f, 2, 0};
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_FWD, 0, 0, 0, x, 2, 4, NULL, 0, out, &n, &code) ==
+                   TESSERA__KIND__KIND_ACTIVATIONS &&
+               n == 6,
+           "LAYER_FWD answers [2, 3]");
+    for (int b = 0; b < 2; b++)
+        for (int j = 0; j < 3; j++) {
+            float y = 0;
+            for (int i = 0; i < 4; i++)
+                y += x[b * 4 + i] * W[j * 4 + i];
+            EXPECT_NEAR(out[b * 3 + j], y, 1e-5);
+        }
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_BWD, 0, 0, 0, x, 2, 4, dy, 3, out, &n, &code) ==
+                   TESSERA__KIND__KIND_ACTIVATIONS &&
+               n == 8,
+           "LAYER_BWD answers dx [2, 4]");
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < 4; i++) {
+            float v = 0;
+            for (int j = 0; j < 3; j++)
+                v += dy[b * 3 + j] * W[j * 4 + i];
+            EXPECT_NEAR(out[b * 4 + i], v, 1e-5);
+        }
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_BWD, 0, 0, 0, x, 2, 4, dy, 3, out, &n, &code) ==
+                   TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "a second backward pass of the same step is refused");
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_FWD, 0, 0, 0, x, 2, 3, NULL, 0, out, &n, &code) ==
+                   TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "x of the wrong width is refused");
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_FWD, 0, 0, 1, x, 2, 1, NULL, 0, out, &n, &code) ==
+                   TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "a data-parallel tensor has no LAYER_FWD");
+    float zero = 0;
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &zero, 0, 0);
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "a push before the worker's backward pass is refused");
+    /* Worker 1's dy is zero: the step applies the mean of (dW0, 0) with SGD lr 0.5. */
+    const float dy0[6] = {0};
+    EXPECT(layer_call(w1, TESSERA__KIND__KIND_LAYER_BWD, 1, 0, 0, x, 2, 4, dy0, 3, out, &n, &code) ==
+               TESSERA__KIND__KIND_ACTIVATIONS,
+           "worker 1's backward pass");
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &zero, 0, 0);
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &zero, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "step applied (worker 0)");
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "step applied (worker 1)");
+    const float e0[4] = {1, 0, 0, 0};
+    EXPECT(layer_call(w0, TESSERA__KIND__KIND_LAYER_FWD, 0, 1, 0, e0, 1, 4, NULL, 0, out, &n, &code) ==
+               TESSERA__KIND__KIND_ACTIVATIONS,
+           "forward after the step");
+    for (int j = 0; j < 3; j++) { /* column 0 of W - 0.5 * mean(dW): dW0 = dy^T x */
+        float dw = dy[j] * x[0] + dy[3 + j] * x[4];
+        EXPECT_NEAR(out[j], W[j * 4] - 0.5f * dw / 2, 1e-5);
+    }
+    zmq_close(w0);
+    zmq_close(w1);
+    stop(&s);
+    shard_map_free(&map);
+    model_spec_free(&spec);
+    spec = saved;
+    map = saved_map;
+}
+
 int main(void) {
     job_config_t cfg;
     config_defaults(&cfg);
@@ -457,6 +576,7 @@ int main(void) {
     test_bsp();
     test_ssp();
     test_sparse();
+    test_model_parallel();
     zmq_ctx_term(ctx);
     shard_map_free(&map);
     model_spec_free(&spec);
