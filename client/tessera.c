@@ -65,7 +65,7 @@ static const char *const train_help =
     "  --run-dir DIR        where summary.json, metrics.csv and params.bin go\n"
     "                       (default runs/JOBNAME-YYYYMMDD-HHMMSS)\n"
     "  --hostfile FILE      passed to mpirun (several nodes)\n"
-    "  --mpirun PATH        the mpirun to use (default " MPIEXEC_PATH ")\n"
+    "  --mpirun PATH        the mpirun to use (default $TESSERA_MPIRUN, else " MPIEXEC_PATH ")\n"
     "  --mpirun-arg ARG     an extra mpirun argument; repeat for several\n"
     "  --checkpoint-every N write a checkpoint every N steps (checkpoint.every_steps;\n"
     "                       also checkpoint.every_seconds, checkpoint.keep = 3)\n"
@@ -202,7 +202,7 @@ typedef struct {
 
 static int parse_train(int argc, char **argv, train_opts_t *o) {
     memset(o, 0, sizeof *o);
-    o->mpirun = MPIEXEC_PATH;
+    o->mpirun = getenv("TESSERA_MPIRUN") && getenv("TESSERA_MPIRUN")[0] ? getenv("TESSERA_MPIRUN") : MPIEXEC_PATH;
     o->servers = o->workers = 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -4,14 +4,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef TESSERA_HAVE_CUDA
+#define BACKENDS_AVAILABLE "cpu, cuda"
+#else
+#define BACKENDS_AVAILABLE "cpu; cuda needs a build with nvcc, TESSERA_CUDA=AUTO or ON"
+#endif
+
 backend_t *backend_create(const char *name, int threads, char *err, size_t errlen) {
     if (!strcmp(name, "cpu")) return backend_cpu_create(threads);
-    snprintf(err, errlen, "backend '%s' is not available in this build (available: cpu)", name);
+#ifdef TESSERA_HAVE_CUDA
+    if (!strcmp(name, "cuda")) return backend_cuda_create(threads, err, errlen);
+#endif
+    snprintf(err, errlen, "backend '%s' is not available in this build (available: %s)", name,
+             BACKENDS_AVAILABLE);
     return NULL;
 }
 
 void backend_free(backend_t *be) {
     if (!be) return;
+    if (be->ops->destroy) be->ops->destroy(be);
     free(be->ctx);
     free(be);
 }

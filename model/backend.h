@@ -54,6 +54,9 @@ typedef struct {
     /* Its backward pass: dt[b] (F x d) = sum over pairs of dy[b, j] times the other vector of the pair. */
     void (*interact_bwd)(backend_t *be, const float *t, const float *dy, int ldy, int batch, int f, int d,
                          float *dt);
+    /* Optional (NULL: nothing to do): releases what be->ctx holds (streams, library handles); backend_free
+     * calls it, then frees be->ctx and be. */
+    void (*destroy)(backend_t *be);
 } backend_ops_t;
 
 struct backend {
@@ -69,5 +72,9 @@ backend_t *backend_create(const char *name, int threads, char *err, size_t errle
 void backend_free(backend_t *be);
 
 backend_t *backend_cpu_create(int threads);
+/* The CUDA backend on the current device: NULL with a message in `err` when no device is visible or it
+ * cannot be opened. Defined only in builds with CUDA (TESSERA_HAVE_CUDA); others reach it, and get their
+ * error, through backend_create("cuda"). */
+backend_t *backend_cuda_create(int threads, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,219 @@
+/* CUDA backend: cuBLAS for GEMM, the kernels in cuda/ for the rest, all queued on one stream of the
+ * current device (device 0 unless the process chose another, e.g. through CUDA_VISIBLE_DEVICES).
+ * GEMM runs in full fp32 (CUBLAS_DEFAULT_MATH, no TF32) so results match the CPU backend to rounding;
+ * TESSERA_CUDA_TF32=1 lets cuBLAS use TF32 tensor cores instead (faster, about 3 decimal digits).
+ * A CUDA failure inside an op is fatal (the ops return nothing); opening the device fails softly. */
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend.h"
+}
+#include "cuda_check.h"
+#include "kernels.h"
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+} cuda_ctx_t;
+
+static cudaStream_t stream_of(backend_t *be) {
+    return ((cuda_ctx_t *)be->ctx)->stream;
+}
+
+/* A kernel that does nothing: its attributes tell whether this build has code for the device. */
+static __global__ void probe_kernel(void) {}
+
+static void *cuda_alloc(backend_t *be, size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 256);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    cuda_check(e, "cudaMalloc", __FILE__, __LINE__);
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_of(be)));
+    return p;
+}
+
+/* cudaFree waits for the device, so queued work still using p finishes first. */
+static void cuda_free(backend_t *be, void *p) {
+    (void)be;
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+/* Both copies are complete when they return, like the CPU backend's memcpy: callers reuse the host
+ * buffer (to_device) or read it (to_host) at once. */
+static void cuda_to_device(backend_t *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_of(be)));
+    CUDA_CHECK(cudaStreamSynchronize(stream_of(be)));
+}
+
+static void cuda_to_host(backend_t *be, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_of(be)));
+    CUDA_CHECK(cudaStreamSynchronize(stream_of(be)));
+}
+
+static void cuda_sync(backend_t *be) {
+    CUDA_CHECK(cudaStreamSynchronize(stream_of(be)));
+}
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first, m and n swap,
+ * and every leading dimension is the row-major row length. */
+static void cuda_gemm(backend_t *be, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                      const float *b, float beta, float *c) {
+    if (m <= 0 || n <= 0) return;
+    int lda = ta ? m : k, ldb = tb ? k : n;
+    CUBLAS_CHECK(cublasSgemm(((cuda_ctx_t *)be->ctx)->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb > 1 ? ldb : 1, a,
+                             lda > 1 ? lda : 1, &beta, c, n));
+}
+
+static void cuda_add_bias_op(backend_t *be, float *y, const float *bias, int rows, int cols) {
+    cuda_add_bias(stream_of(be), y, bias, rows, cols);
+}
+
+static void cuda_sum_rows_op(backend_t *be, float *out, const float *x, int rows, int cols) {
+    cuda_sum_rows(stream_of(be), out, x, rows, cols);
+}
+
+static void cuda_relu_fwd_op(backend_t *be, const float *x, float *y, size_t n) {
+    cuda_relu_fwd(stream_of(be), x, y, n);
+}
+
+static void cuda_relu_bwd_op(backend_t *be, const float *y, const float *dy, float *dx, size_t n) {
+    cuda_relu_bwd(stream_of(be), y, dy, dx, n);
+}
+
+static void cuda_softmax_xent_op(backend_t *be, const float *logits, const int32_t *labels, int rows,
+                                 int classes, float scale, float *loss, int32_t *pred, float *dlogits) {
+    cuda_softmax_xent(stream_of(be), logits, labels, rows, classes, scale, loss, pred, dlogits);
+}
+
+static void cuda_sigmoid_bce_op(backend_t *be, const float *logits, const int32_t *labels, int rows,
+                                float scale, float *loss, int32_t *pred, float *dlogits) {
+    cuda_sigmoid_bce(stream_of(be), logits, labels, rows, scale, loss, pred, dlogits);
+}
+
+static void cuda_axpy_op(backend_t *be, float *y, const float *x, float a, size_t n) {
+    cuda_axpy(stream_of(be), y, x, a, n);
+}
+
+static void cuda_copy_cols_op(backend_t *be, float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                              int cols) {
+    cuda_copy_cols(stream_of(be), dst, ld_dst, src, ld_src, rows, cols);
+}
+
+static void cuda_embedding_bag_fwd_op(backend_t *be, const float *rows, int dim, const int32_t *off,
+                                      const int32_t *idx, const float *wts, int batch, int mean, float *y,
+                                      int ldy) {
+    cuda_embedding_bag_fwd(stream_of(be), rows, dim, off, idx, wts, batch, mean, y, ldy);
+}
+
+static void cuda_embedding_bag_bwd_op(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
+                                      const int32_t *idx, const float *wts, int batch, int mean, float *grad,
+                                      int n_rows) {
+    cuda_embedding_bag_bwd(stream_of(be), dy, ldy, dim, off, idx, wts, batch, mean, grad, n_rows);
+}
+
+static void cuda_interact_fwd_op(backend_t *be, const float *t, int batch, int f, int d, float *y, int ldy) {
+    cuda_interact_fwd(stream_of(be), t, batch, f, d, y, ldy);
+}
+
+static void cuda_interact_bwd_op(backend_t *be, const float *t, const float *dy, int ldy, int batch, int f,
+                                 int d, float *dt) {
+    cuda_interact_bwd(stream_of(be), t, dy, ldy, batch, f, d, dt);
+}
+
+/* Releases the stream and the cuBLAS handle; backend_free then frees ctx and the backend. */
+static void cuda_destroy(backend_t *be) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    if (!c) return;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUBLAS_CHECK(cublasDestroy(c->blas));
+    CUDA_CHECK(cudaStreamDestroy(c->stream));
+}
+
+static const backend_ops_t cuda_ops = {
+    .name = "cuda",
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .to_device = cuda_to_device,
+    .to_host = cuda_to_host,
+    .sync = cuda_sync,
+    .gemm = cuda_gemm,
+    .add_bias = cuda_add_bias_op,
+    .sum_rows = cuda_sum_rows_op,
+    .relu_fwd = cuda_relu_fwd_op,
+    .relu_bwd = cuda_relu_bwd_op,
+    .softmax_xent = cuda_softmax_xent_op,
+    .sigmoid_bce = cuda_sigmoid_bce_op,
+    .axpy = cuda_axpy_op,
+    .copy_cols = cuda_copy_cols_op,
+    .embedding_bag_fwd = cuda_embedding_bag_fwd_op,
+    .embedding_bag_bwd = cuda_embedding_bag_bwd_op,
+    .interact_fwd = cuda_interact_fwd_op,
+    .interact_bwd = cuda_interact_bwd_op,
+    .destroy = cuda_destroy,
+};
+
+extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        snprintf(err, errlen, "backend 'cuda': no CUDA device is visible (%s)",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found none");
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    cuda_ctx_t *c = (cuda_ctx_t *)calloc(1, sizeof *c);
+    backend_t *be = (backend_t *)calloc(1, sizeof *be);
+    cudaDeviceProp prop;
+    cudaFuncAttributes attr;
+    int stream_ok = 0, blas_ok = 0;
+    if (!c || !be) {
+        snprintf(err, errlen, "backend 'cuda': out of host memory");
+        goto fail;
+    }
+    if (CUDA_TRY(cudaGetDevice(&c->device), err, errlen) ||
+        CUDA_TRY(cudaGetDeviceProperties(&prop, c->device), err, errlen))
+        goto fail;
+    e = cudaFuncGetAttributes(&attr, probe_kernel);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen,
+                 "backend 'cuda': this build has no code for device %d (%s, sm_%d%d): %s; rebuild with "
+                 "-DCMAKE_CUDA_ARCHITECTURES=%d%d",
+                 c->device, prop.name, prop.major, prop.minor, cudaGetErrorString(e), prop.major, prop.minor);
+        (void)cudaGetLastError();
+        goto fail;
+    }
+    if (CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), err, errlen)) goto fail;
+    stream_ok = 1;
+    if (CUBLAS_TRY(cublasCreate(&c->blas), err, errlen)) goto fail;
+    blas_ok = 1;
+    {
+        const char *tf32 = getenv("TESSERA_CUDA_TF32");
+        int use_tf32 = tf32 && !strcmp(tf32, "1");
+        if (CUBLAS_TRY(cublasSetStream(c->blas, c->stream), err, errlen) ||
+            CUBLAS_TRY(
+                cublasSetMathMode(c->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), err,
+                errlen))
+            goto fail;
+        log_info("backend cuda device=%d name=\"%s\" sm=%d%d memory_gib=%.1f tf32=%s", c->device, prop.name,
+                 prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30), use_tf32 ? "on" : "off");
+    }
+    be->ops = &cuda_ops;
+    be->ctx = c;
+    be->threads = threads > 0 ? threads : 1;
+    be->host_memory = 0;
+    return be;
+fail:
+    if (blas_ok) cublasDestroy(c->blas);
+    if (stream_ok) cudaStreamDestroy(c->stream);
+    free(c);
+    free(be);
+    return NULL;
+}

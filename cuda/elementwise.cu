@@ -1,0 +1,122 @@
+/* Elementwise and row/column ops of the CUDA backend. They are memory-bound: grid-stride loops, and
+ * float4 loads and stores when every pointer involved is 16-byte aligned (a scalar loop takes the rest). */
+#include "cuda_check.h"
+#include "kernels.h"
+
+#define THREADS 256
+
+static __device__ __forceinline__ float relu1(float x) {
+    return x > 0.0f ? x : 0.0f;
+}
+static __device__ __forceinline__ float relu_grad1(float y, float dy) {
+    return y > 0.0f ? dy : 0.0f;
+}
+
+static __global__ void relu_fwd_kernel(const float *x, float *y, size_t n) {
+    size_t i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t n4 = aligned16(x) && aligned16(y) ? n / 4 : 0;
+    for (size_t i = i0; i < n4; i += stride) {
+        float4 v = reinterpret_cast<const float4 *>(x)[i];
+        reinterpret_cast<float4 *>(y)[i] = make_float4(relu1(v.x), relu1(v.y), relu1(v.z), relu1(v.w));
+    }
+    for (size_t i = 4 * n4 + i0; i < n; i += stride)
+        y[i] = relu1(x[i]);
+}
+
+static __global__ void relu_bwd_kernel(const float *y, const float *dy, float *dx, size_t n) {
+    size_t i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t n4 = aligned16(y) && aligned16(dy) && aligned16(dx) ? n / 4 : 0;
+    for (size_t i = i0; i < n4; i += stride) {
+        float4 v = reinterpret_cast<const float4 *>(y)[i], g = reinterpret_cast<const float4 *>(dy)[i];
+        reinterpret_cast<float4 *>(dx)[i] = make_float4(relu_grad1(v.x, g.x), relu_grad1(v.y, g.y),
+                                                        relu_grad1(v.z, g.z), relu_grad1(v.w, g.w));
+    }
+    for (size_t i = 4 * n4 + i0; i < n; i += stride)
+        dx[i] = relu_grad1(y[i], dy[i]);
+}
+
+static __global__ void axpy_kernel(float *y, const float *x, float a, size_t n) {
+    size_t i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    size_t n4 = aligned16(x) && aligned16(y) ? n / 4 : 0;
+    for (size_t i = i0; i < n4; i += stride) {
+        float4 v = reinterpret_cast<const float4 *>(x)[i], w = reinterpret_cast<float4 *>(y)[i];
+        reinterpret_cast<float4 *>(y)[i] = w + a * v;
+    }
+    for (size_t i = 4 * n4 + i0; i < n; i += stride)
+        y[i] += a * x[i];
+}
+
+/* y[r, c] += bias[c] over n = rows * cols elements of T (float, or float4 when cols is a multiple of 4 and
+ * the pointers are aligned). The column advances by the stride modulo cols, so there is one modulo per
+ * thread rather than one per element. */
+template <typename T> static __global__ void add_bias_kernel(T *y, const T *bias, size_t n, unsigned cols) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    unsigned c = (unsigned)(i % cols), step = (unsigned)(stride % cols);
+    for (; i < n; i += stride) {
+        y[i] = y[i] + bias[c];
+        c += step;
+        if (c >= cols) c -= cols;
+    }
+}
+
+/* out[c] = sum_r x[r, c]: a block sums 32 columns, its 8 thread rows taking every 8th row, then adds the
+ * 8 partial sums in a fixed order (no atomics: the result does not depend on scheduling). */
+static __global__ void sum_rows_kernel(float *out, const float *x, int rows, int cols) {
+    __shared__ float part[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f;
+    if (c < cols)
+        for (int r = threadIdx.y; r < rows; r += 8)
+            s += x[(size_t)r * cols + c];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float t = 0.0f;
+        for (int k = 0; k < 8; k++)
+            t += part[k][threadIdx.x];
+        out[c] = t;
+    }
+}
+
+void cuda_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n) {
+    if (!n) return;
+    relu_fwd_kernel<<<cuda_blocks((n + 3) / 4, THREADS), THREADS, 0, s>>>(x, y, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n) {
+    if (!n) return;
+    relu_bwd_kernel<<<cuda_blocks((n + 3) / 4, THREADS), THREADS, 0, s>>>(y, dy, dx, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_axpy(cudaStream_t s, float *y, const float *x, float a, size_t n) {
+    if (!n) return;
+    axpy_kernel<<<cuda_blocks((n + 3) / 4, THREADS), THREADS, 0, s>>>(y, x, a, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_add_bias(cudaStream_t s, float *y, const float *bias, int rows, int cols) {
+    if (rows <= 0 || cols <= 0) return;
+    size_t n = (size_t)rows * (size_t)cols;
+    if (cols % 4 == 0 && ((uintptr_t)y & 15) == 0 && ((uintptr_t)bias & 15) == 0)
+        add_bias_kernel<float4><<<cuda_blocks(n / 4, THREADS), THREADS, 0, s>>>(
+            reinterpret_cast<float4 *>(y), reinterpret_cast<const float4 *>(bias), n / 4, (unsigned)cols / 4);
+    else
+        add_bias_kernel<float><<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(y, bias, n, (unsigned)cols);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols) {
+    if (cols <= 0) return;
+    sum_rows_kernel<<<(unsigned)((cols + 31) / 32), dim3(32, 8), 0, s>>>(out, x, rows < 0 ? 0 : rows, cols);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* A strided 2-D copy is what cudaMemcpy2D does; it uses the copy engines' own best path. */
+void cuda_copy_cols(cudaStream_t s, float *dst, int ld_dst, const float *src, int ld_src, int rows,
+                    int cols) {
+    if (rows <= 0 || cols <= 0) return;
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, (size_t)ld_dst * sizeof(float), src, (size_t)ld_src * sizeof(float),
+                                 (size_t)cols * sizeof(float), (size_t)rows, cudaMemcpyDeviceToDevice, s));
+}

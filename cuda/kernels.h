@@ -1,0 +1,68 @@
+/* The host launchers of the CUDA backend's kernels, one group per .cu file. Each enqueues its work on
+ * stream `s` and returns at once. Pointers are device memory; shapes and semantics are those of the
+ * matching op in model/backend.h, which the CPU backend (model/backend_cpu.c) defines by example. */
+#ifndef TESSERA_CUDA_KERNELS_H
+#define TESSERA_CUDA_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Blocks for a grid-stride loop over `n` items, `threads` per block: one item per thread up to a cap
+ * that fills an H100/H200 several times over (the loop covers the rest); at least one. */
+static inline unsigned cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    return b < 1 ? 1u : b > 4096 ? 4096u : (unsigned)b;
+}
+
+#ifdef __CUDACC__
+/* float4 arithmetic for the vectorised paths (component-wise, as the scalar code does it). */
+static __device__ __forceinline__ float4 operator+(float4 a, float4 b) {
+    return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+static __device__ __forceinline__ float4 operator*(float a, float4 b) {
+    return make_float4(a * b.x, a * b.y, a * b.z, a * b.w);
+}
+static __device__ __forceinline__ float4 operator/(float4 a, float b) {
+    return make_float4(a.x / b, a.y / b, a.z / b, a.w / b);
+}
+template <typename T> static __device__ __forceinline__ T vec_zero();
+template <> __device__ __forceinline__ float vec_zero<float>() {
+    return 0.0f;
+}
+template <> __device__ __forceinline__ float4 vec_zero<float4>() {
+    return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+}
+
+static __device__ __forceinline__ bool aligned16(const void *p) {
+    return ((uintptr_t)p & 15) == 0;
+}
+#endif
+
+/* elementwise.cu */
+void cuda_add_bias(cudaStream_t s, float *y, const float *bias, int rows, int cols);
+void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols);
+void cuda_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n);
+void cuda_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n);
+void cuda_axpy(cudaStream_t s, float *y, const float *x, float a, size_t n);
+void cuda_copy_cols(cudaStream_t s, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
+
+/* losses.cu */
+void cuda_softmax_xent(cudaStream_t s, const float *logits, const int32_t *labels, int rows, int classes,
+                       float scale, float *loss, int32_t *pred, float *dlogits);
+void cuda_sigmoid_bce(cudaStream_t s, const float *logits, const int32_t *labels, int rows, float scale,
+                      float *loss, int32_t *pred, float *dlogits);
+
+/* embedding_bag.cu */
+void cuda_embedding_bag_fwd(cudaStream_t s, const float *rows, int dim, const int32_t *off,
+                            const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy);
+void cuda_embedding_bag_bwd(cudaStream_t s, const float *dy, int ldy, int dim, const int32_t *off,
+                            const int32_t *idx, const float *wts, int batch, int mean, float *grad,
+                            int n_rows);
+
+/* interact.cu */
+void cuda_interact_fwd(cudaStream_t s, const float *t, int batch, int f, int d, float *y, int ldy);
+void cuda_interact_bwd(cudaStream_t s, const float *t, const float *dy, int ldy, int batch, int f, int d,
+                       float *dt);
+
+#endif
