@@ -502,9 +502,8 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
             cfg->path);
         return -TS_EINVAL;
     }
-    if (strcmp(cfg->backend, "cpu")) {
-        snprintf(err, errlen, "%s: [backend] type '%s' is not available in this build (cpu)", cfg->path,
-                 cfg->backend);
+    if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda")) {
+        snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda)", cfg->path, cfg->backend);
         return -TS_EINVAL;
     }
     if (strcmp(cfg->data_format, "idx") && strcmp(cfg->data_format, "criteo") &&

@@ -178,6 +178,18 @@ extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen)
         snprintf(err, errlen, "backend 'cuda': out of host memory");
         goto fail;
     }
+    {
+        /* TESSERA_CUDA_DEVICE (set by the worker to its index among the node's workers) picks one GPU per
+         * worker, modulo the GPUs visible; without it, the current device. */
+        const char *dev = getenv("TESSERA_CUDA_DEVICE");
+        char *end = NULL;
+        long want = dev ? strtol(dev, &end, 10) : -1;
+        if (dev && (end == dev || *end || want < 0)) {
+            snprintf(err, errlen, "backend 'cuda': TESSERA_CUDA_DEVICE='%s' is not a device index", dev);
+            goto fail;
+        }
+        if (want >= 0 && CUDA_TRY(cudaSetDevice((int)(want % n)), err, errlen)) goto fail;
+    }
     if (CUDA_TRY(cudaGetDevice(&c->device), err, errlen) ||
         CUDA_TRY(cudaGetDeviceProperties(&prop, c->device), err, errlen))
         goto fail;

@@ -21,10 +21,24 @@ void sparse_batch_init(sparse_batch_t *sb, const model_spec_t *spec, int n_shard
     }
 }
 
+static void free_device(sparse_batch_t *sb, sb_table_t *t) {
+    backend_t *be = sb->be;
+    if (!be) return;
+    be->ops->free(be, t->d_rows);
+    be->ops->free(be, t->d_grads);
+    be->ops->free(be, t->d_wts);
+    be->ops->free(be, t->d_off);
+    be->ops->free(be, t->d_idx);
+    t->d_rows = t->d_grads = t->d_wts = NULL;
+    t->d_off = t->d_idx = NULL;
+    t->d_cap = t->d_cap_nnz = t->d_cap_off = 0;
+}
+
 void sparse_batch_free(sparse_batch_t *sb) {
     if (!sb || !sb->t) return;
     for (int i = 0; i < sb->n_tables; i++) {
         sb_table_t *t = &sb->t[i];
+        free_device(sb, t);
         free(t->ids);
         free(t->shard_off);
         free(t->rows);
@@ -79,6 +93,7 @@ static void reserve_table(sb_table_t *t, size_t nnz, int weighted) {
 }
 
 void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32_t *ex, int batch) {
+    sb->batch = batch;
     for (int ti = 0; ti < sb->n_tables; ti++) {
         sb_table_t *t = &sb->t[ti];
         size_t nnz = 0;
@@ -142,10 +157,59 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
     }
 }
 
+/* Device buffers of table t for n unique rows, nnz bag entries and batch examples. */
+static void reserve_device(sparse_batch_t *sb, sb_table_t *t, size_t n, size_t nnz, size_t batch) {
+    backend_t *be = sb->be;
+    if (n > t->d_cap) {
+        be->ops->free(be, t->d_rows);
+        be->ops->free(be, t->d_grads);
+        t->d_cap = n + n / 2 + 64;
+        t->d_rows = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
+        t->d_grads = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
+    }
+    if (nnz > t->d_cap_nnz) {
+        be->ops->free(be, t->d_idx);
+        be->ops->free(be, t->d_wts);
+        t->d_cap_nnz = nnz + nnz / 2 + 64;
+        t->d_idx = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
+        t->d_wts = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
+    }
+    if (batch + 1 > t->d_cap_off) {
+        be->ops->free(be, t->d_off);
+        t->d_cap_off = batch + 1;
+        t->d_off = be->ops->alloc(be, t->d_cap_off * sizeof(int32_t));
+    }
+    if (!t->d_rows || !t->d_grads || !t->d_idx || !t->d_wts || !t->d_off) {
+        fprintf(stderr, "sparse_batch: out of device memory for %zu rows of a table\n", n);
+        abort(); /* the layer API has no error path; a batch's rows are small next to the model */
+    }
+}
+
 void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
+    backend_t *be = m->be;
     for (int ti = 0; ti < sb->n_tables; ti++) {
         sb_table_t *t = &sb->t[ti];
-        m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts};
+        if (be->host_memory) {
+            m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts};
+            continue;
+        }
+        sb->be = be;
+        size_t nnz = (size_t)t->off[sb->batch], row = (size_t)t->dim * sizeof(float);
+        reserve_device(sb, t, (size_t)t->n, nnz, (size_t)sb->batch);
+        be->ops->to_device(be, t->d_rows, t->rows, (size_t)t->n * row);
+        be->ops->to_device(be, t->d_off, t->off, ((size_t)sb->batch + 1) * sizeof(int32_t));
+        be->ops->to_device(be, t->d_idx, t->idx, nnz * sizeof(int32_t));
+        if (t->wts) be->ops->to_device(be, t->d_wts, t->wts, nnz * sizeof(float));
+        m->slots[ti] =
+            (sparse_slot_t){ti, t->n, t->d_rows, t->d_grads, t->d_off, t->d_idx, t->wts ? t->d_wts : NULL};
+    }
+}
+
+void sparse_batch_fetch_grads(sparse_batch_t *sb, model_t *m) {
+    if (m->be->host_memory) return;
+    for (int ti = 0; ti < sb->n_tables; ti++) {
+        sb_table_t *t = &sb->t[ti];
+        m->be->ops->to_host(m->be, t->grads, t->d_grads, (size_t)t->n * (size_t)t->dim * sizeof(float));
     }
 }
 

@@ -22,6 +22,10 @@ typedef struct {
     int32_t *idx;   /* [off[batch]] */
     float *wts;     /* [off[batch]] or NULL */
     size_t cap, cap_nnz;
+    /* device copies for a backend without host memory (sparse_batch_bind), grown as needed */
+    float *d_rows, *d_grads, *d_wts;
+    int32_t *d_off, *d_idx;
+    size_t d_cap, d_cap_nnz, d_cap_off;
 } sb_table_t;
 
 typedef struct {
@@ -35,6 +39,8 @@ typedef struct {
     int32_t *tmp;   /* first-seen unique index of each bag entry */
     int32_t *order; /* first-seen index -> position grouped by shard */
     uint64_t rows_pulled, rows_pushed;
+    backend_t *be; /* the device backend the d_ buffers belong to (borrowed), or NULL */
+    int batch;     /* examples in the batch last built */
 } sparse_batch_t;
 
 /* Sets up the tables of `spec` for batches of up to max_batch examples over n_shards shards. */
@@ -44,8 +50,12 @@ void sparse_batch_free(sparse_batch_t *sb);
 /* Builds every table's unique ids and bags for examples ex[0..batch) of `d`. */
 void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32_t *ex, int batch);
 
-/* Points the model's sparse slots at this batch (host memory: the CPU backend reads it in place). */
+/* Points the model's sparse slots at this batch: in place on a host-memory backend (CPU); otherwise
+ * the rows and bags are copied to device buffers kept in sb (freed by sparse_batch_free). */
 void sparse_batch_bind(sparse_batch_t *sb, model_t *m);
+/* After a training pass on a device backend, copies the row gradients back into sb's grads (what a
+ * push sends). Nothing to do on a host-memory backend. */
+void sparse_batch_fetch_grads(sparse_batch_t *sb, model_t *m);
 
 /* Copies the rows of shard k's SPARSE_ROWS reply `m` (one tensor per table with ids on shard k, in
  * table order) into every table's rows. 0, or -TS_EPROTO with a message when the reply does not match

@@ -134,6 +134,7 @@ static int run_batch(model_t *m, ps_client_t *pc, sparse_batch_t *sb, const floa
         sparse_batch_bind(sb, m);
     }
     model_run(m, x, y, n, train, loss, correct);
+    if (train && sb->n_tables) sparse_batch_fetch_grads(sb, m);
     for (int i = 0; i < m->spec.n_layers; i++) {
         remote_ctx_t *c = m->spec.layers[i].remote ? m->spec.layers[i].remote->ctx : NULL;
         if (c && c->rc) {
@@ -385,6 +386,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     int W = cl->n_workers, me = cl->index;
     /* A failure before training stops the job at the workers' agreement below; returning early
      * would leave the other ranks waiting for this one. */
+    /* One GPU per worker of a node: its index among the node's workers picks the device. */
+    MPI_Comm node;
+    int local = 0;
+    MPI_CHECK(MPI_Comm_split_type(cl->role_comm, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    char dev[16];
+    snprintf(dev, sizeof dev, "%d", local);
+    if (!getenv("TESSERA_CUDA_DEVICE")) setenv("TESSERA_CUDA_DEVICE", dev, 0);
     backend_t *be = backend_create(cfg->backend, cfg->threads, err, sizeof err);
     if (!be) {
         log_error("%s", err);
