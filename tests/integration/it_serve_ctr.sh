@@ -83,3 +83,25 @@ for k in 0 1 2; do
     [ "${n:-0}" -gt 0 ] || fail "serving shard $k answered no row requests"
     echo "ok: serving shard $k answered $n SPARSE_PULL requests"
 done
+
+# Pre-sized tables (rows = 300): an id beyond them is refused with the row, slot and table named.
+"$TESSERA" datagen ctr --rows 20000 --slots 4 --vocab 300 --ids index --seed 9 --out "$WORK/d2" >/dev/null
+run_job sized ctr_dlrm --servers 2 --workers 1 data.dir="$WORK/d2" data.sparse_features=4 \
+    "layer emb.features=0-3" "layer emb.rows=300" job.epochs=1 --checkpoint-every 100
+start_serve serve2 "$E" --checkpoint "$WORK/sized" --servers 2
+/usr/bin/python3 - "$E" "$BUILD_DIR" "$(dirname "$0")/../../client/python" <<'PY' || fail "pre-sized tables: checks"
+import sys
+sys.path[:0] = [sys.argv[3], sys.argv[2] + "/python"]
+import numpy as np
+import tessera_client as tc
+c = tc.Client(sys.argv[1], timeout_ms=10000)
+x = np.zeros((2, 13), np.float32)
+assert c.predict(x, ids=np.array([[0, 1, 2, 299], [5, 6, 7, 8]], np.uint64)).logits.shape == (2, 1)
+try:
+    c.predict(x, ids=np.array([[0, 1, 2, 3], [5, 300, 7, 8]], np.uint64))
+    raise AssertionError("id 300 of a 300-row table was accepted")
+except tc.TesseraError as e:
+    assert e.code_name == "INVALID_ARGUMENT" and "row 1, slot 1: id 300 is out of range for table emb.slot1 (rows = 300)" in str(e), e
+    print("ok: out-of-range id refused:", e)
+PY
+stop_serve
