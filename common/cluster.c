@@ -50,7 +50,10 @@ static void node_key(char *out, size_t n) {
     gethostname(host, sizeof host - 1);
     struct stat st;
     unsigned long long ns = stat("/proc/self/ns/net", &st) == 0 ? (unsigned long long)st.st_ino : 0;
-    snprintf(out, n, "%s/%llu", host, ns);
+    /* Test hook: TESSERA_TEST_NODE makes ranks of one machine count as different nodes (they then talk
+     * over the machine's address, as across nodes). */
+    const char *test_node = getenv("TESSERA_TEST_NODE");
+    snprintf(out, n, "%s/%llu%s%s", host, ns, test_node ? "/" : "", test_node ? test_node : "");
 }
 
 int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err, size_t errlen) {
@@ -122,6 +125,22 @@ int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface
             snprintf(c->ps_endpoints[ps_i++], CLUSTER_ENDPOINT_LEN, "tcp://%s:%d", host, all[r].port);
         }
     }
+    /* Worker nodes, in the order of their first worker: seen[i] is node i's first worker. */
+    int *seen = XCALLOC((size_t)c->world_size, sizeof *seen);
+    for (int r = 0; r < c->world_size; r++) {
+        if (all[r].role != ROLE_WORKER) continue;
+        int i = 0;
+        while (i < c->n_worker_nodes && strcmp(all[seen[i]].node, all[r].node))
+            i++;
+        if (i == c->n_worker_nodes) seen[c->n_worker_nodes++] = r;
+        if (r == c->world_rank) c->node_index = i;
+    }
+    free(seen);
+    for (int r = 0; r < c->world_size && role == ROLE_WORKER; r++)
+        if (all[r].role == ROLE_WORKER && !strcmp(all[r].node, me.node)) {
+            if (r < c->world_rank) c->node_local++;
+            c->node_size++;
+        }
     free(all);
     MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, (int)role, c->world_rank, &c->role_comm));
     return 0;

@@ -19,6 +19,11 @@ typedef struct {
     char sched_endpoint[CLUSTER_ENDPOINT_LEN];
     char (*ps_endpoints)[CLUSTER_ENDPOINT_LEN]; /* n_ps entries */
     MPI_Comm role_comm;                         /* the ranks of my role */
+    /* Workers by node (equal node keys: hostname + network namespace), nodes in order of their first
+     * worker: how many nodes have workers, and for a worker its node's index, its index among the
+     * node's workers and their count. */
+    int n_worker_nodes;
+    int node_index, node_local, node_size;
 } cluster_t;
 
 const char *role_name(role_t role);

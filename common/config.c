@@ -33,6 +33,7 @@ static const field_t fields[] = {
     F("job", "max_steps", T_LONG, max_steps, 0, 1e15),
     F("job", "progress_interval_s", T_DOUBLE, progress_interval_s, 0.05, 3600),
     F("job", "save_test_logits", T_INT, save_test_logits, 0, 1),
+    F("job", "node_reduce", T_INT, node_reduce, 0, 1),
     F("data", "format", T_STR, data_format, 0, 0),
     F("data", "dir", T_STR, data_dir, 0, 0),
     F("data", "train_images", T_STR, train_images, 0, 0),
@@ -550,6 +551,14 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
         if (l->model_parallel && strcmp(l->type, "linear")) {
             snprintf(err, errlen, "%s: [layer %s] parallel = model is for linear layers only", cfg->path,
                      l->name);
+            return -TS_EINVAL;
+        }
+        if (cfg->node_reduce && (l->model_parallel || !strcmp(l->type, "embedding_bag"))) {
+            snprintf(
+                err, errlen,
+                "%s: [layer %s]: job.node_reduce covers dense data-parallel parameters only; a model with "
+                "%s cannot use it yet",
+                cfg->path, l->name, l->model_parallel ? "model-parallel layers" : "embedding tables");
             return -TS_EINVAL;
         }
         if (l->model_parallel && cfg->staleness != 0) {

@@ -43,6 +43,7 @@ typedef struct {
     long max_steps; /* 0 = no limit; stops the job early (tests) */
     double progress_interval_s;
     int save_test_logits; /* write the test set's logits to RUN_DIR/test-logits-*.f32 at each evaluation */
+    int node_reduce;      /* workers of a node reduce gradients among themselves; each pushes a share */
 
     /* [data] */
     char data_format[16];                         /* idx, criteo or libsvm */

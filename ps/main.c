@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
     ps_config_t pc = {.spec = &spec,
                       .map = &map,
                       .shard = cl.index,
-                      .n_workers = cl.n_workers,
+                      .n_workers = cfg->node_reduce ? cl.n_worker_nodes : cl.n_workers, /* pushers */
                       .staleness = cfg->staleness,
                       .opt = opt,
                       .seed = cfg->seed,

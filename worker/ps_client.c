@@ -197,11 +197,12 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
 int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
                         float *params, char *err, size_t errlen) {
     for (int k = 0; k < c->n_shards; k++)
-        if (send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads, sb && sb->n_tables ? sb : NULL)) {
+        if ((!c->only || c->only[k]) &&
+            send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads, sb && sb->n_tables ? sb : NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, NULL, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
 }
 
 int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, char *err, size_t errlen) {
@@ -218,11 +219,11 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
 
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
     for (int k = 0; k < c->n_shards; k++)
-        if (send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL, NULL)) {
+        if ((!c->only || c->only[k]) && send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL, NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, NULL, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
 }
 
 /* ---- model-parallel linear layers: the products that need the weight, computed by its shards ---- */

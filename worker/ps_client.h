@@ -33,6 +33,7 @@ typedef struct {
     int ckpt_asked;     /* set on pushes: this worker was asked for a checkpoint */
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
     int read_only;      /* the sparse pull being sent must not create rows */
+    const int *only;    /* when not NULL: push_pull and pull talk to the shards k with only[k] */
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */

@@ -15,6 +15,7 @@
 #include "data_ctr.h"
 #include "metrics.h"
 #include "model.h"
+#include "node_reduce.h"
 #include "program.h"
 #include "ps_client.h"
 #include "sparse_batch.h"
@@ -122,6 +123,50 @@ static void remote_bwd(const layer_remote_t *r, layer_t *l, const float *x, cons
     remote_ctx_t *c = r->ctx;
     if (!c->rc)
         c->rc = ps_client_layer_bwd(c->pc, *c->clock, l->tensor[0], x, dy, batch, dx, c->err, sizeof c->err);
+}
+
+/* One step's exchange with the shards. With job.node_reduce the node's workers first agree on the
+ * flags a push carries, reduce the gradient (each keeps its shards' share), push and pull only that
+ * share, agree on what the replies said, and all-gather the parameters; a failure anywhere on the node
+ * fails every worker of it, so none waits in a collective for one that left. */
+static int push_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *grads, sparse_batch_t *sb,
+                     float *params, char *err, size_t errlen) {
+    if (!nr->mine) return ps_client_push_pull(pc, clock, grads, sb, params, err, errlen);
+    int64_t f[4] = {pc->ckpt_request, pc->ckpt_request_stop, pc->stop_requested, pc->ckpt_asked};
+    node_reduce_max(nr, f, 4);
+    pc->ckpt_request = f[0];
+    pc->ckpt_request_stop = (int)f[1];
+    pc->stop_requested = (int)f[2];
+    pc->ckpt_asked = (int)f[3];
+    node_reduce_grads(nr, grads);
+    int rc = ps_client_push_pull(pc, clock, grads, sb, params, err, errlen);
+    int64_t g[5] = {pc->ckpt_announced, pc->ckpt_announced_stop, pc->peer_stop, pc->peer_ckpt, rc != 0};
+    node_reduce_max(nr, g, 5);
+    pc->ckpt_announced = g[0];
+    pc->ckpt_announced_stop = (int)g[1];
+    pc->peer_stop = (int)g[2];
+    pc->peer_ckpt = (int)g[3];
+    if (g[4]) {
+        if (!rc) snprintf(err, errlen, "another worker of this node failed its exchange with the shards");
+        return rc ? rc : -TS_EREMOTE;
+    }
+    node_reduce_params(nr, params);
+    return 0;
+}
+
+/* The first pull, shared out the same way. */
+static int first_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *params, char *err,
+                      size_t errlen) {
+    int rc = ps_client_pull(pc, clock, params, err, errlen);
+    if (!nr->mine) return rc;
+    int64_t failed = rc != 0;
+    node_reduce_max(nr, &failed, 1);
+    if (failed) {
+        if (!rc) snprintf(err, errlen, "another worker of this node failed its first pull");
+        return rc ? rc : -TS_EREMOTE;
+    }
+    node_reduce_params(nr, params);
+    return 0;
 }
 
 /* Runs one batch, already gathered: pulls its rows (read_only for evaluation), then forward and, when
@@ -448,6 +493,20 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     int failed = rc != 0, any = 0;
     MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, cl->role_comm));
     if (any) MPI_Abort(MPI_COMM_WORLD, 1);
+    node_reduce_t nr = {0};
+    if (cfg->node_reduce) {
+        if (node_reduce_init(&nr, cl, &model.spec, &map, err, sizeof err)) { /* the same on every worker */
+            if (me == 0) log_error("%s", err);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        pc.only = nr.mine;
+        pc.worker = cl->node_index; /* the shards see one pusher per node */
+        int mine = 0;
+        for (int k = 0; k < cl->n_ps; k++)
+            mine += nr.mine[k];
+        log_info("node_reduce node=%d of=%d local=%d of=%d shards_mine=%d share_floats=%zu", cl->node_index,
+                 cl->n_worker_nodes, cl->node_local, cl->node_size, mine, nr.block);
+    }
 
     size_t n_floats = model.spec.n_floats;
     float *params = be->host_memory ? model.params : XMALLOC(n_floats * sizeof(float));
@@ -485,7 +544,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     layer_remote_t remote = {.ctx = &rctx, .fwd = remote_fwd, .bwd = remote_bwd};
     for (int i = 0; i < model.spec.n_layers; i++)
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
-    rc = ps_client_pull(&pc, clock, params, err, sizeof err);
+    rc = first_pull(&pc, &nr, clock, params, err, sizeof err);
     if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     double last_ckpt = now_s();
@@ -536,7 +595,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                 pc.peer_ckpt = w.sched_ckpt = 0;
                 stop_planned |= pc.ckpt_request_stop;
             }
-            rc = ps_client_push_pull(&pc, clock, grads, &sb, params, err, sizeof err);
+            rc = push_pull(&pc, &nr, clock, grads, &sb, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
             pc.ckpt_asked = 0;
@@ -673,6 +732,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
              (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6, (double)ru.ru_maxrss / 1024.0);
 
     ps_client_free(&pc);
+    node_reduce_free(&nr);
     zmq_close(w.sched);
     zmq_ctx_term(w.zctx);
     shard_map_free(&map);

@@ -1,0 +1,53 @@
+#!/bin/sh
+# job.node_reduce: the workers of a node reduce their gradients among themselves (MPI collectives) and
+# each pushes only its share of the shards. On one node of 2 workers BSP ends bit-identical to the
+# plain run while each worker sends half as much to the shards; on 2 nodes of 2 workers (ranks told
+# apart with TESSERA_TEST_NODE, so they talk over the machine's address as across nodes) it learns
+# what the plain 4-worker run learns; nodes with different worker counts are refused.
+. "$(dirname "$0")/lib.sh"
+
+A="--servers 2 --workers 2 job.epochs=1 data.train_limit=12000"
+# shellcheck disable=SC2086
+run_job plain $A
+# shellcheck disable=SC2086
+run_job reduced $A job.node_reduce=1
+cmp "$WORK/plain/params.bin" "$WORK/reduced/params.bin" || fail "node_reduce on one node should be bit-identical"
+sent() { grep -o "worker done .*sent_mb=[0-9.]*" "$WORK/$1.log" | head -1 | sed 's/.*sent_mb=//'; }
+p=$(sent plain) r=$(sent reduced)
+/usr/bin/python3 -c 'import sys; p, r = map(float, sys.argv[1:]); sys.exit(0 if r <= 0.6 * p else 1)' "$p" "$r" ||
+    fail "a reducing worker sent $r MB to the shards, the plain one $p MB"
+echo "ok: one node: bit-identical, each worker sends $r MB instead of $p MB"
+
+# Two nodes of two workers, launched by hand: tessera train has no per-rank environment.
+job="$(dirname "$0")/../../examples/fashion_mlp.ini"
+B="$BUILD_DIR/bin"
+launch() { # launch NAME NODE_B_WORKERS OVERRIDES...
+    name=$1 nb=$2
+    shift 2
+    mkdir -p "$WORK/$name"
+    mpiexec --allow-run-as-root --oversubscribe --bind-to none \
+        -np 1 "$B/tessera-scheduler" "$job" --run-dir "$WORK/$name" "$@" : \
+        -np 2 "$B/tessera-ps" "$job" --run-dir "$WORK/$name" "$@" : \
+        -np 2 -x TESSERA_TEST_NODE=a "$B/tessera-worker" "$job" --run-dir "$WORK/$name" "$@" : \
+        -np "$nb" -x TESSERA_TEST_NODE=b "$B/tessera-worker" "$job" --run-dir "$WORK/$name" "$@" \
+        >"$WORK/$name.log" 2>&1
+}
+O="job.epochs=1 data.train_limit=12000"
+# shellcheck disable=SC2086
+run_job plain4 --servers 2 --workers 4 $O
+# shellcheck disable=SC2086
+launch two 2 $O job.node_reduce=1 || { tail -20 "$WORK/two.log" >&2; fail "the 2-node job failed"; }
+grep -q "node_reduce node=1 of=2 local=1 of=2" "$WORK/two.log" || fail "the workers did not see 2 nodes of 2"
+a=$(json "$WORK/plain4/summary.json" test_accuracy)
+b=$(json "$WORK/two/summary.json" test_accuracy)
+/usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$a" "$b" ||
+    fail "2 nodes with node_reduce reached $b, 4 plain workers $a"
+echo "ok: 2 nodes x 2 workers: test_accuracy $b (plain 4 workers: $a)"
+
+rc=0
+# shellcheck disable=SC2086
+launch uneven 1 $O job.node_reduce=1 || rc=$?
+[ $rc -ne 0 ] || fail "nodes of 2 and 1 workers should be refused"
+grep -q "job.node_reduce needs the same number of workers on every node; nodes have 1 to 2" "$WORK/uneven.log" ||
+    { tail -5 "$WORK/uneven.log" >&2; fail "no clear error for uneven nodes"; }
+echo "ok: uneven nodes refused"
