@@ -349,6 +349,10 @@ static int check_opts(const ctr_read_opts_t *o, const char *path, int *libsvm, c
         snprintf(err, errlen, "%s: libsvm data has exactly 1 slot, not %d", path, o->n_slots);
         return -TS_EINVAL;
     }
+    if (o->n_parts > 1 && (o->part < 0 || o->part >= o->n_parts)) {
+        snprintf(err, errlen, "%s: part %d of %d does not exist", path, o->part, o->n_parts);
+        return -TS_EINVAL;
+    }
     if (o->limit < 0) {
         snprintf(err, errlen, "%s: negative limit %ld", path, o->limit);
         return -TS_EINVAL;
@@ -387,7 +391,8 @@ int ctr_load(ctr_dataset_t *d, const char *path, const ctr_read_opts_t *o, char 
     char *s;
     size_t len;
     char why[512];
-    while (!rc && (o->limit == 0 || d->n < (size_t)o->limit)) {
+    int parts = o->n_parts > 1 ? o->n_parts : 1;
+    while (!rc && (o->limit == 0 || d->n_read < (size_t)o->limit)) {
         int got = reader_next(&r, &s, &len, err, errlen);
         if (got <= 0) {
             rc = got;
@@ -404,13 +409,21 @@ int ctr_load(ctr_dataset_t *d, const char *path, const ctr_read_opts_t *o, char 
         }
         if (rc == -TS_EINVAL) snprintf(err, errlen, "%s:%llu: %s", path, (unsigned long long)r.lineno, why);
         if (rc) break;
+        if ((d->n_read++ % (size_t)parts) != (size_t)(parts > 1 ? o->part : 0)) {
+            b.n_ids = d->bag_off[d->n * (size_t)d->n_slots]; /* another part's: parsed, not kept */
+            continue;
+        }
         d->line[d->n++] = r.lineno;
     }
     if (rc == -TS_ENOMEM)
         snprintf(err, errlen, "%s:%llu: out of memory after %zu examples", path, (unsigned long long)r.lineno,
                  d->n);
     if (!rc && d->n == 0) {
-        snprintf(err, errlen, "%s: no examples (%zu malformed lines skipped)", path, d->skipped);
+        if (d->n_read)
+            snprintf(err, errlen, "%s: none of its %zu examples is part %d of %d", path, d->n_read, o->part,
+                     parts);
+        else
+            snprintf(err, errlen, "%s: no examples (%zu malformed lines skipped)", path, d->skipped);
         rc = -TS_EINVAL;
     }
     if (!rc && d->skipped)

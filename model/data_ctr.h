@@ -18,6 +18,7 @@ typedef struct {
     uint64_t *line; /* [n]: the 1-based line of the file each example came from */
     char path[512]; /* the file, for messages */
     size_t skipped; /* malformed lines skipped (skip_bad) */
+    size_t n_read;  /* valid examples in the file (all parts; n of them are this part's) */
 } ctr_dataset_t;
 
 typedef struct {
@@ -28,6 +29,10 @@ typedef struct {
     int skip_bad; /* 1: a malformed line is skipped and counted (the first 5 logged with log_warn as
                      PATH:LINE: why); 0: it is an error */
     long limit;   /* read at most this many examples (0 = all) */
+    /* Keep only part `part` of `n_parts` (n_parts > 1): the valid examples whose index in the file is
+     * part mod n_parts, so each of n_parts workers holds its own share in memory. Every line is still
+     * read and checked. 0 or 1: keep all. */
+    int part, n_parts;
 } ctr_read_opts_t;
 
 /* Longest line accepted, without its newline; a longer one is an error even with skip_bad. */

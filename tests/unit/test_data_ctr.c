@@ -232,6 +232,43 @@ static void test_skip_bad(void) {
     expect_error("x\n\n", &o, -TS_EINVAL, 0, "no examples (2 malformed lines skipped)");
 }
 
+/* Parts: worker p of P keeps the valid examples whose index is p mod P (malformed lines skipped do not
+ * count), with the right lines, bags and ids; n_read counts them all. */
+static void test_parts(void) {
+    ctr_read_opts_t o = criteo(3, 2);
+    o.skip_bad = 1;
+    const char *text = "1\t1\t2\t3\ta\tb\n"
+                       "bad line\n"
+                       "0\t4\t\t6\t\td\n"
+                       "1\t\t\t\te\tf\n"
+                       "0\t1\t1\t1\t10\t\n";
+    const char *path = write_text("parts.tsv", text);
+    ctr_dataset_t d;
+    char err[1024] = "";
+    const unsigned long long lines[2][2] = {{1, 4}, {3, 5}};
+    const uint64_t first_id[2] = {0xa, 0xd};
+    for (int p = 0; p < 2; p++) {
+        o.part = p;
+        o.n_parts = 2;
+        EXPECT(ctr_load(&d, path, &o, err, sizeof err) == 0, "part %d: %s", p, err);
+        EXPECT(d.n == 2 && d.n_read == 4 && d.skipped == 1, "part %d: n %zu n_read %zu skipped %zu", p, d.n,
+               d.n_read, d.skipped);
+        if (d.n == 2) {
+            EXPECT(d.line[0] == lines[p][0] && d.line[1] == lines[p][1], "part %d: lines %llu %llu", p,
+                   (unsigned long long)d.line[0], (unsigned long long)d.line[1]);
+            EXPECT(d.ids[0] == first_id[p], "part %d: first id %llx", p, (unsigned long long)d.ids[0]);
+            EXPECT(d.bag_off[4] == (p == 0 ? 4u : 2u), "part %d: %llu ids", p,
+                   (unsigned long long)d.bag_off[4]);
+        }
+        ctr_dataset_free(&d);
+    }
+    o.part = 2;
+    expect_error(text, &o, -TS_EINVAL, 0, "part 2 of 2 does not exist");
+    o.part = 4;
+    o.n_parts = 5;
+    expect_error(text, &o, -TS_EINVAL, 0, "none of its 4 examples is part 4 of 5");
+}
+
 static void test_libsvm(void) {
     ctr_read_opts_t o = {.format = "libsvm", .n_dense = 2, .n_slots = 1};
     const char *text = "1 1:0.5 7:2 3:1.5 # a comment: 9:9\n"
@@ -298,9 +335,10 @@ int main(void) {
     test_long_lines();
     test_criteo_errors();
     test_skip_bad();
+    test_parts();
     test_libsvm();
     const char *names[] = {"ok.tsv",       "ok.tsv.gz", "long.tsv.gz", "bad.txt",
-                           "trunc.tsv.gz", "skip.tsv",  "ok.svm"};
+                           "trunc.tsv.gz", "skip.tsv",  "ok.svm",      "parts.tsv"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         unlink(tmp_path(names[i]));
     rmdir(dir);
