@@ -6,9 +6,37 @@
 
 #include "check.h"
 
-int node_reduce_init(node_reduce_t *nr, const cluster_t *cl, const model_spec_t *spec, const shard_map_t *map,
+/* Opens the device path when the backend and the build allow it; otherwise leaves the host path. */
+static void device_init(node_reduce_t *nr, const cluster_t *cl, const model_t *model) {
+    if (model->be->host_memory) return;
+    nr->dev = node_reduce_dev_ops();
+    if (!nr->dev) {
+        log_warn("node_reduce: this build has no NCCL; the GPU workers of node %d reduce through MPI in host "
+                 "memory",
+                 cl->node_index);
+        return;
+    }
+    char why[512];
+    nr->coll = nr->dev->create(nr->node, (size_t)nr->size * nr->block, why, sizeof why);
+    if (!nr->coll) {
+        log_warn("node_reduce: no NCCL communicator (%s); the GPU workers of node %d reduce through MPI in "
+                 "host memory",
+                 why, cl->node_index);
+        return;
+    }
+    nr->device = 1;
+    nr->be = model->be;
+    nr->d_packed = nr->dev->buffer(nr->coll);
+    nr->d_params = model->params;
+    nr->d_grads = model->grads;
+    log_info("node_reduce via nccl node=%d local=%d of=%d share_floats=%zu", cl->node_index, nr->local,
+             nr->size, nr->block);
+}
+
+int node_reduce_init(node_reduce_t *nr, const cluster_t *cl, const model_t *model, const shard_map_t *map,
                      char *err, size_t errlen) {
     memset(nr, 0, sizeof *nr);
+    const model_spec_t *spec = &model->spec;
     int sizes[2] = {cl->node_size, -cl->node_size}, ext[2];
     MPI_CHECK(MPI_Allreduce(sizes, ext, 2, MPI_INT, MPI_MAX, cl->role_comm));
     if (ext[0] != -ext[1]) {
@@ -46,11 +74,13 @@ int node_reduce_init(node_reduce_t *nr, const cluster_t *cl, const model_spec_t 
     size_t b = nr->block ? nr->block : 1;
     nr->packed = XCALLOC((size_t)nr->size * b, sizeof *nr->packed); /* padding stays zero */
     nr->share = XCALLOC(b, sizeof *nr->share);
+    device_init(nr, cl, model);
     return 0;
 }
 
 void node_reduce_free(node_reduce_t *nr) {
     if (!nr || !nr->mine) return;
+    if (nr->coll) nr->dev->free(nr->coll);
     MPI_Comm_free(&nr->node);
     free(nr->mine);
     free(nr->seg);
@@ -59,10 +89,28 @@ void node_reduce_free(node_reduce_t *nr) {
     memset(nr, 0, sizeof *nr);
 }
 
-void node_reduce_grads(node_reduce_t *nr, float *grads) {
+/* share = the node's summed gradient of this worker's share, through the node's GPUs: the model's
+ * device gradient is packed into the device buffer, reduce-scattered in place, and the share copied out. */
+static void reduce_grads_device(node_reduce_t *nr) {
+    nr->be->ops->sync(nr->be); /* the backward pass has written d_grads */
     for (int i = 0; i < nr->n_seg; i++)
-        memcpy(nr->packed + nr->seg[i].packed, grads + nr->seg[i].flat, nr->seg[i].n * sizeof(float));
-    MPI_CHECK(MPI_Reduce_scatter_block(nr->packed, nr->share, (int)nr->block, MPI_FLOAT, MPI_SUM, nr->node));
+        nr->dev->copy(nr->coll, nr->d_packed + nr->seg[i].packed, nr->d_grads + nr->seg[i].flat,
+                      nr->seg[i].n);
+    float *mine = nr->d_packed + (size_t)nr->local * nr->block;
+    nr->dev->reduce_scatter(nr->coll, nr->d_packed, mine, nr->block);
+    nr->dev->copy(nr->coll, nr->share, mine, nr->block);
+    nr->dev->sync(nr->coll);
+}
+
+void node_reduce_grads(node_reduce_t *nr, float *grads) {
+    if (nr->device) {
+        reduce_grads_device(nr);
+    } else {
+        for (int i = 0; i < nr->n_seg; i++)
+            memcpy(nr->packed + nr->seg[i].packed, grads + nr->seg[i].flat, nr->seg[i].n * sizeof(float));
+        MPI_CHECK(
+            MPI_Reduce_scatter_block(nr->packed, nr->share, (int)nr->block, MPI_FLOAT, MPI_SUM, nr->node));
+    }
     float scale = 1.0f / (float)nr->size; /* the node's mean; the shards average the nodes' */
     size_t base = (size_t)nr->local * nr->block;
     for (int i = 0; i < nr->n_seg; i++) {
@@ -74,12 +122,29 @@ void node_reduce_grads(node_reduce_t *nr, float *grads) {
     }
 }
 
+/* The model's device parameters = every worker's share, through the node's GPUs: this worker's share
+ * goes to its place in the device buffer, is all-gathered in place, and every segment is unpacked. */
+static void gather_params_device(node_reduce_t *nr) {
+    nr->be->ops->sync(nr->be); /* nothing queued on the backend still reads d_params */
+    float *mine = nr->d_packed + (size_t)nr->local * nr->block;
+    nr->dev->copy(nr->coll, mine, nr->share, nr->block);
+    nr->dev->all_gather(nr->coll, mine, nr->d_packed, nr->block);
+    for (int i = 0; i < nr->n_seg; i++)
+        nr->dev->copy(nr->coll, nr->d_params + nr->seg[i].flat, nr->d_packed + nr->seg[i].packed,
+                      nr->seg[i].n);
+    nr->dev->sync(nr->coll);
+}
+
 void node_reduce_params(node_reduce_t *nr, float *params) {
     size_t base = (size_t)nr->local * nr->block;
     for (int i = 0; i < nr->n_seg; i++)
         if (nr->seg[i].owner == nr->local)
             memcpy(nr->share + (nr->seg[i].packed - base), params + nr->seg[i].flat,
                    nr->seg[i].n * sizeof(float));
+    if (nr->device) {
+        gather_params_device(nr);
+        return;
+    }
     MPI_CHECK(
         MPI_Allgather(nr->share, (int)nr->block, MPI_FLOAT, nr->packed, (int)nr->block, MPI_FLOAT, nr->node));
     for (int i = 0; i < nr->n_seg; i++)

@@ -495,7 +495,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     if (any) MPI_Abort(MPI_COMM_WORLD, 1);
     node_reduce_t nr = {0};
     if (cfg->node_reduce) {
-        if (node_reduce_init(&nr, cl, &model.spec, &map, err, sizeof err)) { /* the same on every worker */
+        if (node_reduce_init(&nr, cl, &model, &map, err, sizeof err)) { /* the same on every worker */
             if (me == 0) log_error("%s", err);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
@@ -511,6 +511,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     size_t n_floats = model.spec.n_floats;
     float *params = be->host_memory ? model.params : XMALLOC(n_floats * sizeof(float));
     float *grads = be->host_memory ? model.grads : XMALLOC(n_floats * sizeof(float));
+    /* Device memory is staged through params and grads each step, unless node_reduce's device path
+     * moves the model's buffers itself. */
+    int stage = !be->host_memory && !nr.device;
     float *xb = XMALLOC((size_t)max_batch * (size_t)model.spec.input_dim * sizeof(float));
     int32_t *yb = XMALLOC((size_t)max_batch * sizeof(int32_t));
     uint32_t *perm = XMALLOC((part > EVAL_BATCH ? part : EVAL_BATCH) * sizeof(uint32_t));
@@ -545,7 +548,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     for (int i = 0; i < model.spec.n_layers; i++)
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
     rc = first_pull(&pc, &nr, clock, params, err, sizeof err);
-    if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+    if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     double last_ckpt = now_s();
     double win_loss = 0;
@@ -573,7 +576,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             if (rc) break;
             double tp = now_s();
             compute_s += tp - tc;
-            if (!be->host_memory) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
+            if (stage) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
             /* Worker 0 cuts checkpoints; a request or a stop asked of any rank reaches it through the
              * shards' replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
             pc.stop_requested = program_stop_requested != 0;
@@ -601,7 +604,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             pc.ckpt_asked = 0;
             if (rc) break;
             sync_s += now_s() - tp;
-            if (!be->host_memory) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+            if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
             clock++;
             examples += (uint64_t)B;
             if (pc.ckpt_announced > 0) {

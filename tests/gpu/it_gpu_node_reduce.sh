@@ -1,0 +1,36 @@
+#!/bin/sh
+# job.node_reduce on GPU workers (label gpu): two workers of one node, one GPU each, reduce-scatter
+# their gradients and all-gather their parameters between the GPUs through NCCL (the log must say so)
+# and reach the test accuracy of the same job without node_reduce. Exit 77 (skipped) without 2 GPUs or
+# without a usable CUDA build.
+. "$(dirname "$0")/../integration/lib.sh"
+
+gpus=0
+if command -v nvidia-smi >/dev/null 2>&1; then
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+fi
+if [ "$gpus" -lt 2 ]; then
+    echo "SKIP: node_reduce over NCCL needs 2 NVIDIA GPUs, nvidia-smi -L lists $gpus"
+    exit 77
+fi
+if ! "$BUILD_DIR/bin/test_backend_ops" --probe >/dev/null 2>&1; then
+    echo "SKIP: this build has no usable CUDA backend ($("$BUILD_DIR/bin/test_backend_ops" --probe 2>&1 | tail -1))"
+    exit 77
+fi
+nvidia-smi -L
+
+A="--servers 2 --workers 2 job.epochs=1 data.train_limit=12000 backend.type=cuda"
+# shellcheck disable=SC2086
+run_job plain $A
+# shellcheck disable=SC2086
+run_job reduced $A job.node_reduce=1
+n=$(grep -c "node_reduce via nccl" "$WORK/reduced.log" || true)
+[ "$n" -eq 2 ] || { grep "node_reduce" "$WORK/reduced.log" >&2; fail "$n of 2 workers reduced via NCCL"; }
+p=$(json "$WORK/plain/summary.json" test_accuracy)
+r=$(json "$WORK/reduced/summary.json" test_accuracy)
+same=no
+cmp -s "$WORK/plain/params.bin" "$WORK/reduced/params.bin" && same=yes
+echo "fashion_mlp on 2 GPUs test_accuracy plain=$p node_reduce=$r params_bit_identical=$same"
+/usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$p" "$r" ||
+    fail "node_reduce via NCCL reached $r, the plain GPU run $p"
+echo "ok: node_reduce via NCCL on 2 GPUs matches the plain run"
