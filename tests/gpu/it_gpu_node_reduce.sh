@@ -4,20 +4,9 @@
 # and reach the test accuracy of the same job without node_reduce. Exit 77 (skipped) without 2 GPUs or
 # without a usable CUDA build.
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib_gpu.sh"
 
-gpus=0
-if command -v nvidia-smi >/dev/null 2>&1; then
-    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-fi
-if [ "$gpus" -lt 2 ]; then
-    echo "SKIP: node_reduce over NCCL needs 2 NVIDIA GPUs, nvidia-smi -L lists $gpus"
-    exit 77
-fi
-if ! "$BUILD_DIR/bin/test_backend_ops" --probe >/dev/null 2>&1; then
-    echo "SKIP: this build has no usable CUDA backend ($("$BUILD_DIR/bin/test_backend_ops" --probe 2>&1 | tail -1))"
-    exit 77
-fi
-nvidia-smi -L
+require_gpus 2 "node_reduce over NCCL"
 
 A="--servers 2 --workers 2 job.epochs=1 data.train_limit=12000 backend.type=cuda"
 # shellcheck disable=SC2086

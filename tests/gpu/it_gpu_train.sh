@@ -4,16 +4,9 @@
 # staged per batch) and reach the CPU run's test accuracy / AUC. Exit 77 (skipped) without a GPU or
 # without a CUDA build.
 . "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib_gpu.sh"
 
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
-    echo "SKIP: no NVIDIA GPU visible (nvidia-smi -L)"
-    exit 77
-fi
-if ! "$BUILD_DIR/bin/test_backend_ops" --probe >/dev/null 2>&1; then
-    echo "SKIP: this build has no usable CUDA backend ($("$BUILD_DIR/bin/test_backend_ops" --probe 2>&1 | tail -1))"
-    exit 77
-fi
-nvidia-smi -L
+require_gpus 1 "training on the GPU"
 
 A="--servers 1 --workers 1 job.epochs=2 data.train_limit=30000"
 # shellcheck disable=SC2086
