@@ -285,15 +285,19 @@ static int check_table_ids(ctr_dataset_t *d, const model_spec_t *spec, int skip,
     return 0;
 }
 
-static int load_ctr(const job_config_t *cfg, const model_spec_t *spec, const char *file, data_t *d,
-                    size_t *skipped) {
+/* Loads a CTR file, keeping part `part` of n_parts (1: all). Malformed lines (seen by every worker)
+ * are counted in *skipped; ids out of a pre-sized table's range in this part, in *skipped_mine. */
+static int load_ctr(const job_config_t *cfg, const model_spec_t *spec, const char *file, int part,
+                    int n_parts, data_t *d, size_t *skipped, size_t *skipped_mine) {
     char path[2 * CFG_STR + 2], err[1024];
     snprintf(path, sizeof path, "%s/%s", cfg->data_dir, file);
     ctr_read_opts_t o = {.format = cfg->data_format,
                          .n_dense = cfg->dense_features,
                          .n_slots = cfg->sparse_features,
                          .skip_bad = !strcmp(cfg->on_error, "skip"),
-                         .limit = file == cfg->train_file ? cfg->train_limit : cfg->test_limit};
+                         .limit = file == cfg->train_file ? cfg->train_limit : cfg->test_limit,
+                         .part = part,
+                         .n_parts = n_parts};
     d->tabular = 1;
     int rc = ctr_load(&d->ctr, path, &o, err, sizeof err);
     if (rc) {
@@ -301,17 +305,19 @@ static int load_ctr(const job_config_t *cfg, const model_spec_t *spec, const cha
         return rc;
     }
     *skipped += d->ctr.skipped;
-    rc = check_table_ids(&d->ctr, spec, o.skip_bad, skipped);
+    rc = check_table_ids(&d->ctr, spec, o.skip_bad, n_parts > 1 ? skipped_mine : skipped);
     d->n = d->ctr.n;
     d->dim = d->ctr.n_dense;
     return rc;
 }
 
-static int load_data(const job_config_t *cfg, const model_spec_t *spec, data_t *train, data_t *test,
-                     size_t *skipped) {
+/* CTR training data is split as it is read: worker `me` of W keeps examples i with i mod W = me (the
+ * test file is read whole: every worker evaluates its range of it). */
+static int load_data(const job_config_t *cfg, const model_spec_t *spec, int me, int W, data_t *train,
+                     data_t *test, size_t *skipped, size_t *skipped_mine) {
     if (strcmp(cfg->data_format, "idx")) {
-        int rc = load_ctr(cfg, spec, cfg->train_file, train, skipped);
-        return rc ? rc : load_ctr(cfg, spec, cfg->test_file, test, skipped);
+        int rc = load_ctr(cfg, spec, cfg->train_file, me, W, train, skipped, skipped_mine);
+        return rc ? rc : load_ctr(cfg, spec, cfg->test_file, 0, 1, test, skipped, skipped_mine);
     }
     char ti[2 * CFG_STR + 2], tl[2 * CFG_STR + 2], vi[2 * CFG_STR + 2], vl[2 * CFG_STR + 2], err[1024];
     snprintf(ti, sizeof ti, "%s/%s", cfg->data_dir, cfg->train_images);
@@ -453,14 +459,24 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     data_t train = {0}, test = {0};
-    size_t skipped = 0;
-    rc = load_data(cfg, &model.spec, &train, &test, &skipped);
+    size_t skipped = 0, skipped_mine = 0;
+    rc = load_data(cfg, &model.spec, me, W, &train, &test, &skipped, &skipped_mine);
     if (!rc && (train.dim != model.spec.input_dim || test.dim != model.spec.input_dim)) {
         log_error("data has %d (train) and %d (test) features per example but [model] input = %d", train.dim,
                   test.dim, model.spec.input_dim);
         rc = -TS_EINVAL;
     }
-    size_t part = train.n / (size_t)W; /* every worker runs the same number of steps */
+    size_t part = train.n / (size_t)W, n_train = train.n; /* every worker runs the same number of steps */
+    if (train.tabular) {
+        /* Each worker holds its own share: everyone runs the steps of the smallest, and the totals are
+         * summed. A worker that failed to load counts as empty (the agreement below stops the job). */
+        uint64_t mine[2] = {rc ? 0 : train.n, skipped_mine}, mn = 0, sum[2];
+        MPI_CHECK(MPI_Allreduce(&mine[0], &mn, 1, MPI_UINT64_T, MPI_MIN, cl->role_comm));
+        MPI_CHECK(MPI_Allreduce(mine, sum, 2, MPI_UINT64_T, MPI_SUM, cl->role_comm));
+        part = (size_t)mn;
+        n_train = (size_t)sum[0];
+        skipped += (size_t)sum[1];
+    }
     size_t steps_per_epoch = part / (size_t)cfg->batch_size;
     if (!rc && steps_per_epoch == 0) {
         log_error("%zu training examples per worker is less than one batch of %d", part, cfg->batch_size);
@@ -526,11 +542,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     if (me == 0)
         log_info("training examples=%zu per_worker=%zu batch=%d steps_per_epoch=%zu steps=%ld params=%zu "
                  "model_parallel_layers=%d model_parallel_params=%zu",
-                 train.n, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats, model.spec.n_remote,
+                 n_train, part, cfg->batch_size, steps_per_epoch, total_steps, n_floats, model.spec.n_remote,
                  model.spec.remote_floats);
 
     ckpt_worker_state_t start = {0};
-    if (resume_dir && resume_state(resume_dir, me, W, steps_per_epoch, train.n, cfg->batch_size, &start))
+    if (resume_dir && resume_state(resume_dir, me, W, steps_per_epoch, n_train, cfg->batch_size, &start))
         MPI_Abort(MPI_COMM_WORLD, 1);
     if (resume_dir && me == 0)
         log_info("resuming from %s step=%lld epoch=%d position=%lld", resume_dir, (long long)start.clock,
@@ -561,8 +577,8 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
          !rc && !stopping && epoch < cfg->epochs && (clock < total_steps || epoch == start.epoch); epoch++) {
         rng_t rng;
         rng_seed(&rng, seed_derive(cfg->seed, (uint64_t)me, (uint64_t)epoch));
-        for (size_t i = 0; i < part; i++)
-            perm[i] = (uint32_t)((size_t)me * part + i);
+        for (size_t i = 0; i < part; i++) /* tabular data holds only this worker's share */
+            perm[i] = (uint32_t)((train.tabular ? 0 : (size_t)me * part) + i);
         rng_shuffle_u32(&rng, perm, part);
         double ep_loss = 0, t0 = now_s();
         long ep_correct = 0, ep_count = 0;
