@@ -128,6 +128,31 @@ static void cuda_interact_bwd_op(backend_t *be, const float *t, const float *dy,
     cuda_interact_bwd(stream_of(be), t, dy, ldy, batch, f, d, dt);
 }
 
+/* Pinned host memory: device copies from and to it run at full PCIe/NVLink speed and asynchronously. NULL
+ * when it cannot be had (the caller falls back to malloc). */
+static void *cuda_alloc_host(backend_t *be, size_t bytes) {
+    (void)be;
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+/* Also takes what backend_host_alloc got from malloc when pinned memory was refused. */
+static void cuda_free_host(backend_t *be, void *p) {
+    (void)be;
+    if (!p) return;
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) == cudaSuccess && a.type == cudaMemoryTypeHost) {
+        CUDA_CHECK(cudaFreeHost(p));
+    } else {
+        (void)cudaGetLastError();
+        free(p);
+    }
+}
+
 /* Releases the stream and the cuBLAS handle; backend_free then frees ctx and the backend. */
 static void cuda_destroy(backend_t *be) {
     cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
@@ -158,6 +183,8 @@ static const backend_ops_t cuda_ops = {
     .interact_fwd = cuda_interact_fwd_op,
     .interact_bwd = cuda_interact_bwd_op,
     .destroy = cuda_destroy,
+    .alloc_host = cuda_alloc_host,
+    .free_host = cuda_free_host,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
+
 #ifdef TESSERA_HAVE_CUDA
 #define BACKENDS_AVAILABLE "cpu, cuda"
 #else
@@ -25,4 +27,17 @@ void backend_free(backend_t *be) {
     if (be->ops->destroy) be->ops->destroy(be);
     free(be->ctx);
     free(be);
+}
+
+void *backend_host_alloc(backend_t *be, size_t bytes) {
+    void *p = be->ops->alloc_host ? be->ops->alloc_host(be, bytes) : NULL;
+    return p ? p : XMALLOC(bytes ? bytes : 1);
+}
+
+void backend_host_free(backend_t *be, void *p) {
+    if (!p) return;
+    if (be->ops->free_host)
+        be->ops->free_host(be, p);
+    else
+        free(p);
 }

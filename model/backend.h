@@ -57,7 +57,15 @@ typedef struct {
     /* Optional (NULL: nothing to do): releases what be->ctx holds (streams, library handles); backend_free
      * calls it, then frees be->ctx and be. */
     void (*destroy)(backend_t *be);
+    /* Optional (NULL: use malloc/free): host memory that device copies read and write fastest (pinned,
+     * page-locked), for the buffers staged every step. */
+    void *(*alloc_host)(backend_t *be, size_t bytes);
+    void (*free_host)(backend_t *be, void *p);
 } backend_ops_t;
+
+/* Host staging buffers: the backend's pinned memory when it has some, else malloc (never NULL). */
+void *backend_host_alloc(backend_t *be, size_t bytes);
+void backend_host_free(backend_t *be, void *p);
 
 struct backend {
     const backend_ops_t *ops;

@@ -525,8 +525,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     }
 
     size_t n_floats = model.spec.n_floats;
-    float *params = be->host_memory ? model.params : XMALLOC(n_floats * sizeof(float));
-    float *grads = be->host_memory ? model.grads : XMALLOC(n_floats * sizeof(float));
+    /* A device backend stages parameters and gradients through host buffers: pinned when it has them. */
+    float *params = be->host_memory ? model.params : backend_host_alloc(be, n_floats * sizeof(float));
+    float *grads = be->host_memory ? model.grads : backend_host_alloc(be, n_floats * sizeof(float));
     /* Device memory is staged through params and grads each step, unless node_reduce's device path
      * moves the model's buffers itself. */
     int stage = !be->host_memory && !nr.device;
@@ -756,8 +757,8 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     zmq_ctx_term(w.zctx);
     shard_map_free(&map);
     if (!be->host_memory) {
-        free(params);
-        free(grads);
+        backend_host_free(be, params);
+        backend_host_free(be, grads);
     }
     free(xb);
     free(yb);
