@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-PKGS="build-essential cmake pkg-config ca-certificates
+PKGS="build-essential cmake pkg-config ca-certificates iproute2
       openmpi-bin libopenmpi-dev
       libzmq3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
       libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
