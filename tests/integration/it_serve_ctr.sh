@@ -44,10 +44,17 @@ kill -TERM "$JOB_PID"
 wait "$JOB_PID" || true
 [ -d "$WORK/p/checkpoints/step-000000312" ] || fail "no checkpoint at step 312"
 
-start_serve serve "$E" --checkpoint "$WORK/p" --servers 3
+start_serve serve "$E" --checkpoint "$WORK/p" --servers 3 --replicas 2
 "$TESSERA" predict --endpoint "$E" --input "$WORK/data/test.tsv" --output "$WORK/ckpt.jsonl" 2>"$WORK/ckpt.err" ||
     { cat "$WORK/ckpt.err" >&2; fail "predict against tessera serve"; }
 compare ckpt
+# A replica of shard 2 dies: its rows are answered by the other replica, with the same logits.
+victim=$(pgrep -f "tessera-ps --serve .*--shard 2 " | tail -1)
+[ -n "$victim" ] || fail "no replica process of shard 2"
+kill -9 "$victim"
+"$TESSERA" predict --endpoint "$E" --input "$WORK/data/test.tsv" --output "$WORK/failover.jsonl" 2>"$WORK/fo.err" ||
+    { cat "$WORK/fo.err" >&2; fail "predict after a replica of shard 2 died"; }
+compare failover
 
 # The Python client: ids as uint64, one missing; then malformed requests, answered and survived.
 /usr/bin/python3 - "$E" "$BUILD_DIR" "$(dirname "$0")/../../client/python" <<'PY' || fail "Python client checks"
