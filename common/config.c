@@ -553,12 +553,11 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                      l->name);
             return -TS_EINVAL;
         }
-        if (cfg->node_reduce && (l->model_parallel || !strcmp(l->type, "embedding_bag"))) {
+        if (cfg->node_reduce && l->model_parallel) {
             snprintf(
                 err, errlen,
-                "%s: [layer %s]: job.node_reduce covers dense data-parallel parameters only; a model with "
-                "%s cannot use it yet",
-                cfg->path, l->name, l->model_parallel ? "model-parallel layers" : "embedding tables");
+                "%s: [layer %s]: job.node_reduce does not cover model-parallel layers yet (parallel = model)",
+                cfg->path, l->name);
             return -TS_EINVAL;
         }
         if (l->model_parallel && cfg->staleness != 0) {

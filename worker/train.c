@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "node_reduce.h"
+#include "node_rows.h"
 #include "program.h"
 #include "ps_client.h"
 #include "sparse_batch.h"
@@ -129,8 +130,8 @@ static void remote_bwd(const layer_remote_t *r, layer_t *l, const float *x, cons
  * flags a push carries, reduce the gradient (each keeps its shards' share), push and pull only that
  * share, agree on what the replies said, and all-gather the parameters; a failure anywhere on the node
  * fails every worker of it, so none waits in a collective for one that left. */
-static int push_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *grads, sparse_batch_t *sb,
-                     float *params, char *err, size_t errlen) {
+static int push_pull(ps_client_t *pc, node_reduce_t *nr, node_rows_t *rows, int64_t clock, float *grads,
+                     sparse_batch_t *sb, float *params, char *err, size_t errlen) {
     if (!nr->mine) return ps_client_push_pull(pc, clock, grads, sb, params, err, errlen);
     int64_t f[4] = {pc->ckpt_request, pc->ckpt_request_stop, pc->stop_requested, pc->ckpt_asked};
     node_reduce_max(nr, f, 4);
@@ -139,7 +140,8 @@ static int push_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *g
     pc->stop_requested = (int)f[2];
     pc->ckpt_asked = (int)f[3];
     node_reduce_grads(nr, grads);
-    int rc = ps_client_push_pull(pc, clock, grads, sb, params, err, errlen);
+    const sparse_batch_t *mine = sb->n_tables ? node_rows_merge(rows, nr, sb) : sb;
+    int rc = ps_client_push_pull(pc, clock, grads, mine, params, err, errlen);
     int64_t g[5] = {pc->ckpt_announced, pc->ckpt_announced_stop, pc->peer_stop, pc->peer_ckpt, rc != 0};
     node_reduce_max(nr, g, 5);
     pc->ckpt_announced = g[0];
@@ -510,11 +512,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, cl->role_comm));
     if (any) MPI_Abort(MPI_COMM_WORLD, 1);
     node_reduce_t nr = {0};
+    node_rows_t nrows = {0};
     if (cfg->node_reduce) {
         if (node_reduce_init(&nr, cl, &model, &map, err, sizeof err)) { /* the same on every worker */
             if (me == 0) log_error("%s", err);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
+        if (model.spec.n_tables) node_rows_init(&nrows, &sb, cl->n_ps);
         pc.only = nr.mine;
         pc.worker = cl->node_index; /* the shards see one pusher per node */
         int mine = 0;
@@ -615,7 +619,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                 pc.peer_ckpt = w.sched_ckpt = 0;
                 stop_planned |= pc.ckpt_request_stop;
             }
-            rc = push_pull(&pc, &nr, clock, grads, &sb, params, err, sizeof err);
+            rc = push_pull(&pc, &nr, &nrows, clock, grads, &sb, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
             pc.ckpt_asked = 0;
@@ -753,6 +757,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
 
     ps_client_free(&pc);
     node_reduce_free(&nr);
+    node_rows_free(&nrows);
     zmq_close(w.sched);
     zmq_ctx_term(w.zctx);
     shard_map_free(&map);
