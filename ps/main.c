@@ -114,7 +114,11 @@ int main(int argc, char **argv) {
             if (b > frame_limit) frame_limit = b;
         }
         frame_limit += 1 << 20;
-        if (frame_limit > (size_t)cfg->max_message_mb << 20) frame_limit = (size_t)cfg->max_message_mb << 20;
+        /* Row ids and gradients, and a model-parallel layer's activations, grow with the batch (and
+         * evaluation batches are larger than training's), not with any tensor: such models get the
+         * configured message limit. */
+        if (spec.n_tables || spec.n_remote || frame_limit > (size_t)cfg->max_message_mb << 20)
+            frame_limit = (size_t)cfg->max_message_mb << 20;
         rc = ps_server_prepare_socket(router, frame_limit);
     }
     program_check_all(rc != 0, "setup");

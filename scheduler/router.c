@@ -272,7 +272,11 @@ static int send_to_replica(router_t *r, int i, Tessera__Header *h, const wire_bu
     replica_t *p = &r->rep[i];
     h->request_id = ++r->next_id;
     h->role = (char *)r->cfg->role;
-    if (!can_send(p->sock) || wire_send(p->sock, NULL, h, bufs, n)) {
+    int connected = can_send(p->sock);
+    if (!connected) /* the frames never reach ZeroMQ, whose free callbacks would release them */
+        for (size_t i = 0; i < n; i++)
+            if (bufs[i].ffn) bufs[i].ffn((void *)bufs[i].data, bufs[i].hint);
+    if (!connected || wire_send(p->sock, NULL, h, bufs, n)) {
         if (p->up) {
             log_warn("replica down shard=%d replica=%d endpoint=%s reason=\"not connected\"", p->shard,
                      p->replica, p->endpoint);
@@ -656,7 +660,13 @@ static int call_shards(router_t *r, rversion_t *v, shard_call_t *c, const int *n
                         left--;
                     }
                     id[k] = 0; /* an answer that is not the one expected is asked again */
-                } else {       /* this replica lacks the version (restarted?): ask another */
+                } else if (m.hdr->error_code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT) {
+                    /* the request itself is wrong: another replica would say the same */
+                    snprintf(err, errlen, "shard %d: %s", k,
+                             m.hdr->error_message ? m.hdr->error_message : "");
+                    rc = -1;
+                    left = 0;
+                } else { /* this replica lacks the version (restarted?): ask another */
                     log_warn("replica shard=%d replica=%d failed a %s: %s", r->rep[i].shard,
                              r->rep[i].replica, c->what, m.hdr->error_message ? m.hdr->error_message : "");
                     replica_drop(&r->rep[i], v->number);
@@ -985,7 +995,7 @@ static void handle_predict(router_t *r, wire_msg_t *m) {
         zmq_msg_move(&q->ids, &m->frames[1]);
     }
     q->request_id = h->request_id;
-    q->version = h->model_version;
+    q->version = v->number; /* the version it was checked against, not "the default when it runs" */
     q->rows = (int)d->shape[0];
     q->arrival = now_s();
     double deadline_ms = h->deadline_ms ? (double)h->deadline_ms : (double)r->o->serve_deadline_ms;

@@ -160,21 +160,21 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
 /* Device buffers of table t for n unique rows, nnz bag entries and batch examples. */
 static void reserve_device(sparse_batch_t *sb, sb_table_t *t, size_t n, size_t nnz, size_t batch) {
     backend_t *be = sb->be;
-    if (n > t->d_cap) {
+    if (!t->d_rows || n > t->d_cap) { /* allocated on first use even when this batch has no rows */
         be->ops->free(be, t->d_rows);
         be->ops->free(be, t->d_grads);
         t->d_cap = n + n / 2 + 64;
         t->d_rows = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
         t->d_grads = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
     }
-    if (nnz > t->d_cap_nnz) {
+    if (!t->d_idx || nnz > t->d_cap_nnz) {
         be->ops->free(be, t->d_idx);
         be->ops->free(be, t->d_wts);
         t->d_cap_nnz = nnz + nnz / 2 + 64;
         t->d_idx = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
         t->d_wts = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
     }
-    if (batch + 1 > t->d_cap_off) {
+    if (!t->d_off || batch + 1 > t->d_cap_off) {
         be->ops->free(be, t->d_off);
         t->d_cap_off = batch + 1;
         t->d_off = be->ops->alloc(be, t->d_cap_off * sizeof(int32_t));

@@ -48,6 +48,11 @@ for f in "$WORK"/mp/test-logits-*.f32; do
 done
 echo "ok: stop (exit 85) and resume: bit-identical, fc1's rows restored from the checkpoint"
 
+# A narrow layer: evaluation batches (1000 rows) make frames of x larger than the layer's weight.
+run_job narrow wide_mp --servers 3 --workers 2 "layer fc1.out=256" data.train_limit=2560 data.test_limit=2000 \
+    net.timeout_s=30
+echo "ok: a 256-wide model-parallel layer evaluates 1000-row batches"
+
 rc=0
 "$TESSERA" train --run-dir "$WORK/two" wide_mp --servers 2 --workers 2 >"$WORK/two.log" 2>&1 || rc=$?
 [ $rc -ne 0 ] || fail "2 shards of 16 MB cannot hold fc1 with its Adam state"
