@@ -410,13 +410,9 @@ static int parse_args(int argc, char **argv, datagen_opts_t *o) {
     *o = (datagen_opts_t){
         .rows = -1, .test_rows = -1, .dense = 13, .slots = 26, .vocab = 10000, .zipf = 1.05, .seed = 1};
     char *args[argc + 2];
-    args[0] = CMD;
-    for (int i = 0; i < argc; i++)
-        args[i + 1] = argv[i];
-    args[argc + 1] = NULL;
-    optind = 0; /* glibc: full reset, whatever ran getopt before */
+    int nargs = cli_getopt_args(CMD, argc, argv, args);
     int c, bad = 0;
-    while (!bad && (c = getopt_long(argc + 1, args, "", longopts, NULL)) != -1) {
+    while (!bad && (c = getopt_long(nargs, args, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': o->out = optarg; break;
         case 'n': bad = cli_parse_long(CMD, "--rows", optarg, 1, 1000000000L, &o->rows); break;
@@ -438,7 +434,7 @@ static int parse_args(int argc, char **argv, datagen_opts_t *o) {
         default: bad = 1; break; /* getopt has said why */
         }
     }
-    if (!bad && optind < argc + 1) {
+    if (!bad && optind < nargs) {
         fprintf(stderr, CMD ": unexpected argument '%s'\n", args[optind]);
         bad = 1;
     }

@@ -524,13 +524,9 @@ static int parse_args(int argc, char **argv, predict_opts_t *o) {
                                              {NULL, 0, NULL, 0}};
     *o = (predict_opts_t){.model = "", .batch = 256, .timeout_ms = 10000};
     char *args[argc + 2];
-    args[0] = CMD;
-    for (int i = 0; i < argc; i++)
-        args[i + 1] = argv[i];
-    args[argc + 1] = NULL;
-    optind = 0; /* glibc: full reset, whatever ran getopt before */
+    int nargs = cli_getopt_args(CMD, argc, argv, args);
     int c, bad = 0;
-    while (!bad && (c = getopt_long(argc + 1, args, "", longopts, NULL)) != -1) {
+    while (!bad && (c = getopt_long(nargs, args, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'e': o->endpoint = optarg; break;
         case 'i': o->input = optarg; break;
@@ -559,7 +555,7 @@ static int parse_args(int argc, char **argv, predict_opts_t *o) {
         default: bad = 1; break; /* getopt has said why */
         }
     }
-    if (!bad && optind < argc + 1) {
+    if (!bad && optind < nargs) {
         fprintf(stderr, CMD ": unexpected argument '%s'\n", args[optind]);
         bad = 1;
     }

@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,4 +136,13 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double min
     }
     *out = v;
     return 0;
+}
+
+int cli_getopt_args(const char *cmd, int argc, char **argv, char **args) {
+    args[0] = (char *)cmd;
+    for (int i = 0; i < argc; i++)
+        args[i + 1] = argv[i];
+    args[argc + 1] = NULL;
+    optind = 0; /* glibc: full reset, whatever ran getopt before */
+    return argc + 1;
 }

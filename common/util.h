@@ -42,4 +42,8 @@ int write_file_atomic(const char *path, const void *data, size_t n);
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double min, double max, double *out);
 
+/* A subcommand's arguments for getopt_long: args[0] = cmd, then argv[0..argc), then NULL (args must
+ * hold argc + 2), and getopt reset to start over. Returns argc + 1, the count to give getopt_long. */
+int cli_getopt_args(const char *cmd, int argc, char **argv, char **args);
+
 #endif

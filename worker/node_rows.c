@@ -30,9 +30,7 @@ void node_rows_free(node_rows_t *r) {
     free(r->cap);
     free(r->send);
     free(r->recv);
-    free(r->hkeys);
-    free(r->hval);
-    free(r->hstamp);
+    id_map_free(&r->map);
     memset(r, 0, sizeof *r);
 }
 
@@ -117,29 +115,14 @@ const sparse_batch_t *node_rows_merge(node_rows_t *r, const node_reduce_t *nr, c
             o->ids = XMALLOC(r->cap[t] * sizeof *o->ids);
             o->grads = XMALLOC(r->cap[t] * dim * sizeof *o->grads);
         }
-        size_t hwant = 64;
-        while (hwant < 2 * want)
-            hwant *= 2;
-        if (hwant > r->hcap) {
-            free(r->hkeys);
-            free(r->hval);
-            free(r->hstamp);
-            r->hcap = hwant;
-            r->hkeys = XMALLOC(hwant * sizeof *r->hkeys);
-            r->hval = XMALLOC(hwant * sizeof *r->hval);
-            r->hstamp = XCALLOC(hwant, sizeof *r->hstamp);
-            r->gen = 0;
-        }
+        id_map_reserve(&r->map, want);
         for (int k = 0; k <= S; k++)
             o->shard_off[k] = 0;
         int m = 0;
         for (int k = 0; k < S; k++) {
             o->shard_off[k] = (int)rows;
             if (k % L != nr->local) continue;
-            if (++r->gen == 0) { /* the stamps wrapped: start them over */
-                memset(r->hstamp, 0, r->hcap * sizeof *r->hstamp);
-                r->gen = 1;
-            }
+            id_map_clear(&r->map);
             for (int s = 0; s < L; s++) {
                 const char *q = chunk[(size_t)s * n_chunks + (size_t)m * (size_t)T + (size_t)t];
                 uint64_t n;
@@ -148,21 +131,14 @@ const sparse_batch_t *node_rows_merge(node_rows_t *r, const node_reduce_t *nr, c
                 for (uint64_t i = 0; i < n; i++) {
                     uint64_t id;
                     memcpy(&id, ids + i * sizeof id, sizeof id);
-                    size_t h = (size_t)(id * 0x9e3779b97f4a7c15ull >> 20) & (r->hcap - 1);
-                    while (r->hstamp[h] == r->gen && r->hkeys[h] != id)
-                        h = (h + 1) & (r->hcap - 1);
-                    float *dst;
-                    if (r->hstamp[h] != r->gen) { /* first time: copy */
-                        r->hstamp[h] = r->gen;
-                        r->hkeys[h] = id;
-                        r->hval[h] = (int32_t)rows;
-                        o->ids[rows] = id;
-                        dst = o->grads + rows * dim;
+                    int fresh;
+                    int32_t row = id_map_get_or_put(&r->map, id, (int32_t)rows, &fresh);
+                    float *dst = o->grads + (size_t)row * dim;
+                    if (fresh) { /* first time: copy */
+                        o->ids[rows++] = id;
                         memcpy(dst, g + i * dim * sizeof(float), dim * sizeof(float));
-                        rows++;
                         continue;
                     }
-                    dst = o->grads + (size_t)r->hval[h] * dim;
                     const char *src = g + i * dim * sizeof(float);
                     for (size_t e = 0; e < dim; e++) {
                         float v;

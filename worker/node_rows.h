@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "id_map.h"
 #include "node_reduce.h"
 #include "sparse_batch.h"
 
@@ -16,10 +17,7 @@ typedef struct {
     size_t *cap;        /* per table: rows out.t[t] has room for */
     char *send, *recv;  /* exchange buffers */
     size_t send_cap, recv_cap;
-    uint64_t *hkeys; /* the merge's id -> row map, valid where hstamp == gen */
-    int32_t *hval;
-    uint32_t *hstamp, gen;
-    size_t hcap;
+    id_map_t map; /* the merge's id -> row */
 } node_rows_t;
 
 /* Sets up for batches shaped like sb's tables on n_shards shards. */

@@ -48,32 +48,21 @@ void sparse_batch_free(sparse_batch_t *sb) {
         free(t->wts);
     }
     free(sb->t);
-    free(sb->hkeys);
-    free(sb->hval);
-    free(sb->hstamp);
+    id_map_free(&sb->map);
     free(sb->tmp);
     free(sb->order);
     memset(sb, 0, sizeof *sb);
 }
 
-/* Makes the dedup hash hold at least 2 * nnz keys and the per-entry scratch nnz entries. */
+/* Makes the dedup hash hold nnz keys and the per-entry scratch nnz entries. */
 static void reserve_hash(sparse_batch_t *sb, size_t nnz) {
-    size_t want = 64;
-    while (want < 2 * nnz)
-        want *= 2;
-    if (want <= sb->hcap) return;
-    free(sb->hkeys);
-    free(sb->hval);
-    free(sb->hstamp);
+    id_map_reserve(&sb->map, nnz);
+    if (sb->scratch_cap >= sb->map.cap) return;
     free(sb->tmp);
     free(sb->order);
-    sb->hcap = want;
-    sb->hkeys = XMALLOC(want * sizeof *sb->hkeys);
-    sb->hval = XMALLOC(want * sizeof *sb->hval);
-    sb->hstamp = XCALLOC(want, sizeof *sb->hstamp);
-    sb->tmp = XMALLOC(want * sizeof *sb->tmp);
-    sb->order = XMALLOC(want * sizeof *sb->order);
-    sb->gen = 0;
+    sb->scratch_cap = sb->map.cap;
+    sb->tmp = XMALLOC(sb->scratch_cap * sizeof *sb->tmp);
+    sb->order = XMALLOC(sb->scratch_cap * sizeof *sb->order);
 }
 
 static void reserve_table(sb_table_t *t, size_t nnz, int weighted) {
@@ -103,28 +92,18 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
         }
         reserve_hash(sb, nnz);
         reserve_table(t, nnz, d->wts != NULL);
-        if (++sb->gen == 0) { /* the stamps wrapped: clear them once */
-            memset(sb->hstamp, 0, sb->hcap * sizeof *sb->hstamp);
-            sb->gen = 1;
-        }
+        id_map_clear(&sb->map);
         /* First pass: unique ids in first-seen order, and each entry's first-seen index. */
-        size_t mask = sb->hcap - 1, j = 0;
+        size_t j = 0;
         int n = 0;
         t->off[0] = 0;
         for (int b = 0; b < batch; b++) {
             size_t bag = (size_t)ex[b] * (size_t)d->n_slots + (size_t)t->slot;
             for (uint64_t k = d->bag_off[bag]; k < d->bag_off[bag + 1]; k++, j++) {
                 uint64_t id = d->ids[k];
-                size_t h = (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & mask;
-                while (sb->hstamp[h] == sb->gen && sb->hkeys[h] != id)
-                    h = (h + 1) & mask;
-                if (sb->hstamp[h] != sb->gen) {
-                    sb->hstamp[h] = sb->gen;
-                    sb->hkeys[h] = id;
-                    sb->hval[h] = n;
-                    t->ids[n++] = id; /* first-seen order for now */
-                }
-                sb->tmp[j] = sb->hval[h];
+                int fresh;
+                sb->tmp[j] = id_map_get_or_put(&sb->map, id, n, &fresh);
+                if (fresh) t->ids[n++] = id; /* first-seen order for now */
                 if (t->wts) t->wts[j] = d->wts[k];
             }
             t->off[b + 1] = (int32_t)j;
@@ -132,7 +111,7 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
         /* Second pass: group the unique ids by owning shard (stable), so each shard's are contiguous. */
         int S = sb->n_shards;
         memset(t->shard_off, 0, (size_t)(S + 1) * sizeof *t->shard_off);
-        int32_t *owner = sb->hval; /* reuse: the hash is done with */
+        int32_t *owner = sb->map.val; /* reuse: the hash is done with */
         for (int u = 0; u < n; u++) {
             owner[u] = shard_map_sparse_owner((uint32_t)ti, t->ids[u], S);
             t->shard_off[owner[u] + 1]++;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "data_ctr.h"
+#include "id_map.h"
 #include "model.h"
 #include "wire.h"
 
@@ -31,11 +32,8 @@ typedef struct {
 typedef struct {
     int n_tables, n_shards;
     sb_table_t *t;
-    /* the dedup hash: keys and their first-seen unique index, valid where stamp == gen */
-    uint64_t *hkeys;
-    int32_t *hval;
-    uint32_t *hstamp, gen;
-    size_t hcap;
+    id_map_t map; /* the dedup hash: id -> first-seen unique index */
+    size_t scratch_cap;
     int32_t *tmp;   /* first-seen unique index of each bag entry */
     int32_t *order; /* first-seen index -> position grouped by shard */
     uint64_t rows_pulled, rows_pushed;
