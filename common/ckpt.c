@@ -225,7 +225,7 @@ void ckpt_table_free(ckpt_table_t *t) {
 }
 
 int ckpt_read_table(const char *step_dir, int file, const char *name, int dim, const char *optimizer,
-                    ckpt_table_t *out, char *err, size_t errlen) {
+                    int max_slots, ckpt_table_t *out, char *err, size_t errlen) {
     h5_quiet();
     memset(out, 0, sizeof *out);
     out->name = name;
@@ -277,7 +277,8 @@ int ckpt_read_table(const char *step_dir, int file, const char *name, int dim, c
     sp = d = -1;
     out->n = n;
     const char *names[3] = {"param", NULL, NULL};
-    int n_slots = 1 + ckpt_slot_names(optimizer, names + 1);
+    int state = ckpt_slot_names(optimizer, names + 1);
+    int n_slots = 1 + (state < max_slots ? state : max_slots);
     size_t cnt = n ? (size_t)n : 1;
     out->ids = XMALLOC(cnt * sizeof *out->ids);
     out->steps = XMALLOC(cnt * sizeof *out->steps);

@@ -85,10 +85,11 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
 
 /* Reads the rows of table `name` held in STEP_DIR/shard-FILE.h5 into *out (arrays malloc'd: free with
  * ckpt_table_free; out->name is set to `name`). The file must hold the table with `dim` floats per row
- * and the same optimizer (`optimizer`, whose slots are read). 0, or -TS_EIO / -TS_EINVAL with a message
- * naming the file and the table. */
+ * and the same optimizer (`optimizer`); of its state slots only the first `max_slots` are read (0:
+ * parameters only, as serving wants). 0, or -TS_EIO / -TS_EINVAL with a message naming the file and
+ * the table. */
 int ckpt_read_table(const char *step_dir, int file, const char *name, int dim, const char *optimizer,
-                    ckpt_table_t *out, char *err, size_t errlen);
+                    int max_slots, ckpt_table_t *out, char *err, size_t errlen);
 
 /* Writes / reads STEP_DIR/worker-W.h5 (a worker's position). 0 or -TS_EIO with a message naming
  * the file. */

@@ -487,7 +487,7 @@ int sparse_table_restore(sparse_table_t *t, const char *step_dir, int n_files, c
     for (int k = 0; !rc && k < n_files; k++) {
         if (n_files == c->n_shards && k != c->shard) continue;
         ckpt_table_t in;
-        rc = ckpt_read_table(step_dir, k, c->name, c->dim, optimizer, &in, err, errlen);
+        rc = ckpt_read_table(step_dir, k, c->name, c->dim, optimizer, t->slots, &in, err, errlen);
         if (!rc && in.rows != c->rows) {
             set_err(err, errlen, "%s/shard-%d.h5: table %s has rows = %llu, the job says %llu", step_dir, k,
                     c->name, (unsigned long long)in.rows, (unsigned long long)c->rows);
