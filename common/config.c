@@ -62,6 +62,7 @@ static const field_t fields[] = {
     F("net", "timeout_s", T_DOUBLE, timeout_s, 0.1, 1e6),
     F("net", "max_message_mb", T_LONG, max_message_mb, 1, 1 << 20),
     F("net", "interface", T_STR, interface, 0, 0),
+    F("net", "push_bucket_mb", T_DOUBLE, push_bucket_mb, 0, 1e6),
     F("checkpoint", "every_steps", T_LONG, ckpt_every_steps, 0, 1e15),
     F("checkpoint", "every_seconds", T_DOUBLE, ckpt_every_seconds, 0, 1e9),
     F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
@@ -114,6 +115,7 @@ void config_defaults(job_config_t *cfg) {
     cfg->threads = 1;
     cfg->timeout_s = 300;
     cfg->max_message_mb = 1024;
+    cfg->push_bucket_mb = 1;
     cfg->ckpt_keep = 3;
     snprintf(cfg->serve_listen, sizeof cfg->serve_listen, "tcp://127.0.0.1:5555");
     snprintf(cfg->serve_versions, sizeof cfg->serve_versions, "latest");

@@ -71,6 +71,7 @@ typedef struct {
     double timeout_s;
     long max_message_mb;
     char interface[32];
+    double push_bucket_mb; /* gradients go out in parts of at least this while backward runs (0 = one push) */
 
     /* [checkpoint] */
     long ckpt_every_steps;     /* 0 = off */

@@ -1,5 +1,7 @@
 /* CUDA backend: cuBLAS for GEMM, the kernels in cuda/ for the rest, all queued on one stream of the
- * current device (device 0 unless the process chose another, e.g. through CUDA_VISIBLE_DEVICES).
+ * current device (device 0 unless the process chose another, e.g. through CUDA_VISIBLE_DEVICES); the
+ * asynchronous copies (to_host_async, to_device_async) run on a second one, ordered against the first
+ * by events, so gradients leave and parameters arrive while kernels run.
  * GEMM runs in full fp32 (CUBLAS_DEFAULT_MATH, no TF32) so results match the CPU backend to rounding;
  * TESSERA_CUDA_TF32=1 lets cuBLAS use TF32 tensor cores instead (faster, about 3 decimal digits).
  * A CUDA failure inside an op is fatal (the ops return nothing); opening the device fails softly. */
@@ -12,10 +14,17 @@ extern "C" {
 #include "cuda_check.h"
 #include "kernels.h"
 
+/* Copies that overlap compute run on a second stream; ticket t's completion is event t mod COPY_EVENTS,
+ * recorded after it. The copy stream runs in order, so a slot recorded again by a later ticket is still
+ * a correct (later) thing to wait for. */
+#define COPY_EVENTS 64
+
 typedef struct {
     int device;
-    cudaStream_t stream;
+    cudaStream_t stream, copy;
     cublasHandle_t blas;
+    cudaEvent_t compute_mark, copied[COPY_EVENTS];
+    uint64_t tickets;
 } cuda_ctx_t;
 
 static cudaStream_t stream_of(backend_t *be) {
@@ -55,6 +64,41 @@ static void cuda_to_host(backend_t *be, void *dst, const void *src, size_t bytes
     if (!bytes) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_of(be)));
     CUDA_CHECK(cudaStreamSynchronize(stream_of(be)));
+}
+
+/* Device to host on the copy stream, after what the compute stream holds so far. */
+static uint64_t cuda_to_host_async(backend_t *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    uint64_t t = ++c->tickets;
+    CUDA_CHECK(cudaEventRecord(c->compute_mark, c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->copy, c->compute_mark, 0));
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy));
+    CUDA_CHECK(cudaEventRecord(c->copied[t % COPY_EVENTS], c->copy));
+    return t;
+}
+
+/* Host to device on the copy stream; the compute stream's later work waits for it. */
+static uint64_t cuda_to_device_async(backend_t *be, void *dst, const void *src, size_t bytes) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    uint64_t t = ++c->tickets;
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy));
+    CUDA_CHECK(cudaEventRecord(c->copied[t % COPY_EVENTS], c->copy));
+    CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->copied[t % COPY_EVENTS], 0));
+    return t;
+}
+
+static void cuda_copy_wait(backend_t *be, uint64_t ticket) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    if (ticket) CUDA_CHECK(cudaEventSynchronize(c->copied[ticket % COPY_EVENTS]));
+}
+
+static int cuda_copy_done(backend_t *be, uint64_t ticket) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    if (!ticket) return 1;
+    cudaError_t e = cudaEventQuery(c->copied[ticket % COPY_EVENTS]);
+    if (e == cudaErrorNotReady) return 0;
+    CUDA_CHECK(e);
+    return 1;
 }
 
 static void cuda_sync(backend_t *be) {
@@ -153,12 +197,21 @@ static void cuda_free_host(backend_t *be, void *p) {
     }
 }
 
-/* Releases the stream and the cuBLAS handle; backend_free then frees ctx and the backend. */
+static void destroy_copy_side(cuda_ctx_t *c) {
+    for (int i = 0; i < COPY_EVENTS; i++)
+        if (c->copied[i]) cudaEventDestroy(c->copied[i]);
+    if (c->compute_mark) cudaEventDestroy(c->compute_mark);
+    if (c->copy) cudaStreamDestroy(c->copy);
+}
+
+/* Releases the streams, events and the cuBLAS handle; backend_free then frees ctx and the backend. */
 static void cuda_destroy(backend_t *be) {
     cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
     if (!c) return;
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->copy));
     CUBLAS_CHECK(cublasDestroy(c->blas));
+    destroy_copy_side(c);
     CUDA_CHECK(cudaStreamDestroy(c->stream));
 }
 
@@ -185,6 +238,10 @@ static const backend_ops_t cuda_ops = {
     .destroy = cuda_destroy,
     .alloc_host = cuda_alloc_host,
     .free_host = cuda_free_host,
+    .to_host_async = cuda_to_host_async,
+    .to_device_async = cuda_to_device_async,
+    .copy_wait = cuda_copy_wait,
+    .copy_done = cuda_copy_done,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {
@@ -231,6 +288,11 @@ extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen)
     }
     if (CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), err, errlen)) goto fail;
     stream_ok = 1;
+    if (CUDA_TRY(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking), err, errlen) ||
+        CUDA_TRY(cudaEventCreateWithFlags(&c->compute_mark, cudaEventDisableTiming), err, errlen))
+        goto fail;
+    for (int i = 0; i < COPY_EVENTS; i++)
+        if (CUDA_TRY(cudaEventCreateWithFlags(&c->copied[i], cudaEventDisableTiming), err, errlen)) goto fail;
     if (CUBLAS_TRY(cublasCreate(&c->blas), err, errlen)) goto fail;
     blas_ok = 1;
     {
@@ -251,6 +313,7 @@ extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen)
     return be;
 fail:
     if (blas_ok) cublasDestroy(c->blas);
+    if (c) destroy_copy_side(c);
     if (stream_ok) cudaStreamDestroy(c->stream);
     free(c);
     free(be);

@@ -61,6 +61,16 @@ typedef struct {
      * page-locked), for the buffers staged every step. */
     void *(*alloc_host)(backend_t *be, size_t bytes);
     void (*free_host)(backend_t *be, void *p);
+    /* Optional (NULL: callers use to_host / to_device): copies on a stream of their own that overlap the
+     * compute queued around them. to_host_async copies src (device) to dst (host, pinned) once the work
+     * queued before it is done; to_device_async copies src (host, pinned) to dst (device), and work
+     * queued after it waits for it. Neither waits; each returns a ticket (> 0, rising). copy_wait(t)
+     * returns once copy t and every earlier one is done: until then dst (to_host) must not be read and
+     * src (to_device) must not change. copy_done(t) tells the same without waiting. */
+    uint64_t (*to_host_async)(backend_t *be, void *dst, const void *src, size_t bytes);
+    uint64_t (*to_device_async)(backend_t *be, void *dst, const void *src, size_t bytes);
+    void (*copy_wait)(backend_t *be, uint64_t ticket);
+    int (*copy_done)(backend_t *be, uint64_t ticket);
 } backend_ops_t;
 
 /* Host staging buffers: the backend's pinned memory when it has some, else malloc (never NULL). */

@@ -315,6 +315,7 @@ void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch
     int src = L[n - 1].input[0];
     L[n - 1].ops->loss(&L[n - 1], be, m->logits, m->labels_dev, batch, m->loss_dev, m->pred_dev,
                        train && src != LAYER_INPUT ? m->dout[src] : NULL);
+    int first_final = m->spec.n_tensors;
     if (train)
         for (int i = n - 2; i >= 0; i--) {
             const float *x[LAYER_MAX_INPUTS];
@@ -325,6 +326,9 @@ void model_run(model_t *m, const float *x_host, const int32_t *y_host, int batch
                 dx[k] = j == LAYER_INPUT ? NULL : m->dout[j];
             }
             L[i].ops->backward(&L[i], be, x, m->out[i], m->dout[i], dx, batch);
+            for (int p = 0; p < L[i].n_params; p++)
+                if (L[i].tensor[p] < first_final) first_final = L[i].tensor[p];
+            if (m->grads_ready && L[i].n_params) m->grads_ready(m->grads_ready_ctx, first_final);
         }
     o->to_host(be, m->loss_host, m->loss_dev, (size_t)batch * sizeof(float));
     o->to_host(be, m->pred_host, m->pred_dev, (size_t)batch * sizeof(int32_t));

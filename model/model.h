@@ -68,6 +68,11 @@ typedef struct {
     float *loss_dev;
     float *loss_host;
     int32_t *pred_host;
+    /* Optional: during model_run's backward pass, called after each layer with parameters has been run
+     * (queued, on an asynchronous backend) with the first tensor whose gradient is final from then on:
+     * every tensor from it to the last. Tensors are numbered in layer order, so this only falls. */
+    void (*grads_ready)(void *ctx, int first_tensor);
+    void *grads_ready_ctx;
 } model_t;
 
 /* Allocates a model for batches of up to `max_batch` rows on `be` (borrowed). */

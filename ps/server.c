@@ -75,12 +75,13 @@ struct ps_server {
     int64_t *clock;     /* per worker: iterations whose gradients have arrived */
     zmq_msg_t *pending; /* BSP: [worker * n_slices + slice], gradients of the open clock */
     int *has_pending;   /* per worker */
+    int *parts_held;    /* per worker: local slices of the open clock that came in PUSH_PARTs */
     int n_pending;
     waiting_pull_t *waiting;
     int n_waiting, max_waiting;
     snapshot_t *snap; /* the current parameters as replies send them; NULL once they change */
     int stop;
-    uint64_t pushes, errors, heartbeat_id;
+    uint64_t pushes, push_parts, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
     /* checkpoints */
@@ -321,6 +322,7 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     }
     s->clock = XCALLOC((size_t)cfg->n_workers, sizeof *s->clock);
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
+    s->parts_held = XCALLOC((size_t)cfg->n_workers, sizeof *s->parts_held);
     s->pending =
         XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
     for (size_t i = 0; i < (size_t)cfg->n_workers * (size_t)s->n_slices; i++)
@@ -375,6 +377,7 @@ void ps_server_free(ps_server_t *s) {
     free(s->clock);
     free(s->pending);
     free(s->has_pending);
+    free(s->parts_held);
     free(s->waiting);
     free(s);
 }
@@ -453,16 +456,39 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     return 0;
 }
 
-/* Checks that a push carries exactly this shard's slices, in order. 0 or -TS_EINVAL with a message. */
-static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, char *err, size_t errlen) {
-    if ((int)h->n_tensors < s->n_local || ((int)h->n_tensors - s->n_local) % 2) {
-        snprintf(
-            err, errlen,
-            "push has %zu tensors; shard %d holds %d pushed slices (then pairs of ids and row gradients)",
-            h->n_tensors, s->cfg.shard, s->n_local);
+static int slice_matches(const ps_server_t *s, int i, const Tessera__TensorDesc *d, size_t at, char *err,
+                         size_t errlen) {
+    const slice_t *sl = &s->slices[i];
+    if (d->dtype == TESSERA__DTYPE__DTYPE_F32 && d->id == (uint32_t)sl->tensor &&
+        d->row_begin == sl->row_begin && d->shape[0] == sl->rows && d->shape[1] == sl->cols)
+        return 0;
+    snprintf(
+        err, errlen,
+        "tensor %zu (id %u rows %llu+%llu cols %llu) does not match shard %d's slice of tensor %d (%s rows "
+        "%llu+%llu cols %llu)",
+        at, d->id, (unsigned long long)d->row_begin, (unsigned long long)d->shape[0],
+        (unsigned long long)d->shape[1], s->cfg.shard, sl->tensor, s->cfg.spec->tensors[sl->tensor].name,
+        (unsigned long long)sl->row_begin, (unsigned long long)sl->rows, (unsigned long long)sl->cols);
+    return -TS_EINVAL;
+}
+
+static int slice_pending(const ps_server_t *s, int w, int i) {
+    return zmq_msg_size(&s->pending[w * s->n_slices + i]) != 0;
+}
+
+/* Checks that worker w's push carries exactly this shard's slices that no PUSH_PART of the clock held,
+ * in order, then pairs of ids and row gradients. 0 or -TS_EINVAL with a message. */
+static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, int w, char *err,
+                              size_t errlen) {
+    int dense = s->n_local - s->parts_held[w];
+    if ((int)h->n_tensors < dense || ((int)h->n_tensors - dense) % 2) {
+        snprintf(err, errlen,
+                 "push has %zu tensors; shard %d holds %d pushed slices, %d of them in parts already (then "
+                 "pairs of ids and row gradients)",
+                 h->n_tensors, s->cfg.shard, s->n_local, s->parts_held[w]);
         return -TS_EINVAL;
     }
-    for (size_t i = (size_t)s->n_local; i < h->n_tensors; i += 2) {
+    for (size_t i = (size_t)dense; i < h->n_tensors; i += 2) {
         const Tessera__TensorDesc *ids = h->tensors[i], *g = h->tensors[i + 1];
         if (sparse_ids_check(ids, i, s->n_tables, err, errlen)) return -TS_EINVAL;
         if (g->dtype != TESSERA__DTYPE__DTYPE_F32 || g->id != ids->id || g->shape[0] != ids->shape[0] ||
@@ -472,20 +498,10 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, ch
             return -TS_EINVAL;
         }
     }
-    for (int i = 0; i < s->n_local; i++) {
-        const slice_t *sl = &s->slices[i];
-        const Tessera__TensorDesc *d = h->tensors[i];
-        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 || d->id != (uint32_t)sl->tensor ||
-            d->row_begin != sl->row_begin || d->shape[0] != sl->rows || d->shape[1] != sl->cols) {
-            snprintf(err, errlen,
-                     "tensor %zu (id %u rows %llu+%llu cols %llu) does not match shard %d's slice of "
-                     "tensor %d (%s rows %llu+%llu cols %llu)",
-                     (size_t)i, d->id, (unsigned long long)d->row_begin, (unsigned long long)d->shape[0],
-                     (unsigned long long)d->shape[1], s->cfg.shard, sl->tensor,
-                     s->cfg.spec->tensors[sl->tensor].name, (unsigned long long)sl->row_begin,
-                     (unsigned long long)sl->rows, (unsigned long long)sl->cols);
-            return -TS_EINVAL;
-        }
+    for (int i = 0, j = 0; i < s->n_local; i++) {
+        if (slice_pending(s, w, i)) continue;
+        if (slice_matches(s, i, h->tensors[j], (size_t)j, err, errlen)) return -TS_EINVAL;
+        j++;
     }
     return 0;
 }
@@ -519,6 +535,7 @@ static void apply_bsp(ps_server_t *s) {
         }
         sparse_pending_clear(&s->sp_pending[w]);
         s->has_pending[w] = 0;
+        s->parts_held[w] = 0;
     }
     s->n_pending = 0;
     s->apply_s += now_s() - t0;
@@ -696,7 +713,7 @@ static void take_checkpoint(ps_server_t *s) {
 static int take_sparse_parts(ps_server_t *s, wire_msg_t *m, int w, char *err, size_t errlen) {
     sparse_pending_t *sp = &s->sp_pending[w];
     const Tessera__Header *h = m->hdr;
-    for (size_t i = (size_t)s->n_local; i < h->n_tensors; i += 2) {
+    for (size_t i = (size_t)(s->n_local - s->parts_held[w]); i < h->n_tensors; i += 2) {
         const Tessera__TensorDesc *d = h->tensors[i];
         size_t n = (size_t)d->shape[0];
         uint32_t *idx = XMALLOC((n ? n : 1) * sizeof *idx);
@@ -855,33 +872,79 @@ static void handle_layer_bwd(ps_server_t *s, wire_msg_t *m) {
     send_activations(s, m, sl, dx, batch, sl->cols);
 }
 
-static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
+/* What a PUSH_PULL and a PUSH_PART must both be: from a worker, at its open clock, not while BSP waits
+ * for the others' pushes of its previous one, with frames that can be read as floats. 0, or answered
+ * with an error and -1. */
+static int check_push_sender(ps_server_t *s, wire_msg_t *m, const char *what) {
     const Tessera__Header *h = m->hdr;
-    char err[512];
+    char err[256];
     int w = h->sender;
     if (w < 0 || w >= s->cfg.n_workers) {
-        snprintf(err, sizeof err, "push from sender %d; workers are 0..%d", w, s->cfg.n_workers - 1);
+        snprintf(err, sizeof err, "%s from sender %d; workers are 0..%d", what, w, s->cfg.n_workers - 1);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
-        return;
+        return -1;
     }
     if (h->clock != s->clock[w]) {
-        snprintf(err, sizeof err, "push for clock %lld but worker %d is at clock %lld", (long long)h->clock,
-                 w, (long long)s->clock[w]);
+        snprintf(err, sizeof err, "%s for clock %lld but worker %d is at clock %lld", what,
+                 (long long)h->clock, w, (long long)s->clock[w]);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
-        return;
+        return -1;
     }
     if (s->cfg.staleness == 0 && s->has_pending[w]) {
         snprintf(err, sizeof err, "worker %d already pushed clock %lld; BSP waits for the others", w,
                  (long long)h->clock - 1);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
-        return;
+        return -1;
     }
     for (size_t i = 0; i < m->nframes; i++)
         if (wire_align_frame(&m->frames[i])) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+    return 0;
+}
+
+/* PUSH_PART: gradient slices of worker w's open clock, sent while its backward pass still runs. The
+ * frames are kept (no copy) as that push's, which then carries only the other slices. */
+static void handle_push_part(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    char err[512];
+    if (check_push_sender(s, m, "push part")) return;
+    int w = h->sender, first = -1;
+    for (int i = 0; h->n_tensors && i < s->n_local && first < 0; i++)
+        if (s->slices[i].tensor == (int)h->tensors[0]->id) first = i;
+    if (!h->n_tensors || first < 0 || first + (int)h->n_tensors > s->n_local) {
+        snprintf(err, sizeof err,
+                 "push part of %zu tensors from tensor %d: shard %d holds no such run of slices",
+                 h->n_tensors, h->n_tensors ? (int)h->tensors[0]->id : -1, s->cfg.shard);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+        return;
+    }
+    for (size_t j = 0; j < h->n_tensors; j++) {
+        if (slice_matches(s, first + (int)j, h->tensors[j], j, err, sizeof err)) {
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
             return;
         }
-    if (check_push_tensors(s, h, err, sizeof err)) {
+        if (slice_pending(s, w, first + (int)j)) {
+            snprintf(err, sizeof err, "worker %d already pushed tensor %s of clock %lld", w,
+                     s->cfg.spec->tensors[s->slices[first + (int)j].tensor].name, (long long)h->clock);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+            return;
+        }
+    }
+    for (size_t j = 0; j < h->n_tensors; j++)
+        zmq_msg_move(&s->pending[w * s->n_slices + first + (int)j], &m->frames[j]);
+    s->parts_held[w] += (int)h->n_tensors;
+    s->push_parts++;
+    wire_send_simple(s->router, &m->identity, h->request_id, TESSERA__KIND__KIND_OK);
+}
+
+static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    char err[512];
+    int w = h->sender;
+    if (check_push_sender(s, m, "push")) return;
+    if (check_push_tensors(s, h, w, err, sizeof err)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
     }
@@ -915,20 +978,25 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         s->ckpt_want = h->checkpoint_clock;
         s->ckpt_want_stop = h->stop_after_checkpoint;
     }
+    /* The frames join the parts' (no copy); BSP keeps them until every worker's gradient of the clock is
+     * in. */
+    for (int i = 0, j = 0; i < s->n_local; i++)
+        if (!slice_pending(s, w, i)) zmq_msg_move(&s->pending[w * s->n_slices + i], &m->frames[j++]);
     if (s->cfg.staleness == 0) {
-        /* Keep the frames (no copy) until every worker's gradient of this clock is in. */
-        for (int i = 0; i < s->n_local; i++)
-            zmq_msg_move(&s->pending[w * s->n_slices + i], &m->frames[i]);
         s->has_pending[w] = 1;
         if (++s->n_pending == s->cfg.n_workers) apply_bsp(s);
     } else {
-        /* SSP/ASP: each worker's gradient is one step of its own, applied straight from the frame. */
+        /* SSP/ASP: each worker's gradient is one step of its own, applied straight from the frames. */
         params_changing(s);
         for (int i = 0; i < s->n_local; i++) { /* remote weights need BSP (config checks) */
             slice_t *sl = &s->slices[i];
-            const float *g = zmq_msg_data(&m->frames[i]);
+            zmq_msg_t *f = &s->pending[w * s->n_slices + i];
+            const float *g = zmq_msg_data(f);
             optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
+            zmq_msg_close(f);
+            zmq_msg_init(f);
         }
+        s->parts_held[w] = 0;
         sparse_pending_t *sp = &s->sp_pending[w];
         for (int i = 0; i < sp->n; i++)
             sparse_table_accumulate(s->tables[sp->parts[i].table], sp->parts[i].idx, sp->parts[i].n,
@@ -984,6 +1052,7 @@ static void handle_message(ps_server_t *s) {
     }
     switch (m.hdr->kind) {
     case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
+    case TESSERA__KIND__KIND_PUSH_PART: handle_push_part(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
     case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
     case TESSERA__KIND__KIND_LAYER_FWD:
@@ -1069,11 +1138,11 @@ int ps_server_run(ps_server_t *s) {
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)
         rows += sparse_table_size(s->tables[t]);
-    log_info("shard stopping pushes=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f sparse_rows=%zu "
-             "rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
-             (unsigned long long)s->pushes, (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s,
-             rows, (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
-             (double)s->budget.used_bytes / 1048576.0);
+    log_info("shard stopping pushes=%llu push_parts=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f "
+             "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
+             (unsigned long long)s->pushes, (unsigned long long)s->push_parts, (unsigned long long)s->errors,
+             s->n_slices, s->busy_s, s->apply_s, rows, (unsigned long long)s->rows_pulled,
+             (unsigned long long)s->rows_pushed, (double)s->budget.used_bytes / 1048576.0);
     return 0;
 }
 

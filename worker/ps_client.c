@@ -21,6 +21,9 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
     c->max_message_bytes = max_message_bytes;
     c->socks = XCALLOC((size_t)n_shards, sizeof *c->socks);
     c->request_of = XCALLOC((size_t)n_shards, sizeof *c->request_of);
+    c->parts_out = XCALLOC((size_t)n_shards, sizeof *c->parts_out);
+    c->parts_first = XCALLOC((size_t)n_shards, sizeof *c->parts_first);
+    c->parts_from = spec->n_tensors;
     for (int k = 0; k < n_shards; k++) {
         c->socks[k] = zmq_socket(zctx, ZMQ_DEALER);
         int linger = 0;
@@ -41,17 +44,24 @@ void ps_client_free(ps_client_t *c) {
         if (c->socks[k]) zmq_close(c->socks[k]);
     free(c->socks);
     free(c->request_of);
+    free(c->parts_out);
+    free(c->parts_first);
     memset(c, 0, sizeof *c);
 }
 
-/* Sends one request of `kind` to shard k, with its gradient slices when `grads` is not NULL and then
- * the row gradients of `sb` (its ids and gradients owned by shard k, one pair per table). */
+/* Sends one request of `kind` to shard k, with its slices of tensors [t_lo, t_hi) of `grads` when that
+ * is not NULL and then the row gradients of `sb` (its ids and gradients owned by shard k, one pair per
+ * table). A PUSH_PART's reply is counted in parts_out[k]; any other is the one request_of[k] awaits. */
 static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock, const float *grads,
-                        const sparse_batch_t *sb) {
+                        int t_lo, int t_hi, const sparse_batch_t *sb) {
     const model_spec_t *s = c->spec;
     Tessera__Header h;
     wire_header_init(&h, kind);
-    h.request_id = c->request_of[k] = ++c->next_request;
+    h.request_id = ++c->next_request;
+    if (kind == TESSERA__KIND__KIND_PUSH_PART) {
+        if (!c->parts_out[k]++) c->parts_first[k] = h.request_id;
+    } else
+        c->request_of[k] = h.request_id;
     h.sender = c->worker;
     h.clock = clock;
     if (kind == TESSERA__KIND__KIND_PUSH_PULL) {
@@ -65,7 +75,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     Tessera__TensorDesc descs[cap], *dptr[cap];
     uint64_t shapes[2 * cap];
     wire_buf_t bufs[cap];
-    for (int t = 0; grads && t < s->n_tensors; t++) {
+    for (int t = t_lo; grads && t < t_hi; t++) {
         row_range_t r = shard_map_range(c->map, t, k);
         if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         const tensor_info_t *ti = &s->tensors[t];
@@ -120,6 +130,7 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, ch
         snprintf(err, errlen, "shard %d sent %zu tensors, expected %zu", k, m->hdr->n_tensors, i);
         return -TS_EPROTO;
     }
+    if (c->params_taken) c->params_taken(c->params_taken_ctx, k);
     c->peer_stop |= m->hdr->stop_requested;
     c->peer_ckpt |= m->hdr->checkpoint_requested;
     if (m->hdr->checkpoint_clock > 0) {
@@ -171,6 +182,18 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
             int rc = wire_recv(c->socks[k], 0, c->max_message_bytes, &m, &code, why, sizeof why);
             if (rc) {
                 snprintf(err, errlen, "malformed reply from shard %d: %s", k, why);
+            } else if (m.hdr->request_id != c->request_of[k] && c->parts_out[k] > 0 &&
+                       m.hdr->request_id >= c->parts_first[k]) {
+                /* A PUSH_PART's answer (the shard answers in order, so before its push's and before
+                 * any later request's): an error fails the push. */
+                rc = m.hdr->kind == TESSERA__KIND__KIND_OK ? 0 : -TS_EREMOTE;
+                if (rc)
+                    snprintf(err, errlen, "shard %d refused a part of the push: %s: %s", k,
+                             wire_error_name(m.hdr->error_code), m.hdr->error_message);
+                c->parts_out[k]--;
+                wire_msg_free(&m);
+                if (rc) return rc;
+                continue;
             } else if (m.hdr->request_id != c->request_of[k]) {
                 wire_msg_free(&m); /* a stale reply to an abandoned request */
                 continue;
@@ -194,22 +217,48 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
     return 0;
 }
 
-int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
-                        float *params, char *err, size_t errlen) {
-    for (int k = 0; k < c->n_shards; k++)
-        if ((!c->only || c->only[k]) &&
-            send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads, sb && sb->n_tables ? sb : NULL)) {
+int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, int t_begin, char *err,
+                        size_t errlen) {
+    if (t_begin >= c->parts_from) return 0;
+    for (int k = 0; k < c->n_shards; k++) {
+        int any = 0;
+        for (int t = t_begin; t < c->parts_from && !any; t++) {
+            row_range_t r = shard_map_range(c->map, t, k);
+            any = r.row_end > r.row_begin && !c->spec->tensors[t].remote;
+        }
+        if (any &&
+            send_request(c, k, TESSERA__KIND__KIND_PUSH_PART, clock, grads, t_begin, c->parts_from, NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    }
+    c->parts_from = t_begin;
+    return 0;
+}
+
+int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
+                        float *params, char *err, size_t errlen) {
+    for (int k = 0; k < c->n_shards; k++)
+        if ((!c->only || c->only[k]) && send_request(c, k, TESSERA__KIND__KIND_PUSH_PULL, clock, grads, 0,
+                                                     c->parts_from, sb && sb->n_tables ? sb : NULL)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    c->parts_from = c->spec->n_tensors;
+    int rc = gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    for (int k = 0; !rc && k < c->n_shards; k++)
+        if (c->parts_out[k]) {
+            snprintf(err, errlen, "shard %d answered the push before %d of its parts", k, c->parts_out[k]);
+            rc = -TS_EPROTO;
+        }
+    return rc;
 }
 
 int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, char *err, size_t errlen) {
     if (!sb->n_tables) return 0;
     for (int k = 0; k < c->n_shards; k++) {
         c->read_only = read_only;
-        if (send_request(c, k, TESSERA__KIND__KIND_SPARSE_PULL, 0, NULL, sb)) {
+        if (send_request(c, k, TESSERA__KIND__KIND_SPARSE_PULL, 0, NULL, 0, 0, sb)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
@@ -219,7 +268,8 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
 
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
     for (int k = 0; k < c->n_shards; k++)
-        if ((!c->only || c->only[k]) && send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL, NULL)) {
+        if ((!c->only || c->only[k]) &&
+            send_request(c, k, TESSERA__KIND__KIND_PULL, clock, NULL, 0, 0, NULL)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }

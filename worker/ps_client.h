@@ -20,7 +20,10 @@ typedef struct {
     double timeout_s;
     size_t max_message_bytes;
     uint64_t next_request;
-    uint64_t *request_of; /* per shard: the request awaiting its reply */
+    uint64_t *request_of;  /* per shard: the request awaiting its reply */
+    int *parts_out;        /* per shard: PUSH_PARTs of the open clock not answered yet */
+    uint64_t *parts_first; /* per shard: the request id of the first of them */
+    int parts_from;        /* tensors [parts_from, n_tensors) went in PUSH_PARTs this clock */
     uint64_t bytes_sent, bytes_received;
     /* Checkpoints: set ckpt_request (the clock to cut at) before a push to ask the shards for one;
      * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
@@ -34,6 +37,10 @@ typedef struct {
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
     int read_only;      /* the sparse pull being sent must not create rows */
     const int *only;    /* when not NULL: push_pull and pull talk to the shards k with only[k] */
+    /* Optional: called once shard k's parameter slices are in the host buffer (push_pull, pull), so
+     * they can go on to the device while other shards' replies are still coming. */
+    void (*params_taken)(void *ctx, int shard);
+    void *params_taken_ctx;
 } ps_client_t;
 
 /* Connects to every shard. Returns 0 or -TS_EIO with a message. */
@@ -44,10 +51,17 @@ void ps_client_free(ps_client_t *c);
 
 /* Sends the gradients of iteration `clock` (host memory, the model's flat layout; sent zero-copy, so
  * it must not change until this returns), with the row gradients of `sb` when not NULL, and writes the
- * parameters for clock + 1 into `params`. Returns 0, -TS_ETIMEDOUT, -TS_EREMOTE (a shard answered with
- * an error) or -TS_EPROTO, with a message. */
+ * parameters for clock + 1 into `params`. Tensors already sent by push_part are left out. Returns 0,
+ * -TS_ETIMEDOUT, -TS_EREMOTE (a shard answered with an error) or -TS_EPROTO, with a message. */
 int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const sparse_batch_t *sb,
                         float *params, char *err, size_t errlen);
+
+/* Overlapping the push with the backward pass: sends the gradients of tensors [t_begin, parts_from) of
+ * iteration `clock` to every shard holding some of them as PUSH_PARTs, without waiting (zero-copy:
+ * `grads` must not change until push_pull of the clock returns), and leaves them out of that push.
+ * Parts go in backward order (t_begin falls). Not with `only` (job.node_reduce). 0 or -TS_EIO. */
+int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, int t_begin, char *err,
+                        size_t errlen);
 
 /* Pulls the rows of every table's unique ids in `sb` from the shards that own them into sb's rows.
  * With `read_only`, rows a shard does not hold yet come back with their initial values and are not

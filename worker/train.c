@@ -17,6 +17,7 @@
 #include "model.h"
 #include "node_reduce.h"
 #include "node_rows.h"
+#include "overlap.h"
 #include "program.h"
 #include "ps_client.h"
 #include "sparse_batch.h"
@@ -570,6 +571,15 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
     rc = first_pull(&pc, &nr, clock, params, err, sizeof err);
     if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+    overlap_t ov;
+    overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
+                 nr.mine ? 0 : cfg->push_bucket_mb);
+    if (me == 0)
+        log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s",
+                 nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
+                 ov.async ? "async"
+                 : stage  ? "sync"
+                          : "none");
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     double last_ckpt = now_s();
     double win_loss = 0;
@@ -593,11 +603,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             data_gather(&train, cfg, perm + s * (size_t)B, (size_t)B, xb, yb, &sb);
             double loss = 0, tc = now_s();
             long correct = 0;
+            overlap_begin(&ov, clock);
             rc = run_batch(&model, &pc, &sb, xb, yb, B, 1, &loss, &correct, err, sizeof err);
             if (rc) break;
             double tp = now_s();
             compute_s += tp - tc;
-            if (stage) be->ops->to_host(be, grads, model.grads, n_floats * sizeof(float));
+            rc = overlap_finish(&ov, err, sizeof err);
+            if (rc) break;
             /* Worker 0 cuts checkpoints; a request or a stop asked of any rank reaches it through the
              * shards' replies or the scheduler's acknowledgements. A stop checkpoint is asked for once. */
             pc.stop_requested = program_stop_requested != 0;
@@ -625,7 +637,8 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             pc.ckpt_asked = 0;
             if (rc) break;
             sync_s += now_s() - tp;
-            if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+            if (stage && !overlap_params_on_device(&ov))
+                be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
             clock++;
             examples += (uint64_t)B;
             if (pc.ckpt_announced > 0) {

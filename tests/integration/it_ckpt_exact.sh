@@ -20,11 +20,7 @@ cmp "$WORK/ref/params.bin" "$WORK/killed/params.bin" || fail "resumed parameters
 echo "ok: killed rank, restarted, bit-identical"
 
 start_job stopped $ARGS
-wait_log stopped "checkpoint committed step=60"
-kill -USR1 $JOB_PID
-rc=0
-wait $JOB_PID || rc=$?
-[ $rc -eq 85 ] || fail "a stop signal should exit 85 (checkpointed, requeue), got $rc"
+stop_after stopped "checkpoint committed step=60"
 grep -q "checkpoint committed step=[0-9]* .*stop=1" "$WORK/stopped.log" || fail "no stop checkpoint"
 run_job stopped $ARGS --resume auto
 cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "stop + resume differs from the uninterrupted run"

@@ -35,11 +35,7 @@ echo "ok: killed rank, restarted with its tables, bit-identical"
 
 # shellcheck disable=SC2086
 start_job stopped $ARGS "layer emb.features=0-3"
-wait_log stopped "checkpoint committed step=400"
-kill -USR1 $JOB_PID
-rc=0
-wait $JOB_PID || rc=$?
-[ $rc -eq 85 ] || fail "a stop signal should exit 85 (checkpointed, requeue), got $rc"
+stop_after stopped "checkpoint committed step=400"
 step=$(grep -o "checkpoint committed step=[0-9]* .*stop=1" "$WORK/stopped.log" | sed 's/.*step=\([0-9]*\).*/\1/')
 [ -n "$step" ] || fail "no stop checkpoint"
 ck=$(printf "%s/stopped/checkpoints/step-%09d" "$WORK" "$step")

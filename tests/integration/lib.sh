@@ -56,6 +56,16 @@ wait_log() {
     fail "timed out waiting for '$2' in $1's log"
 }
 
+# stop_after NAME PATTERN: once the background job's log matches PATTERN, sends it SIGUSR1 (a stop
+# checkpoint) and expects exit 85 ("checkpointed, requeue me").
+stop_after() {
+    wait_log "$1" "$2"
+    kill -USR1 "$JOB_PID"
+    rc=0
+    wait "$JOB_PID" || rc=$?
+    [ $rc -eq 85 ] || fail "a stop signal should exit 85 (checkpointed, requeue), got $rc"
+}
+
 # ranks NAME: pids of the job's MPI ranks (scheduler, shards, workers).
 ranks() {
     pgrep -f "^[^ ]*/tessera-(scheduler|ps|worker) .*--run-dir $WORK/$1( |\$)" || true

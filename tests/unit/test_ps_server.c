@@ -91,9 +91,10 @@ static int reply(void *d, long ms, int *code, float *params, size_t *nfloats) {
     return kind;
 }
 
-/* Sends a request with tensors shaped like shard `k`'s slices (or `bad_rows` rows for the first). */
-static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int k, const float *value,
-                    int bad_rows, int drop_last_frame) {
+/* Sends a request with tensors [t_lo, t_hi) shaped like shard `k`'s slices (or `bad_rows` rows for the
+ * first). */
+static void request_range(void *d, Tessera__Kind kind, int sender, int64_t clock, int k, const float *value,
+                          int bad_rows, int drop_last_frame, int t_lo, int t_hi) {
     Tessera__Header h;
     wire_header_init(&h, kind);
     h.sender = sender;
@@ -105,7 +106,7 @@ static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int 
     wire_buf_t bufs[8];
     static float data[1024];
     int nt = 0;
-    for (int t = 0; value && t < spec.n_tensors; t++) {
+    for (int t = t_lo; value && t < t_hi && t < spec.n_tensors; t++) {
         row_range_t r = shard_map_range(&map, t, k);
         if (r.row_end == r.row_begin || spec.tensors[t].remote) continue; /* remote weights are not pushed */
         uint64_t rows = (nt == 0 && bad_rows) ? (uint64_t)bad_rows : r.row_end - r.row_begin;
@@ -127,6 +128,11 @@ static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int 
     h.n_tensors = (size_t)nt;
     h.tensors = dp;
     wire_send(d, NULL, &h, bufs, (size_t)(nt - (drop_last_frame ? 1 : 0)));
+}
+
+static void request(void *d, Tessera__Kind kind, int sender, int64_t clock, int k, const float *value,
+                    int bad_rows, int drop_last_frame) {
+    request_range(d, kind, sender, clock, k, value, bad_rows, drop_last_frame, 0, spec.n_tensors);
 }
 
 static void stop(shard_t *s) {
@@ -291,6 +297,70 @@ static void test_ssp(void) {
     zmq_close(w0);
     zmq_close(w1);
     stop(&s);
+}
+
+static int answered(void *d, int kind, int code_want, const char *what) {
+    int code;
+    int got = reply(d, 2000, &code, NULL, NULL);
+    EXPECT(got == kind && (kind != TESSERA__KIND__KIND_ERROR || code == code_want),
+           "%s (got kind %d code %d)", what, got, code);
+    return got;
+}
+
+/* Overlapped pushes: PUSH_PARTs of some slices, then the PUSH_PULL with the rest, make the same step as
+ * one whole push; parts that repeat a slice, miss the shard's slices or come at the wrong clock, and a
+ * push that repeats a part's slice, are refused. BSP with two workers, then SSP. */
+static void test_push_parts(void) {
+    for (int staleness = 0; staleness <= 1; staleness++) {
+        shard_t s;
+        shard_start(&s, 0, 2, staleness);
+        void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
+        int code, bias = 1; /* tensor 0 is fc.weight, tensor 1 fc.bias */
+        float p0[64], p[64], one = 1.0f, three = 3.0f;
+        size_t n0, n;
+        request(w0, TESSERA__KIND__KIND_PULL, 0, 0, 0, NULL, 0, 0);
+        EXPECT(reply(w0, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS, "pull");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, &one, 0, 0, bias, bias + 1);
+        answered(w0, TESSERA__KIND__KIND_OK, 0, "a part of the bias slice is taken");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, &one, 0, 0, bias, bias + 1);
+        answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                 "a second part of the same slice is refused");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, &one, 3, 0, 0, 1);
+        answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                 "a part that is not one of the shard's slices is refused");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 3, 0, &one, 0, 0, 0, 1);
+        answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                 "a part at another clock is refused");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, NULL, 0, 0, 0, 0);
+        answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                 "a part without tensors is refused");
+        request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0);
+        answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                 "a push that repeats a part's slice is refused");
+        request_range(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0, 0, bias);
+        if (staleness == 0) {
+            EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: the completed push waits for worker 1");
+            request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &three, 0, 0);
+            EXPECT(reply(w1, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0,
+                   "worker 1 answered");
+            for (size_t i = 0; i < n0; i++) /* mean gradient 2 on every slice, the part's too */
+                EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6);
+            EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 0 released");
+        } else {
+            EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0, "SSP: answered");
+            for (size_t i = 0; i < n0; i++) /* its own step, the part's slice included */
+                EXPECT_NEAR(p[i], p0[i] - 0.5f, 1e-6);
+            /* The next clock starts with no parts held: a whole push is taken (and waits for worker 1,
+             * one clock behind). */
+            request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &one, 0, 0);
+            request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &three, 0, 0);
+            answered(w1, TESSERA__KIND__KIND_PARAMS, 0, "SSP: worker 1 answered");
+            answered(w0, TESSERA__KIND__KIND_PARAMS, 0, "SSP: the next whole push is taken");
+        }
+        zmq_close(w0);
+        zmq_close(w1);
+        stop(&s);
+    }
 }
 
 /* Sends SPARSE_PULL (or, with grads, PUSH_PULL of the dense `value` slices followed by one sparse pair)
@@ -575,6 +645,7 @@ int main(void) {
     test_robustness();
     test_bsp();
     test_ssp();
+    test_push_parts();
     test_sparse();
     test_model_parallel();
     zmq_ctx_term(ctx);

@@ -1,0 +1,135 @@
+#include "overlap.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The first float of tensors >= t in the flat buffer (remote tensors are not in it). */
+static size_t offset_from(const model_spec_t *s, int t) {
+    for (; t < s->n_tensors; t++)
+        if (!s->tensors[t].remote) return s->tensors[t].offset;
+    return s->n_floats;
+}
+
+static void send_part(overlap_t *o, int from) {
+    if (!o->rc) o->rc = ps_client_push_part(o->pc, o->clock, o->grads_host, from, o->err, sizeof o->err);
+    o->parts++;
+}
+
+/* Sends the buckets whose copies have landed, oldest first; with `wait`, all of them. */
+static void send_copied(overlap_t *o, int wait) {
+    backend_t *be = o->m->be;
+    while (o->count) {
+        uint64_t t = o->ticket[o->head];
+        if (wait)
+            be->ops->copy_wait(be, t);
+        else if (!be->ops->copy_done(be, t))
+            return;
+        send_part(o, o->copying[o->head]);
+        o->head = (o->head + 1) % OVERLAP_MAX_BUCKETS;
+        o->count--;
+    }
+}
+
+/* Whether tensors [first, handed), final and not handed off yet, make a bucket: at least the bucket size,
+ * and not the model's first floats, which go with the push itself. */
+static int bucket_full(const overlap_t *o, int first, int handed) {
+    const model_spec_t *s = &o->m->spec;
+    size_t lo = offset_from(s, first), hi = offset_from(s, handed);
+    return first < handed && lo > 0 && (hi - lo) * sizeof(float) >= o->bucket_bytes;
+}
+
+/* The model's hook: tensors [first, n_tensors) are final; hands off a full bucket. */
+static void grads_ready(void *ctx, int first) {
+    overlap_t *o = ctx;
+    const model_spec_t *s = &o->m->spec;
+    if (!bucket_full(o, first, o->handed)) return;
+    size_t lo = offset_from(s, first), hi = offset_from(s, o->handed);
+    if (o->async) {
+        backend_t *be = o->m->be;
+        if (o->count == OVERLAP_MAX_BUCKETS) { /* the oldest goes first */
+            be->ops->copy_wait(be, o->ticket[o->head]);
+            send_copied(o, 0);
+        }
+        int at = (o->head + o->count++) % OVERLAP_MAX_BUCKETS;
+        o->copying[at] = first;
+        o->ticket[at] =
+            be->ops->to_host_async(be, o->grads_host + lo, o->m->grads + lo, (hi - lo) * sizeof(float));
+        send_copied(o, 0);
+    } else {
+        send_part(o, first);
+    }
+    o->handed = first;
+}
+
+/* The PS client's hook: shard k's parameter slices are in params_host; queue them to the device. */
+static void params_taken(void *ctx, int k) {
+    overlap_t *o = ctx;
+    const model_spec_t *s = &o->m->spec;
+    backend_t *be = o->m->be;
+    for (int t = 0; t < s->n_tensors; t++) {
+        row_range_t r = shard_map_range(o->pc->map, t, k);
+        if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
+        size_t at = s->tensors[t].offset + (size_t)(r.row_begin * s->tensors[t].cols);
+        size_t bytes = (size_t)((r.row_end - r.row_begin) * s->tensors[t].cols) * sizeof(float);
+        o->params_ticket = be->ops->to_device_async(be, o->m->params + at, o->params_host + at, bytes);
+    }
+}
+
+void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, float *params_host,
+                  double bucket_mb) {
+    memset(o, 0, sizeof *o);
+    o->m = m;
+    o->pc = pc;
+    o->grads_host = grads_host;
+    o->params_host = params_host;
+    o->bucket_bytes = bucket_mb > 0 ? (size_t)(bucket_mb * 1024 * 1024) : 0;
+    o->handed = m->spec.n_tensors;
+    const backend_ops_t *ops = m->be->ops;
+    int staged = grads_host != m->grads;
+    o->async = staged && ops->to_host_async && ops->to_device_async && ops->copy_wait && ops->copy_done;
+    if (o->bucket_bytes) {
+        m->grads_ready = grads_ready;
+        m->grads_ready_ctx = o;
+    }
+    if (o->async && params_host != m->params) {
+        pc->params_taken = params_taken;
+        pc->params_taken_ctx = o;
+    }
+}
+
+void overlap_begin(overlap_t *o, int64_t clock) {
+    o->clock = clock;
+    o->handed = o->m->spec.n_tensors;
+    o->head = o->count = 0;
+}
+
+int overlap_finish(overlap_t *o, char *err, size_t errlen) {
+    model_t *m = o->m;
+    send_copied(o, 1);
+    if (o->grads_host != m->grads) /* the rest: what the push itself carries */
+        m->be->ops->to_host(m->be, o->grads_host, m->grads, offset_from(&m->spec, o->handed) * sizeof(float));
+    /* The push's replies overwrite params_host: the last step's copies from it must have landed. */
+    if (o->params_ticket) m->be->ops->copy_wait(m->be, o->params_ticket);
+    if (o->rc) snprintf(err, errlen, "%s", o->err);
+    return o->rc;
+}
+
+int overlap_params_on_device(const overlap_t *o) {
+    return o->pc->params_taken == params_taken;
+}
+
+int overlap_parts_per_step(const overlap_t *o) {
+    if (!o->bucket_bytes) return 0;
+    const model_spec_t *s = &o->m->spec;
+    int parts = 0, handed = s->n_tensors, first = s->n_tensors;
+    for (int i = s->n_layers - 1; i >= 0; i--) {
+        const layer_t *l = &s->layers[i];
+        for (int p = 0; p < l->n_params; p++)
+            if (l->tensor[p] < first) first = l->tensor[p];
+        if (l->n_params && bucket_full(o, first, handed)) {
+            parts++;
+            handed = first;
+        }
+    }
+    return parts;
+}
