@@ -159,8 +159,8 @@ static void cuda_embedding_bag_fwd_op(backend_t *be, const float *rows, int dim,
 
 static void cuda_embedding_bag_bwd_op(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
                                       const int32_t *idx, const float *wts, int batch, int mean, float *grad,
-                                      int n_rows) {
-    cuda_embedding_bag_bwd(stream_of(be), dy, ldy, dim, off, idx, wts, batch, mean, grad, n_rows);
+                                      int n_rows, const bag_rows_t *by_row) {
+    cuda_embedding_bag_bwd(stream_of(be), dy, ldy, dim, off, idx, wts, batch, mean, grad, n_rows, by_row);
 }
 
 static void cuda_interact_fwd_op(backend_t *be, const float *t, int batch, int f, int d, float *y, int ldy) {

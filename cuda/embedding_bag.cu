@@ -1,8 +1,10 @@
 /* Embedding bags on the CUDA backend. Thread block = tx column threads by ty bags; a thread owns one
  * column of one bag and walks the bag's entries in order, so the forward sums in the CPU's order. The
  * forward pass reads float4 columns when dim is a multiple of 4 and the rows and outputs are aligned.
- * The backward pass zeroes the gradient, then scatter-adds with atomicAdd (ids repeat within and across
- * bags); the order of those additions, and so the last bits of a repeated row's gradient, vary by run. */
+ * The backward pass, given the bags by row (bag_rows_t), gives a thread one column of one row and walks
+ * that row's entries in bag order with unfused multiply and add: the CPU's bits, every run. Without
+ * them it zeroes the gradient and scatter-adds with atomicAdd (ids repeat within and across bags),
+ * whose order, and so the last bits of a repeated row's gradient, vary by run. */
 #include "cuda_check.h"
 #include "kernels.h"
 
@@ -43,6 +45,21 @@ static __global__ void embedding_bag_bwd_kernel(const float *dy, int ldy, int di
     }
 }
 
+/* grad[r] = sum over row r's entries e, in bag order, of w[e] dy[bag[e]]; every row written. */
+static __global__ void embedding_bag_bwd_rows_kernel(const float *dy, int ldy, int dim, const int32_t *roff,
+                                                     const int32_t *rbag, const float *rw, int n_rows,
+                                                     float *grad) {
+    for (int r = blockIdx.x * blockDim.y + threadIdx.y; r < n_rows; r += gridDim.x * blockDim.y) {
+        int begin = roff[r], end = roff[r + 1];
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            float acc = 0.0f;
+            for (int e = begin; e < end; e++)
+                acc = __fadd_rn(acc, __fmul_rn(rw[e], dy[(size_t)rbag[e] * ldy + c]));
+            grad[(size_t)r * dim + c] = acc;
+        }
+    }
+}
+
 /* Column threads: the next power of two >= the columns (so a warp holds whole bags), at most 128. */
 static dim3 bag_block(int cols) {
     unsigned tx = 1;
@@ -68,11 +85,17 @@ void cuda_embedding_bag_fwd(cudaStream_t s, const float *rows, int dim, const in
 
 void cuda_embedding_bag_bwd(cudaStream_t s, const float *dy, int ldy, int dim, const int32_t *off,
                             const int32_t *idx, const float *wts, int batch, int mean, float *grad,
-                            int n_rows) {
+                            int n_rows, const bag_rows_t *by_row) {
     if (dim <= 0 || n_rows <= 0) return;
+    dim3 block = bag_block(dim);
+    if (by_row) {
+        embedding_bag_bwd_rows_kernel<<<cuda_blocks((size_t)n_rows, block.y), block, 0, s>>>(
+            dy, ldy, dim, by_row->off, by_row->bag, by_row->w, n_rows, grad);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     CUDA_CHECK(cudaMemsetAsync(grad, 0, (size_t)n_rows * (size_t)dim * sizeof(float), s));
     if (batch <= 0) return;
-    dim3 block = bag_block(dim);
     embedding_bag_bwd_kernel<<<cuda_blocks((size_t)batch, block.y), block, 0, s>>>(dy, ldy, dim, off, idx,
                                                                                    wts, batch, mean, grad);
     CUDA_CHECK_LAUNCH();

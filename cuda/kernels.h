@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+extern "C" {
+#include "backend.h" /* bag_rows_t */
+}
+
 /* Blocks for a grid-stride loop over `n` items, `threads` per block: one item per thread up to a cap
  * that fills an H100/H200 several times over (the loop covers the rest); at least one. */
 static inline unsigned cuda_blocks(size_t n, unsigned threads) {
@@ -58,7 +62,7 @@ void cuda_embedding_bag_fwd(cudaStream_t s, const float *rows, int dim, const in
                             const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy);
 void cuda_embedding_bag_bwd(cudaStream_t s, const float *dy, int ldy, int dim, const int32_t *off,
                             const int32_t *idx, const float *wts, int batch, int mean, float *grad,
-                            int n_rows);
+                            int n_rows, const bag_rows_t *by_row);
 
 /* interact.cu */
 void cuda_interact_fwd(cudaStream_t s, const float *t, int batch, int f, int d, float *y, int ldy);

@@ -8,6 +8,14 @@
 
 typedef struct backend backend_t;
 
+/* Bags by row: the entries of bags naming row r are [off[r], off[r + 1]), each with the bag it is in
+ * (bag[e]) and its weight times that bag's mean scale (w[e]), in bag order. Made on the host by
+ * bag_rows_build; backend memory when handed to an op. */
+typedef struct {
+    const int32_t *off, *bag;
+    const float *w;
+} bag_rows_t;
+
 typedef struct {
     const char *name;
     /* Zeroed device memory, or NULL. */
@@ -44,10 +52,12 @@ typedef struct {
      * rows[idx[j]] (wts NULL: weight 1), divided by the bag's size when `mean`; an empty bag gives 0. */
     void (*embedding_bag_fwd)(backend_t *be, const float *rows, int dim, const int32_t *off,
                               const int32_t *idx, const float *wts, int batch, int mean, float *y, int ldy);
-    /* The backward pass: grad[n_rows, dim] is zeroed, then every bag entry adds its weight times dy[b]. */
+    /* The backward pass: grad[n_rows, dim] is zeroed, then every bag entry adds its weight times dy[b],
+     * in bag order. With by_row (optional), a backend that cannot follow bag order across threads sums
+     * each row in that order from it: the same bits as the CPU, run after run, instead of atomics. */
     void (*embedding_bag_bwd)(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
                               const int32_t *idx, const float *wts, int batch, int mean, float *grad,
-                              int n_rows);
+                              int n_rows, const bag_rows_t *by_row);
     /* Dot interaction: t[b] is F vectors of d floats; y[b, j] (row stride ldy) for j < F(F-1)/2 is the dot
      * product of vectors (i, k), k < i, in the order (1,0), (2,0), (2,1), (3,0), ... */
     void (*interact_fwd)(backend_t *be, const float *t, int batch, int f, int d, float *y, int ldy);
@@ -72,6 +82,11 @@ typedef struct {
     void (*copy_wait)(backend_t *be, uint64_t ticket);
     int (*copy_done)(backend_t *be, uint64_t ticket);
 } backend_ops_t;
+
+/* Transposes bags (off [batch + 1], idx and wts (or NULL) [off[batch]], indices < n_rows) into the host
+ * arrays of a bag_rows_t: r_off [n_rows + 1], r_bag and r_w [off[batch]]. A stable counting sort. */
+void bag_rows_build(const int32_t *off, const int32_t *idx, const float *wts, int batch, int mean, int n_rows,
+                    int32_t *r_off, int32_t *r_bag, float *r_w);
 
 /* Host staging buffers: the backend's pinned memory when it has some, else malloc (never NULL). */
 void *backend_host_alloc(backend_t *be, size_t bytes);

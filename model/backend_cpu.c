@@ -135,10 +135,12 @@ static void cpu_embedding_bag_fwd(backend_t *be, const float *rows, int dim, con
     }
 }
 
+/* Walks the bags in order, so it needs no by_row. */
 static void cpu_embedding_bag_bwd(backend_t *be, const float *dy, int ldy, int dim, const int32_t *off,
                                   const int32_t *idx, const float *wts, int batch, int mean, float *grad,
-                                  int n_rows) {
+                                  int n_rows, const bag_rows_t *by_row) {
     (void)be;
+    (void)by_row;
     memset(grad, 0, (size_t)n_rows * (size_t)dim * sizeof(float));
     for (int b = 0; b < batch; b++) {
         const float *d = dy + (size_t)b * ldy;

@@ -24,13 +24,14 @@ typedef struct {
  * slot's table, their rows (pulled from the shards), and per example a bag of indices into those rows.
  * Set by the model's owner before each run; all pointers are backend memory. */
 typedef struct {
-    int table;          /* index in the model's table list */
-    int n_unique;       /* rows below */
-    const float *rows;  /* [n_unique, dim] */
-    float *grad;        /* [n_unique, dim]: written by the backward pass (deduplicated row gradients) */
-    const int32_t *off; /* [batch + 1]: example b's bag is idx[off[b] .. off[b + 1]) */
-    const int32_t *idx; /* indices into rows */
-    const float *wts;   /* one weight per idx entry, or NULL (all 1) */
+    int table;                /* index in the model's table list */
+    int n_unique;             /* rows below */
+    const float *rows;        /* [n_unique, dim] */
+    float *grad;              /* [n_unique, dim]: written by the backward pass (deduplicated row gradients) */
+    const int32_t *off;       /* [batch + 1]: example b's bag is idx[off[b] .. off[b + 1]) */
+    const int32_t *idx;       /* indices into rows */
+    const float *wts;         /* one weight per idx entry, or NULL (all 1) */
+    const bag_rows_t *by_row; /* the same bags by row, or NULL (see embedding_bag_bwd) */
 } sparse_slot_t;
 
 typedef struct layer layer_t;

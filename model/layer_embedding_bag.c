@@ -30,7 +30,7 @@ static void embedding_bag_backward(layer_t *l, backend_t *be, const float *const
     for (int k = 0; k < l->n_slots; k++) {
         sparse_slot_t *s = &l->slots[k];
         be->ops->embedding_bag_bwd(be, dy + k * l->dim, l->out, l->dim, s->off, s->idx, s->wts, batch,
-                                   l->mean, s->grad, s->n_unique);
+                                   l->mean, s->grad, s->n_unique, s->by_row);
     }
 }
 

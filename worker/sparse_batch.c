@@ -29,8 +29,11 @@ static void free_device(sparse_batch_t *sb, sb_table_t *t) {
     be->ops->free(be, t->d_wts);
     be->ops->free(be, t->d_off);
     be->ops->free(be, t->d_idx);
-    t->d_rows = t->d_grads = t->d_wts = NULL;
-    t->d_off = t->d_idx = NULL;
+    be->ops->free(be, t->d_roff);
+    be->ops->free(be, t->d_rbag);
+    be->ops->free(be, t->d_rw);
+    t->d_rows = t->d_grads = t->d_wts = t->d_rw = NULL;
+    t->d_off = t->d_idx = t->d_roff = t->d_rbag = NULL;
     t->d_cap = t->d_cap_nnz = t->d_cap_off = 0;
 }
 
@@ -46,6 +49,9 @@ void sparse_batch_free(sparse_batch_t *sb) {
         free(t->off);
         free(t->idx);
         free(t->wts);
+        free(t->r_off);
+        free(t->r_bag);
+        free(t->r_w);
     }
     free(sb->t);
     id_map_free(&sb->map);
@@ -142,23 +148,36 @@ static void reserve_device(sparse_batch_t *sb, sb_table_t *t, size_t n, size_t n
     if (!t->d_rows || n > t->d_cap) { /* allocated on first use even when this batch has no rows */
         be->ops->free(be, t->d_rows);
         be->ops->free(be, t->d_grads);
+        be->ops->free(be, t->d_roff);
         t->d_cap = n + n / 2 + 64;
         t->d_rows = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
         t->d_grads = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
+        t->d_roff = be->ops->alloc(be, (t->d_cap + 1) * sizeof(int32_t));
+        free(t->r_off); /* the host side of the bags by row grows with the device side */
+        t->r_off = XMALLOC((t->d_cap + 1) * sizeof(int32_t));
     }
     if (!t->d_idx || nnz > t->d_cap_nnz) {
         be->ops->free(be, t->d_idx);
         be->ops->free(be, t->d_wts);
+        be->ops->free(be, t->d_rbag);
+        be->ops->free(be, t->d_rw);
         t->d_cap_nnz = nnz + nnz / 2 + 64;
         t->d_idx = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
         t->d_wts = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
+        t->d_rbag = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
+        t->d_rw = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
+        free(t->r_bag);
+        free(t->r_w);
+        t->r_bag = XMALLOC(t->d_cap_nnz * sizeof(int32_t));
+        t->r_w = XMALLOC(t->d_cap_nnz * sizeof(float));
     }
     if (!t->d_off || batch + 1 > t->d_cap_off) {
         be->ops->free(be, t->d_off);
         t->d_cap_off = batch + 1;
         t->d_off = be->ops->alloc(be, t->d_cap_off * sizeof(int32_t));
     }
-    if (!t->d_rows || !t->d_grads || !t->d_idx || !t->d_wts || !t->d_off) {
+    if (!t->d_rows || !t->d_grads || !t->d_idx || !t->d_wts || !t->d_off || !t->d_roff || !t->d_rbag ||
+        !t->d_rw) {
         fprintf(stderr, "sparse_batch: out of device memory for %zu rows of a table\n", n);
         abort(); /* the layer API has no error path; a batch's rows are small next to the model */
     }
@@ -169,7 +188,7 @@ void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
     for (int ti = 0; ti < sb->n_tables; ti++) {
         sb_table_t *t = &sb->t[ti];
         if (be->host_memory) {
-            m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts};
+            m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts, NULL};
             continue;
         }
         sb->be = be;
@@ -179,8 +198,14 @@ void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
         be->ops->to_device(be, t->d_off, t->off, ((size_t)sb->batch + 1) * sizeof(int32_t));
         be->ops->to_device(be, t->d_idx, t->idx, nnz * sizeof(int32_t));
         if (t->wts) be->ops->to_device(be, t->d_wts, t->wts, nnz * sizeof(float));
-        m->slots[ti] =
-            (sparse_slot_t){ti, t->n, t->d_rows, t->d_grads, t->d_off, t->d_idx, t->wts ? t->d_wts : NULL};
+        const layer_t *l = &m->spec.layers[m->spec.tables[ti].layer];
+        bag_rows_build(t->off, t->idx, t->wts, sb->batch, l->mean, t->n, t->r_off, t->r_bag, t->r_w);
+        be->ops->to_device(be, t->d_roff, t->r_off, ((size_t)t->n + 1) * sizeof(int32_t));
+        be->ops->to_device(be, t->d_rbag, t->r_bag, nnz * sizeof(int32_t));
+        be->ops->to_device(be, t->d_rw, t->r_w, nnz * sizeof(float));
+        t->by_row = (bag_rows_t){t->d_roff, t->d_rbag, t->d_rw};
+        m->slots[ti] = (sparse_slot_t){
+            ti, t->n, t->d_rows, t->d_grads, t->d_off, t->d_idx, t->wts ? t->d_wts : NULL, &t->by_row};
     }
 }
 

@@ -23,10 +23,14 @@ typedef struct {
     int32_t *idx;   /* [off[batch]] */
     float *wts;     /* [off[batch]] or NULL */
     size_t cap, cap_nnz;
-    /* device copies for a backend without host memory (sparse_batch_bind), grown as needed */
-    float *d_rows, *d_grads, *d_wts;
-    int32_t *d_off, *d_idx;
+    /* device copies for a backend without host memory (sparse_batch_bind), grown as needed, with the
+     * bags by row (made on the host) that give the device's backward pass the CPU's summation order */
+    float *d_rows, *d_grads, *d_wts, *d_rw;
+    int32_t *d_off, *d_idx, *d_roff, *d_rbag;
     size_t d_cap, d_cap_nnz, d_cap_off;
+    int32_t *r_off, *r_bag;
+    float *r_w;
+    bag_rows_t by_row; /* device pointers */
 } sb_table_t;
 
 typedef struct {

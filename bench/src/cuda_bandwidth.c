@@ -37,6 +37,7 @@ typedef struct {
     int dim, bags, bag, n_rows;
     int32_t *off, *idx;
     float *y, *grad;
+    bag_rows_t by_row; /* the same bags by row (device), for the deterministic backward pass */
 } bench_t;
 
 enum {
@@ -49,6 +50,7 @@ enum {
     OP_COPY_COLS,
     OP_BAG_FWD,
     OP_BAG_BWD,
+    OP_BAG_BWD_ROWS,
     OP_COUNT
 };
 
@@ -60,7 +62,8 @@ static const char *const op_names[OP_COUNT] = {"cudaMemcpy D2D",
                                                "sum_rows (1024 cols)",
                                                "copy_cols (16 of 48)",
                                                "embedding_bag_fwd",
-                                               "embedding_bag_bwd"};
+                                               "embedding_bag_bwd",
+                                               "embedding_bag_bwd rows"};
 
 #define BIAS_COLS 1024
 
@@ -83,7 +86,12 @@ static void run_op(bench_t *t, int op) {
         o->embedding_bag_fwd(be, t->a, t->dim, t->off, t->idx, NULL, t->bags, 0, t->y, t->dim);
         break;
     case OP_BAG_BWD:
-        o->embedding_bag_bwd(be, t->y, t->dim, t->dim, t->off, t->idx, NULL, t->bags, 0, t->grad, t->n_rows);
+        o->embedding_bag_bwd(be, t->y, t->dim, t->dim, t->off, t->idx, NULL, t->bags, 0, t->grad, t->n_rows,
+                             NULL);
+        break;
+    case OP_BAG_BWD_ROWS:
+        o->embedding_bag_bwd(be, t->y, t->dim, t->dim, t->off, t->idx, NULL, t->bags, 0, t->grad, t->n_rows,
+                             &t->by_row);
         break;
     }
 }
@@ -102,6 +110,9 @@ static double op_bytes(const bench_t *t, int op) {
     case OP_BAG_FWD: return nnz * t->dim * f + (double)t->bags * t->dim * f + ids;
     case OP_BAG_BWD:
         return (double)t->n_rows * t->dim * f + (double)t->bags * t->dim * f + ids + 2 * nnz * t->dim * f;
+    case OP_BAG_BWD_ROWS: /* each entry's dy row gathered, each gradient row written once, the by-row lists */
+        return nnz * t->dim * f + (double)t->n_rows * t->dim * f + nnz * (sizeof(int32_t) + f) +
+               (t->n_rows + 1.0) * sizeof(int32_t);
     }
     return 0;
 }
@@ -191,6 +202,24 @@ int main(int argc, char **argv) {
     o->to_device(t.be, t.b, host, bytes);
     o->to_device(t.be, t.off, hoff, ((size_t)t.bags + 1) * sizeof(int32_t));
     o->to_device(t.be, t.idx, hidx, (size_t)t.bags * t.bag * sizeof(int32_t));
+    size_t nnz = (size_t)t.bags * t.bag;
+    int32_t *roff = malloc(((size_t)t.n_rows + 1) * sizeof(int32_t)), *rbag = malloc(nnz * sizeof(int32_t));
+    float *rw = malloc(nnz * sizeof(float));
+    int32_t *droff = o->alloc(t.be, ((size_t)t.n_rows + 1) * sizeof(int32_t)),
+            *drbag = o->alloc(t.be, nnz * sizeof(int32_t));
+    float *drw = o->alloc(t.be, nnz * sizeof(float));
+    if (!roff || !rbag || !rw || !droff || !drbag || !drw) {
+        fprintf(stderr, "out of memory for the bags by row\n");
+        return 1;
+    }
+    bag_rows_build(hoff, hidx, NULL, t.bags, 0, t.n_rows, roff, rbag, rw);
+    o->to_device(t.be, droff, roff, ((size_t)t.n_rows + 1) * sizeof(int32_t));
+    o->to_device(t.be, drbag, rbag, nnz * sizeof(int32_t));
+    o->to_device(t.be, drw, rw, nnz * sizeof(float));
+    t.by_row = (bag_rows_t){droff, drbag, drw};
+    free(roff);
+    free(rbag);
+    free(rw);
     free(host);
     free(hoff);
     free(hidx);
@@ -217,6 +246,9 @@ int main(int argc, char **argv) {
     o->free(t.be, t.y);
     o->free(t.be, t.off);
     o->free(t.be, t.idx);
+    o->free(t.be, droff);
+    o->free(t.be, drbag);
+    o->free(t.be, drw);
     backend_free(t.be);
     return 0;
 }

@@ -523,17 +523,40 @@ static void test_embedding_bag(void) {
                 float *dyh = rand_floats(ny, -1, 1), *ady = abs_copy(dyh, ny);
                 float *ref = poisoned((nt + 1) * sizeof(float)), *mag = poisoned((nt + 1) * sizeof(float));
                 float *ddy = dev_copy(dyh, ny * sizeof(float)), *dg = dev_copy(ref, (nt + 1) * sizeof(float));
-                cpu->ops->embedding_bag_bwd(cpu, dyh + col, ldy, dim, off, idx, wts, batch, mean, ref,
-                                            n_rows);
+                cpu->ops->embedding_bag_bwd(cpu, dyh + col, ldy, dim, off, idx, wts, batch, mean, ref, n_rows,
+                                            NULL);
                 cpu->ops->embedding_bag_bwd(cpu, ady + col, ldy, dim, off, idx, awts, batch, mean, mag,
-                                            n_rows);
+                                            n_rows, NULL);
                 gpu->ops->embedding_bag_bwd(gpu, ddy + col, ldy, dim, doff, didx, dwts, batch, mean, dg,
-                                            n_rows);
+                                            n_rows, NULL);
                 float *got = dev_take(dg, (nt + 1) * sizeof(float));
                 int *count = calloc((size_t)n_rows, sizeof(int)), most = 1;
                 for (int j = 0; j < nnz; j++)
                     if (++count[idx[j]] > most) most = count[idx[j]];
                 check_close(what, got, ref, mag, nt + 1, sum_tol(most)); /* atomics: any order */
+                /* With the bags by row: each row summed in bag order, the CPU's bits exactly. */
+                int32_t *roff = malloc(((size_t)n_rows + 1) * sizeof(int32_t));
+                int32_t *rbag = malloc(((size_t)nnz + 1) * sizeof(int32_t));
+                float *rw = malloc(((size_t)nnz + 1) * sizeof(float));
+                bag_rows_build(off, idx, wts, batch, mean, n_rows, roff, rbag, rw);
+                bag_rows_t by_row = {dev_copy(roff, ((size_t)n_rows + 1) * sizeof(int32_t)),
+                                     dev_copy(rbag, ((size_t)nnz + 1) * sizeof(int32_t)),
+                                     dev_copy(rw, ((size_t)nnz + 1) * sizeof(float))};
+                float *pz = poisoned((nt + 1) * sizeof(float)), *dg2 = dev_copy(pz, (nt + 1) * sizeof(float));
+                gpu->ops->embedding_bag_bwd(gpu, ddy + col, ldy, dim, doff, didx, dwts, batch, mean, dg2,
+                                            n_rows, &by_row);
+                float *got2 = dev_take(dg2, (nt + 1) * sizeof(float));
+                char exact[160];
+                snprintf(exact, sizeof exact, "%s by_row (bit-exact)", what);
+                check_close(exact, got2, ref, NULL, nt + 1, 0.0); /* and the poison past the end kept */
+                gpu->ops->free(gpu, (void *)by_row.off);
+                gpu->ops->free(gpu, (void *)by_row.bag);
+                gpu->ops->free(gpu, (void *)by_row.w);
+                free(roff);
+                free(rbag);
+                free(rw);
+                free(pz);
+                free(got2);
                 gpu->ops->free(gpu, ddy);
                 free(dyh);
                 free(ady);
@@ -644,7 +667,7 @@ static void test_model(const char *name, job_config_t *cfg, int batch, int weigh
         b->rows = rand_floats((size_t)UNIQUE * dim, -0.5f, 0.5f);
         b->wts = weighted ? rand_floats((size_t)b->nnz + 1, 0.5f, 1.5f) : NULL;
         mc.slots[t] = (sparse_slot_t){t,      UNIQUE, b->rows, XCALLOC((size_t)UNIQUE * dim, sizeof(float)),
-                                      b->off, b->idx, b->wts};
+                                      b->off, b->idx, b->wts,  NULL};
         gpu_grad[t] = dev_copy(mc.slots[t].grad, (size_t)UNIQUE * dim * sizeof(float));
         mg.slots[t] =
             (sparse_slot_t){t,
@@ -653,7 +676,8 @@ static void test_model(const char *name, job_config_t *cfg, int batch, int weigh
                             gpu_grad[t],
                             dev_copy(b->off, ((size_t)batch + 1) * sizeof(int32_t)),
                             dev_copy(b->idx, ((size_t)b->nnz + 1) * sizeof(int32_t)),
-                            weighted ? dev_copy(b->wts, ((size_t)b->nnz + 1) * sizeof(float)) : NULL};
+                            weighted ? dev_copy(b->wts, ((size_t)b->nnz + 1) * sizeof(float)) : NULL,
+                            NULL}; /* the atomic backward pass here; training's by-row one is tested above */
     }
     float *x = rand_floats((size_t)batch * (s->input_dim ? s->input_dim : 1), -1, 1);
     int32_t *y = XMALLOC((size_t)batch * sizeof(int32_t));

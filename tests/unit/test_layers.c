@@ -238,7 +238,7 @@ static void test_ctr_model(backend_t *be, int use_dot) {
     fill(&rows[0][0], 2 * U * DIM, -0.8f, 0.8f);
     fill(wts, 6, 0.5f, 1.5f);
     for (int t = 0; t < 2; t++)
-        m.slots[t] = (sparse_slot_t){t, U, rows[t], grad[t], off[t], idx[t], use_dot ? NULL : wts};
+        m.slots[t] = (sparse_slot_t){t, U, rows[t], grad[t], off[t], idx[t], use_dot ? NULL : wts, NULL};
     float x[B * 3];
     int32_t y[B] = {1, 0, 0, 1, 1};
     fill(x, B * 3, 0, 2);
@@ -295,6 +295,56 @@ static void test_graph_errors(backend_t *be) {
            err);
 }
 
+/* bag_rows_build: each row's entries, in bag order, with the weight times the bag's mean scale; summing
+ * them row by row in that order (what the CUDA backend's backward pass does) gives the CPU backward
+ * pass's bits exactly. Empty bags, repeated ids and rows no bag names included. */
+static void test_bag_rows(backend_t *be) {
+    enum { B = 50, ROWS = 9, DIM = 5 };
+    int32_t off[B + 1], idx[B * 6];
+    float wts[B * 6], dy[B * DIM], ref[ROWS * DIM], got[ROWS * DIM];
+    for (int mean = 0; mean < 2; mean++)
+        for (int weighted = 0; weighted < 2; weighted++) {
+            off[0] = 0;
+            for (int b = 0; b < B; b++) {
+                int n = b % 7 == 0 ? 0 : (int)(rng_next(&rng) % 6) + 1;
+                for (int j = off[b]; j < off[b] + n; j++) {
+                    idx[j] = (int32_t)(rng_next(&rng) % (ROWS - 1)); /* the last row stays unnamed */
+                    wts[j] = uniform(0.5f, 1.5f);
+                }
+                off[b + 1] = off[b] + n;
+            }
+            fill(dy, B * DIM, -1, 1);
+            const float *w = weighted ? wts : NULL;
+            int32_t r_off[ROWS + 1], r_bag[B * 6];
+            float r_w[B * 6];
+            bag_rows_build(off, idx, w, B, mean, ROWS, r_off, r_bag, r_w);
+            EXPECT(r_off[0] == 0 && r_off[ROWS] == off[B], "by row: %d entries of %d", r_off[ROWS], off[B]);
+            EXPECT(r_off[ROWS - 1] == r_off[ROWS], "the unnamed row has no entries");
+            for (int r = 0; r < ROWS;
+                 r++) /* row r's entries are exactly the bag entries naming it, in order */
+                for (int b = 0, e = r_off[r]; b < B; b++)
+                    for (int j = off[b]; j < off[b + 1]; j++)
+                        if (idx[j] == r) {
+                            EXPECT(e < r_off[r + 1] && r_bag[e] == b, "row %d entry %d: bag %d", r, e, b);
+                            int n = off[b + 1] - off[b];
+                            float want = (w ? w[j] : 1.0f) * (mean && n > 1 ? 1.0f / (float)n : 1.0f);
+                            EXPECT(r_w[e] == want, "row %d entry %d: weight %g, expected %g", r, e, r_w[e],
+                                   want);
+                            e++;
+                        }
+            be->ops->embedding_bag_bwd(be, dy, DIM, DIM, off, idx, w, B, mean, ref, ROWS, NULL);
+            for (int r = 0; r < ROWS; r++)
+                for (int c = 0; c < DIM; c++) {
+                    float acc = 0.0f;
+                    for (int e = r_off[r]; e < r_off[r + 1]; e++)
+                        acc += r_w[e] * dy[r_bag[e] * DIM + c];
+                    got[r * DIM + c] = acc;
+                }
+            EXPECT(!memcmp(got, ref, sizeof ref),
+                   "summing by row (mean=%d weighted=%d) is not the CPU's bits", mean, weighted);
+        }
+}
+
 int main(void) {
     rng_seed(&rng, 7);
     backend_t *be = backend_cpu_create(1);
@@ -305,6 +355,7 @@ int main(void) {
     test_ctr_model(be, 1);
     test_ctr_model(be, 0);
     test_graph_errors(be);
+    test_bag_rows(be);
     backend_free(be);
     EXPECT_DONE();
 }
