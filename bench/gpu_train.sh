@@ -3,25 +3,33 @@
 # JOB (default bench/wide_mlp.ini, 784-4096-4096-10, Adam) with one CUDA worker and one shard on this
 # machine (every step pulls and pushes the parameters through the shard over ZeroMQ, as training
 # does); PyTorch trains the same MLP with its data already on the GPU (bench/torch_mlp_gpu.py).
-# Writes bench/results/gpu_train.json with both examples/s and the ratio. Needs a GPU and a CUDA
-# build (BUILD_DIR, default build/).
+# Writes bench/results/gpu_train.json (or RESULT) with both examples/s and the ratio. Needs a GPU and
+# a CUDA build (BUILD_DIR, default build/).
+#   BATCH       examples per step (default: the job's batch_size); the shard exchange costs the same
+#               per step at any batch, so the ratio depends on it
+#   STEPS       steps of each system (default 300)
+#   TRAIN_ARGS  section.key=value overrides for Tessera's job, e.g. "data.dir=/data/fashion-mnist"
+#   PYTHON      the Python with PyTorch (default python3)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 JOB=${JOB:-$ROOT/bench/wide_mlp.ini}
 STEPS=${STEPS:-300}
 PY=${PYTHON:-python3}
-OUT=${OUT:-$ROOT/bench/results/gpu_train.json}
+RESULT=${RESULT:-$ROOT/bench/results/gpu_train.json}
 "$BUILD_DIR/bin/test_backend_ops" --probe >/dev/null || { echo "gpu_train.sh: no usable CUDA backend" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 RUN=$(mktemp -d)
 trap 'rm -rf "$RUN"' EXIT
-batch=$(sed -n 's/^batch_size *= *\([0-9]*\).*/\1/p' "$JOB")
+batch=${BATCH:-$(sed -n 's/^batch_size *= *\([0-9]*\).*/\1/p' "$JOB")}
+# job.epochs=STEPS: every epoch has at least one step, so job.max_steps is what stops the run.
+# shellcheck disable=SC2086
 "$BUILD_DIR/bin/tessera" train "$JOB" --servers 1 --workers 1 --run-dir "$RUN/t" backend.type=cuda \
-    job.max_steps="$STEPS" job.epochs=1 >"$RUN/t.log" 2>&1 || { tail -20 "$RUN/t.log" >&2; exit 1; }
+    job.batch_size="$batch" job.max_steps="$STEPS" job.epochs="$STEPS" ${TRAIN_ARGS:-} >"$RUN/t.log" 2>&1 ||
+    { tail -20 "$RUN/t.log" >&2; exit 1; }
 tessera=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["train_examples_per_sec"])' "$RUN/t/summary.json")
 torch_json=$("$PY" "$ROOT/bench/torch_mlp_gpu.py" --job "$JOB" --batch "$batch" --steps "$STEPS")
-"$PY" - "$tessera" "$torch_json" "$OUT" <<'PY'
+"$PY" - "$tessera" "$torch_json" "$RESULT" <<'PY'
 import json, sys
 t, p, out = float(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 r = {"device": p["device"], "layers": p["layers"], "batch": p["batch"], "steps": p["steps"],

@@ -179,10 +179,30 @@ if [ -d "$B/tessera/bin" ]; then
     chmod 755 "$PREFIX"/bin/tessera*
     cp "$B"/tessera/examples/* "$PREFIX/share/tessera/examples/" 2>/dev/null || true
 fi
-
-# 5. env.sh, and the launcher Open MPI runs on other nodes, whose shells have not sourced it.
 L="$PREFIX/usr/lib/$TRIPLET"
 LIBS="$PREFIX/usr/lib/$TRIPLET:$PREFIX/lib/$TRIPLET:$L/openblas-pthread:$L/openmpi/lib"
+# ctest (make-bundle.sh --with-ctest): PREFIX/bin/ctest runs it through the loader with its own
+# libraries and the prefix's for ctest alone; the tests it starts get the caller's LD_LIBRARY_PATH.
+if [ -x "$B/tessera/ctest/bin/ctest" ]; then
+    case $TRIPLET in
+        x86_64-linux-gnu) LDSO=/lib64/ld-linux-x86-64.so.2 ;;
+        aarch64-linux-gnu) LDSO=/lib/ld-linux-aarch64.so.1 ;;
+        powerpc64le-linux-gnu) LDSO=/lib64/ld64.so.2 ;;
+        *) die "no loader known for $TRIPLET (ctest)" ;;
+    esac
+    CT="$PREFIX/libexec/tessera-offline/ctest"
+    rm -rf "$CT"
+    mkdir -p "$CT" "$PREFIX/bin"
+    cp -RP "$B/tessera/ctest/." "$CT/"
+    cat >"$PREFIX/bin/ctest" <<EOF
+#!/bin/sh
+# ctest from Debian's cmake (make-bundle.sh --with-ctest; written by $PROG).
+exec $LDSO --library-path "$CT/lib:$LIBS\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" "$CT/bin/ctest" "\$@"
+EOF
+    chmod 755 "$PREFIX/bin/ctest"
+fi
+
+# 5. env.sh, and the launcher Open MPI runs on other nodes, whose shells have not sourced it.
 cat >"$PREFIX/env.sh" <<EOF
 # Tessera offline runtime (written by $PROG). Source it: . $PREFIX/env.sh
 # Puts the bundled Open MPI, ZeroMQ, HDF5, OpenBLAS, ... (and Tessera, if bundled) first.
@@ -261,6 +281,11 @@ if [ "$CHECK" -eq 1 ]; then
             if [ -s "$TMP/ldd.bad" ]; then
                 echo "$PROG: note: $(cut -d: -f1 "$TMP/ldd.bad" | sort -u | wc -l) optional plugin(s) cannot load here, e.g.:"
                 head -3 "$TMP/ldd.bad"
+            fi
+            if [ -x "$PREFIX/bin/ctest" ] && ! "$PREFIX/bin/ctest" --version >"$TMP/ctest.out" 2>&1; then
+                cat "$TMP/ctest.out" >&2
+                echo "$PROG: the bundled ctest does not start (see above)" >&2
+                exit 1
             fi
             echo "$PROG: every program finds its libraries"
         ) || die "check failed (install kept in $PREFIX; --no-check skips the check)"

@@ -35,6 +35,8 @@ HOST-REQUIREMENTS.
 options:
   --with-build DIR  also bundle DIR/bin/tessera{,-ps,-worker,-scheduler,-router} and examples/*.ini;
                     packages their ldd shows outside the list above are added (with a note)
+  --with-ctest      also bundle ctest from Debian's cmake, with the libraries it needs beyond the
+                    base and the bundle, as PREFIX/bin/ctest (to run a build's tests there)
   --also PKG        bundle PKG too, with its non-base dependencies (repeatable); PKG may be a base
                     package, e.g. libstdc++6 for a target with an older libstdc++
   --cache DIR       keep downloaded .debs (and --update's lists) in DIR and reuse them next time
@@ -51,7 +53,7 @@ die() {
     exit 1
 }
 
-OUT="" BUILD="" ALSO="" CACHE="" UPDATE=0
+OUT="" BUILD="" ALSO="" CACHE="" UPDATE=0 CTEST=0
 while [ $# -gt 0 ]; do
     case $1 in
         --with-build) [ $# -ge 2 ] || { echo "$PROG: --with-build needs a build directory" >&2; exit 2; }
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --cache) [ $# -ge 2 ] || { echo "$PROG: --cache needs a directory" >&2; exit 2; }
                  CACHE=$2; shift ;;
         --update) UPDATE=1 ;;
+        --with-ctest) CTEST=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "$PROG: unknown option '$1' (see --help)" >&2; exit 2 ;;
         *) [ -z "$OUT" ] || { echo "$PROG: one OUT.tar only ('$OUT' and '$1')" >&2; exit 2; }
@@ -330,6 +333,105 @@ if [ -n "$BUILD" ]; then
     done
 fi
 
+# --with-ctest: ctest out of Debian's cmake package and the libraries it loads that are neither in the
+# base nor in the bundle, as files in tessera/ctest/{bin,lib,share}, not as packages: install-bundle.sh runs
+# it through a wrapper that names those libraries to the loader for ctest alone, so they stay off
+# env.sh's LD_LIBRARY_PATH and cannot shadow the host's own libexpat or libarchive for what ctest runs.
+# cmake-data (CMake's modules) is left out: ctest runs a build's CTestTestfile.cmake without it.
+CTEST_VERSION=none
+if [ "$CTEST" -eq 1 ]; then
+    # fetch_deb PKG: the candidate .deb of PKG in $CACHE/archives, checked against the archive's sha256.
+    fetch_deb() {
+        show=$(aptc_with "$WORK/state/base" show --no-all-versions "$1" 2>/dev/null) ||
+            die "--with-ctest: apt knows no package $1"
+        want=$(echo "$show" | sed -n 's/^SHA256: //p' | head -1)
+        ver=$(echo "$show" | sed -n 's/^Version: //p' | head -1)
+        for d in "$CACHE/archives/$1"_*.deb; do
+            [ -f "$d" ] && [ "$(dpkg-deb -f "$d" Version)" = "$ver" ] &&
+                [ "$(sha256sum "$d" | cut -d' ' -f1)" = "$want" ] && { echo "$d"; return 0; }
+        done
+        rm -rf "$WORK/dl"
+        mkdir -p "$WORK/dl"
+        if ! (cd "$WORK/dl" && apt_with "$WORK/state/base" download "$1") </dev/null >"$WORK/dl.log" 2>&1; then
+            tail -5 "$WORK/dl.log" >&2
+            if grep -qE "Could not resolve|Temporary failure resolving|Failed to fetch|Unable to connect" \
+                "$WORK/dl.log"; then
+                echo "$PROG: cannot download from the Debian archive (network?)" >&2
+                exit 3
+            fi
+            die "apt-get download $1 failed (see above)"
+        fi
+        for d in "$WORK/dl/$1"_*.deb; do
+            [ -f "$d" ] || die "apt-get download $1 wrote no .deb"
+            [ "$(sha256sum "$d" | cut -d' ' -f1)" = "$want" ] ||
+                die "$1: the downloaded .deb's sha256 is not the archive's"
+            mv "$d" "$CACHE/archives/${d##*/}"
+            echo "$CACHE/archives/${d##*/}"
+        done
+    }
+    C="$B/tessera/ctest"
+    mkdir -p "$C/bin" "$C/lib" "$WORK/ctx"
+    deb=$(fetch_deb cmake)
+    dpkg-deb -x "$deb" "$WORK/ctx/cmake"
+    [ -x "$WORK/ctx/cmake/usr/bin/ctest" ] || die "--with-ctest: ${deb##*/} has no usr/bin/ctest"
+    cp "$WORK/ctx/cmake/usr/bin/ctest" "$C/bin/ctest"
+    CTEST_VERSION=$(dpkg-deb -f "$deb" Version)
+    printf '%s\t%s\t%s\t%s\t%s\n' cmake "$CTEST_VERSION" "$ARCH" "$(sha256sum "$C/bin/ctest" | cut -d' ' -f1)" \
+        tessera/ctest/bin/ctest >>"$B/MANIFEST"
+    # ctest looks for CMake's modules when it starts (and complains without them); running tests needs none.
+    M="share/cmake-$(echo "$CTEST_VERSION" | cut -d. -f1,2)/Modules"
+    mkdir -p "$C/$M"
+    echo "# Placeholder (make-bundle.sh --with-ctest): ctest needs no CMake modules to run tests." >"$C/$M/CMake.cmake"
+    printf '%s\t%s\t%s\t%s\t%s\n' cmake "$CTEST_VERSION" all "$(sha256sum "$C/$M/CMake.cmake" | cut -d' ' -f1)" \
+        "tessera/ctest/$M/CMake.cmake" >>"$B/MANIFEST"
+    # What ctest loads here, package by package: each one outside the base and the bundle goes in.
+    ldd "$C/bin/ctest" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }
+                              $2 == "=>" && $3 == "not" { print "NOTFOUND " $1 }' | sort -u >"$WORK/ctest-libs"
+    if grep -q '^NOTFOUND' "$WORK/ctest-libs"; then
+        die "--with-ctest: ctest's libraries are not all on this machine ($(grep '^NOTFOUND' "$WORK/ctest-libs" |
+            cut -d' ' -f2 | tr '\n' ' ')): apt-get install cmake first, or leave --with-ctest out"
+    fi
+    : >"$WORK/ctest-pkgs"
+    while read -r lib; do
+        real=$(readlink -f "$lib")
+        pkg=""
+        for p in "$lib" "$real" "${lib#/usr}" "/usr${lib#/usr}" "${real#/usr}" "/usr${real#/usr}"; do
+            pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1)
+            [ -z "$pkg" ] || break
+        done
+        [ -n "$pkg" ] || die "--with-ctest: ctest loads $lib, which no Debian package owns"
+        grep -q "^$pkg " "$WORK/BASE-PACKAGES" && continue
+        grep -qx "$pkg" "$WORK/bundle" && continue
+        echo "$pkg" >>"$WORK/ctest-pkgs"
+    done <"$WORK/ctest-libs"
+    sort -u -o "$WORK/ctest-pkgs" "$WORK/ctest-pkgs"
+    while read -r pkg; do
+        deb=$(fetch_deb "$pkg")
+        rm -rf "$WORK/ctx/p"
+        dpkg-deb -x "$deb" "$WORK/ctx/p"
+        found=0
+        for f in "$WORK/ctx/p/usr/lib/$TRIPLET"/lib*.so.* "$WORK/ctx/p/lib/$TRIPLET"/lib*.so.*; do
+            [ -e "$f" ] || [ -L "$f" ] || continue
+            cp -P "$f" "$C/lib/"
+            found=1
+            [ -L "$f" ] && continue
+            printf '%s\t%s\t%s\t%s\t%s\n' "$pkg" "$(dpkg-deb -f "$deb" Version)" "$ARCH" \
+                "$(sha256sum "$f" | cut -d' ' -f1)" "tessera/ctest/lib/${f##*/}" >>"$B/MANIFEST"
+        done
+        [ "$found" -eq 1 ] || die "--with-ctest: ${deb##*/} holds no shared library"
+    done <"$WORK/ctest-pkgs"
+    if command -v objdump >/dev/null; then
+        for f in "$C/bin/ctest" "$C"/lib/*; do
+            [ -L "$f" ] || objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//'
+        done | sort -u | while read -r v; do
+            if dpkg --compare-versions "$v" gt "${GLIBC_MIN:-0}"; then echo "$v"; fi
+        done | sort -V | tail -1 >"$WORK/ctest-glibc"
+        [ ! -s "$WORK/ctest-glibc" ] || GLIBC_MIN=$(cat "$WORK/ctest-glibc")
+    fi
+    echo "$PROG: ctest $CTEST_VERSION bundled, with $(wc -l <"$WORK/ctest-pkgs") library package(s):" \
+        "$(tr '\n' ' ' <"$WORK/ctest-pkgs")"
+fi
+
 cp "$HERE/install-bundle.sh" "$B/install-bundle.sh"
 chmod 755 "$B/install-bundle.sh"
 cp "$HERE/README.md" "$B/README.md"
@@ -343,6 +445,7 @@ triplet=$TRIPLET
 packages=$NPKG
 glibc_min=${GLIBC_MIN:-0}
 tessera=$([ -n "$BUILD" ] && "$BUILD/bin/tessera" version | awk '{ print $2 }' || echo none)
+ctest=$CTEST_VERSION
 EOF
 
 tar -cf "$OUT.tmp" -C "$WORK" tessera-offline
