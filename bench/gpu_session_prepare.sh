@@ -176,59 +176,25 @@ if [ "$CHECK" -eq 1 ]; then
     echo "$PROG: --check: bench/gpu_session.sh on a copy of the tree, non-base libraries hidden"
     C=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session-check.XXXXXX")
     trap 'rm -rf "$C"' EXIT
-    mkdir -p "$C/tree" "$C/out" "$C/ns/real" "$C/ns/view" "$C/ns/empty" "$C/ns/datasets"
+    mkdir -p "$C/tree" "$C/out"
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
         tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$C/tree"
     cp -R "$KIT" "$C/tree/.gpu"
-    T=x86_64-linux-gnu
-    tar -xzOf "$KIT/bundle.tar.gz" tessera-offline/BASE-PACKAGES | cut -d' ' -f1 | while read -r pkg; do
-        dpkg -L "$pkg" 2>/dev/null || true
-    done | sed -n "s#^\(/usr\)\{0,1\}/lib/$T/##p" | sort -u >"$C/base-files"
-    cat >"$C/hide.sh" <<'EOF'
-# sh hide.sh C TRIPLET: in a private mount namespace, /usr/lib/TRIPLET with only the base system's
-# files, no Open MPI files, no Fashion-MNIST, no CMake modules; then the session on the copy.
-set -eu
-C=$1 L=/usr/lib/$2
-mount --bind "$L" "$C/ns/real"
-mount -o remount,bind,ro "$C/ns/real"
-mount -t tmpfs tmpfs "$C/ns/view"
-while read -r f; do
-    s="$C/ns/real/$f"
-    if [ -d "$s" ] && [ ! -L "$s" ]; then
-        mkdir -p "$C/ns/view/$f"
-    elif [ -e "$s" ] || [ -L "$s" ]; then
-        case $f in */*) mkdir -p "$C/ns/view/${f%/*}" ;; esac
-        ln -s "$s" "$C/ns/view/$f"
-    fi
-done <"$C/base-files"
-mount --bind "$C/ns/view" "$L"
-for d in /usr/share/openmpi /etc/openmpi /usr/share/cmake-3.25; do
-    [ ! -d "$d" ] || mount --bind "$C/ns/empty" "$d"
-done
-[ ! -d /usr/share/datasets ] || mount --bind "$C/ns/datasets" /usr/share/datasets
-if [ -x /usr/bin/orterun ] && /usr/bin/orterun --version >/dev/null 2>&1; then
-    echo "FAIL: the system's orterun still runs: its libraries are not hidden" >&2
-    exit 1
-fi
-cd "$C/tree"
-rc=0
-OUT="$C/out" GPU_PREFIX="$C/prefix" sh bench/gpu_session.sh || rc=$?
-echo "gpu_session.sh exit $rc"
-exit "$rc"
-EOF
+    # Only the base system's libraries, and no Open MPI files, Fashion-MNIST or CMake modules.
     rc=0
-    if unshare --mount --propagation private true 2>/dev/null; then
-        unshare --mount --propagation private sh "$C/hide.sh" "$C" "$T" || rc=$?
-    else
-        die "--check needs a mount namespace (unshare --mount, as root)"
-    fi
+    # shellcheck disable=SC2016 # $1 expands in the inner shell
+    "$ROOT/deploy/offline/hide-system-libs.sh" "$KIT/bundle.tar.gz" "$C" --hide /usr/share/cmake-3.25 \
+        --hide /usr/share/datasets -- \
+        sh -c 'cd "$1/tree" && OUT="$1/out" GPU_PREFIX="$1/prefix" sh bench/gpu_session.sh' sh "$C" || rc=$?
+    echo "gpu_session.sh exit $rc"
+    [ "$rc" -ne 77 ] || die "--check needs a mount namespace (unshare --mount, as root)"
     fail() {
         tail -40 "$C/out/log.txt" >&2 || true
         echo "$PROG: --check FAILED: $*" >&2
         exit 1
     }
     [ "$rc" -eq 3 ] || fail "gpu_session.sh exited $rc, expected 3 (no GPU)"
-    for f in log.txt summary.txt gpu.txt ctest.txt cuda_bw.txt gpu_train.json gpu_train.txt; do
+    for f in log.txt summary.txt gpu.txt ctest.txt cuda_bw.txt gpu_train.json gpu_train.txt sanitizer.txt; do
         [ -s "$C/out/$f" ] || fail "no $f in OUT"
     done
     n=$(find "$C/out" -type f | wc -l)
@@ -250,5 +216,5 @@ $PROG: ready. On the GPU machine, from the repository root (one call of the devi
     command:   sh bench/gpu_session.sh
     carry:     [".gpu"]
     timeout_s: 600   (the session keeps within GPU_SESSION_BUDGET_S=480 s)
-Results come back in \$OUT: log.txt summary.txt gpu.txt ctest.txt cuda_bw.txt gpu_train.json gpu_train.txt
+Results come back in \$OUT: log.txt summary.txt gpu.txt ctest.txt cuda_bw.txt gpu_train.json gpu_train.txt sanitizer.txt
 EOF

@@ -138,6 +138,23 @@ aptc_with() {
     # shellcheck disable=SC2086
     apt-cache $APT_COMMON -o Dir::State::status="$status" "$@"
 }
+
+# pkg_of LIB: the Debian package that owns LIB, or nothing. dpkg knows either the /usr/lib or the /lib
+# spelling (merged /usr); try both, and the file the link names.
+pkg_of() {
+    real=$(readlink -f "$1")
+    for p in "$1" "$real" "${1#/usr}" "/usr${1#/usr}" "${real#/usr}" "/usr${real#/usr}"; do
+        pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1)
+        [ -z "$pkg" ] || { echo "$pkg"; return 0; }
+    done
+    return 0
+}
+
+# have_pkg PKG: whether PKG is in the base system or already in the bundle.
+have_pkg() {
+    grep -q "^$1 " "$WORK/BASE-PACKAGES" || grep -qx "$1" "$WORK/bundle"
+}
+
 # has_word WORD LIST...: whether WORD is one of LIST.
 has_word() {
     w=$1
@@ -205,16 +222,9 @@ if [ -n "$BUILD" ]; then
                 echo "$PROG: not bundled (CUDA, from the GPU machine's toolkit): $lib" >&2
                 continue ;;
         esac
-        # dpkg knows either the /usr/lib or the /lib spelling (merged /usr); try both, and the file.
-        real=$(readlink -f "$lib")
-        pkg=""
-        for p in "$lib" "$real" "${lib#/usr}" "/usr${lib#/usr}" "${real#/usr}" "/usr${real#/usr}"; do
-            pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1)
-            [ -z "$pkg" ] || break
-        done
+        pkg=$(pkg_of "$lib")
         [ -n "$pkg" ] || die "the build loads $lib, which no Debian package owns: it cannot be bundled"
-        grep -q "^$pkg " "$WORK/BASE-PACKAGES" && continue
-        grep -qx "$pkg" "$WORK/bundle" && continue
+        have_pkg "$pkg" && continue
         # shellcheck disable=SC2086
         has_word "$pkg" $WANT && continue
         echo "$PROG: note: the build loads $lib, from $pkg, which the list lacks: adding it"
@@ -393,15 +403,9 @@ if [ "$CTEST" -eq 1 ]; then
     fi
     : >"$WORK/ctest-pkgs"
     while read -r lib; do
-        real=$(readlink -f "$lib")
-        pkg=""
-        for p in "$lib" "$real" "${lib#/usr}" "/usr${lib#/usr}" "${real#/usr}" "/usr${real#/usr}"; do
-            pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1)
-            [ -z "$pkg" ] || break
-        done
+        pkg=$(pkg_of "$lib")
         [ -n "$pkg" ] || die "--with-ctest: ctest loads $lib, which no Debian package owns"
-        grep -q "^$pkg " "$WORK/BASE-PACKAGES" && continue
-        grep -qx "$pkg" "$WORK/bundle" && continue
+        have_pkg "$pkg" && continue
         echo "$pkg" >>"$WORK/ctest-pkgs"
     done <"$WORK/ctest-libs"
     sort -u -o "$WORK/ctest-pkgs" "$WORK/ctest-pkgs"

@@ -58,48 +58,15 @@ done
 # 2. A machine like the target, for what follows: a mount namespace in which /usr/lib/<triplet>
 # holds only the base system's files and /usr/share/openmpi, /etc/openmpi are empty.
 T=$(tar -xOf "$BUNDLE" tessera-offline/INFO | sed -n 's/^triplet=//p')
-tar -xOf "$BUNDLE" tessera-offline/BASE-PACKAGES | cut -d' ' -f1 | while read -r pkg; do
-    dpkg -L "$pkg" 2>/dev/null || true
-done | sed -n "s#^\(/usr\)\{0,1\}/lib/$T/##p" | sort -u >"$WORK/base-files"
-grep -qx 'libc.so.6' "$WORK/base-files" || fail "the base file list has no libc.so.6"
-cat >"$WORK/hide.sh" <<'EOF'
-# sh hide.sh WORK TRIPLET COMMAND...: runs COMMAND with the system's non-base libraries hidden.
-# Only inside a private mount namespace: the mounts vanish with it.
-set -eu
-W=$1 L=/usr/lib/$2
-shift 2
-mkdir -p "$W/ns/real" "$W/ns/view" "$W/ns/empty"
-mount --bind "$L" "$W/ns/real"
-mount -o remount,bind,ro "$W/ns/real"
-mount -t tmpfs tmpfs "$W/ns/view"
-while read -r f; do
-    s="$W/ns/real/$f"
-    if [ -d "$s" ] && [ ! -L "$s" ]; then
-        mkdir -p "$W/ns/view/$f"
-    elif [ -e "$s" ] || [ -L "$s" ]; then
-        case $f in */*) mkdir -p "$W/ns/view/${f%/*}" ;; esac
-        ln -s "$s" "$W/ns/view/$f"
-    fi
-done <"$W/base-files"
-mount --bind "$W/ns/view" "$L"
-for d in /usr/share/openmpi /etc/openmpi; do
-    if [ -d "$d" ]; then mount --bind "$W/ns/empty" "$d"; fi
-done
-# Proof that the hiding works: the system's Open MPI can no longer start.
-if [ -x /usr/bin/orterun ] && /usr/bin/orterun --version >/dev/null 2>&1; then
-    echo "FAIL: the system's orterun still runs: its libraries are not hidden" >&2
-    exit 1
-fi
-exec "$@"
-EOF
-if unshare --mount --propagation private true 2>/dev/null; then
-    hidden() { unshare --mount --propagation private sh "$WORK/hide.sh" "$WORK" "$T" "$@"; }
-elif unshare --user --map-root-user --mount --propagation private true 2>/dev/null; then
-    hidden() { unshare --user --map-root-user --mount --propagation private sh "$WORK/hide.sh" "$WORK" "$T" "$@"; }
-else
-    hidden() { "$@"; }
-    echo "NOTE: no mount namespace here: system libraries stay visible; only resolved paths are checked"
-fi
+rc=0
+"$OFF/hide-system-libs.sh" "$BUNDLE" "$WORK" -- true || rc=$?
+case $rc in
+    0) hidden() { "$OFF/hide-system-libs.sh" "$BUNDLE" "$WORK" -- "$@"; } ;;
+    77)
+        hidden() { "$@"; }
+        echo "NOTE: no mount namespace here: system libraries stay visible; only resolved paths are checked" ;;
+    *) fail "cannot hide the system's libraries (hide-system-libs.sh exit $rc)" ;;
+esac
 
 # 3. Install there (dpkg-deb; its own check runs against the base only). Then as a user that is
 # not root, with the ar + tar unpacker: the same files.
