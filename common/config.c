@@ -505,8 +505,9 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
             cfg->path);
         return -TS_EINVAL;
     }
-    if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda")) {
-        snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda)", cfg->path, cfg->backend);
+    if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda") && strcmp(cfg->backend, "cpu-staged")) {
+        snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,
+                 cfg->backend);
         return -TS_EINVAL;
     }
     if (strcmp(cfg->data_format, "idx") && strcmp(cfg->data_format, "criteo") &&

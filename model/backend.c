@@ -7,13 +7,14 @@
 #include "check.h"
 
 #ifdef TESSERA_HAVE_CUDA
-#define BACKENDS_AVAILABLE "cpu, cuda"
+#define BACKENDS_AVAILABLE "cpu, cuda, cpu-staged"
 #else
-#define BACKENDS_AVAILABLE "cpu; cuda needs a build with nvcc, TESSERA_CUDA=AUTO or ON"
+#define BACKENDS_AVAILABLE "cpu, cpu-staged; cuda needs a build with nvcc, TESSERA_CUDA=AUTO or ON"
 #endif
 
 backend_t *backend_create(const char *name, int threads, char *err, size_t errlen) {
     if (!strcmp(name, "cpu")) return backend_cpu_create(threads);
+    if (!strcmp(name, "cpu-staged")) return backend_staged_create(threads);
 #ifdef TESSERA_HAVE_CUDA
     if (!strcmp(name, "cuda")) return backend_cuda_create(threads, err, errlen);
 #endif

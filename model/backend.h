@@ -105,6 +105,9 @@ backend_t *backend_create(const char *name, int threads, char *err, size_t errle
 void backend_free(backend_t *be);
 
 backend_t *backend_cpu_create(int threads);
+/* "cpu-staged": the CPU backend's arithmetic behind separate "device" memory with late-landing
+ * asynchronous copies, for testing the device paths without a GPU (model/backend_staged.c). */
+backend_t *backend_staged_create(int threads);
 /* The CUDA backend on the current device: NULL with a message in `err` when no device is visible or it
  * cannot be opened. Defined only in builds with CUDA (TESSERA_HAVE_CUDA); others reach it, and get their
  * error, through backend_create("cuda"). */

@@ -8,7 +8,7 @@
 
 /* Opens the device path when the backend and the build allow it; otherwise leaves the host path. */
 static void device_init(node_reduce_t *nr, const cluster_t *cl, const model_t *model) {
-    if (model->be->host_memory) return;
+    if (model->be->host_memory || strcmp(model->be->ops->name, "cuda")) return; /* NCCL needs CUDA memory */
     nr->dev = node_reduce_dev_ops();
     if (!nr->dev) {
         log_warn("node_reduce: this build has no NCCL; the GPU workers of node %d reduce through MPI in host "

@@ -16,7 +16,7 @@ expect_error "job 'no_such_job' not found" "$TESSERA" train no_such_job
 expect_error "optimizer.lr=fast" "$TESSERA" train optimizer.lr=fast
 expect_error "unknown option '--bogus'" "$TESSERA" train --bogus
 expect_error "\-\-workers needs a positive integer" "$TESSERA" train --workers 0
-expect_error "\[backend\] type 'tpu' unknown (cpu, cuda)" "$TESSERA" train backend.type=tpu
+expect_error "\[backend\] type 'tpu' unknown (cpu, cuda; cpu-staged for tests)" "$TESSERA" train backend.type=tpu
 # The CUDA backend without a GPU (or in a build without CUDA): every worker says why, and the job stops.
 expect_error "backend 'cuda': no CUDA device is visible\|backend 'cuda' is not available in this build" \
     "$TESSERA" train --run-dir "$WORK/r0" backend.type=cuda

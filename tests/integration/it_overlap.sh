@@ -2,7 +2,9 @@
 # Overlapped pushes (net.push_bucket_mb): gradients that are final go to the shards in PUSH_PARTs while
 # the backward pass still runs, and the step's push carries the rest. The result is bit-identical to one
 # push per step for a dense MLP (2 parts a step), a DLRM with embedding tables, a model-parallel layer,
-# and a SIGUSR1 stop + resume; SSP still learns. Each shard counts the parts it took.
+# and a SIGUSR1 stop + resume; SSP still learns. Each shard counts the parts it took. The device path
+# (staging, asynchronous copies, table rows and bags by row staged per batch) runs on backend
+# cpu-staged and gives the CPU backend's bits.
 . "$(dirname "$0")/lib.sh"
 
 parts_taken() { # the PUSH_PARTs all shards of a job took
@@ -32,6 +34,19 @@ steps=$(json "$WORK/parts/summary.json" steps)
 [ "$(parts_taken whole)" -eq 0 ] || fail "bucket 0 sent parts"
 echo "ok: dense MLP, $n parts in $steps steps: bit-identical to one push per step"
 
+# The device path, without a GPU: backend cpu-staged is the CPU's arithmetic behind separate memory whose
+# asynchronous copies land as late as allowed, so reading a gradient bucket before its copy, or
+# overwriting parameters before their copy to the device, changes the numbers.
+# shellcheck disable=SC2086
+run_job staged_parts $A net.push_bucket_mb=0.001 backend.type=cpu-staged
+grep -q "overlap push_bucket_mb=0.001 parts_per_step=2 device_copies=async" "$WORK/staged_parts.log" ||
+    fail "cpu-staged should copy asynchronously"
+same "staged device path with parts" whole staged_parts
+# shellcheck disable=SC2086
+run_job staged_whole $A net.push_bucket_mb=0 backend.type=cpu-staged
+same "staged device path, one push" whole staged_whole
+echo "ok: the staged device path (async copies, parameters per shard reply) is bit-identical"
+
 "$TESSERA" datagen ctr --rows 12000 --slots 4 --vocab 500 --seed 5 --out "$WORK/ctr" >/dev/null
 C="ctr_dlrm --servers 2 --workers 2 data.dir=$WORK/ctr data.sparse_features=4 job.epochs=1 job.save_test_logits=1"
 # shellcheck disable=SC2086
@@ -41,6 +56,10 @@ run_job ctr_parts $C "layer emb.features=0-3" net.push_bucket_mb=0.001
 [ "$(parts_taken ctr_parts)" -gt 0 ] || fail "the DLRM sent no parts"
 same "DLRM with tables" ctr_whole ctr_parts
 echo "ok: DLRM with embedding tables: bit-identical ($(parts_taken ctr_parts) parts)"
+# shellcheck disable=SC2086
+run_job ctr_staged $C "layer emb.features=0-3" net.push_bucket_mb=0.001 backend.type=cpu-staged
+same "DLRM, staged device path (rows and bags by row staged per batch)" ctr_whole ctr_staged
+echo "ok: DLRM on the staged device path: bit-identical"
 
 M="wide_mp --servers 3 --workers 2 data.train_limit=2560 job.epochs=1"
 # shellcheck disable=SC2086
