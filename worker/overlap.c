@@ -76,13 +76,13 @@ static void params_taken(void *ctx, int k) {
 }
 
 void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, float *params_host,
-                  double bucket_mb) {
+                  double bucket_mb, int node_reduce) {
     memset(o, 0, sizeof *o);
     o->m = m;
     o->pc = pc;
     o->grads_host = grads_host;
     o->params_host = params_host;
-    o->bucket_bytes = bucket_mb > 0 ? (size_t)(bucket_mb * 1024 * 1024) : 0;
+    o->bucket_bytes = bucket_mb > 0 && !node_reduce ? (size_t)(bucket_mb * 1024 * 1024) : 0;
     o->handed = m->spec.n_tensors;
     const backend_ops_t *ops = m->be->ops;
     int staged = grads_host != m->grads;
@@ -91,7 +91,7 @@ void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, 
         m->grads_ready = grads_ready;
         m->grads_ready_ctx = o;
     }
-    if (o->async && params_host != m->params) {
+    if (o->async && params_host != m->params && !node_reduce) {
         pc->params_taken = params_taken;
         pc->params_taken_ctx = o;
     }

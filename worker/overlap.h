@@ -34,9 +34,10 @@ typedef struct {
 } overlap_t;
 
 /* Sets `o` up for model `m` and its PS client; hooks itself into both when bucket_mb > 0 (and, for
- * parameter copies, when the backend copies asynchronously). */
+ * parameter copies, when the backend copies asynchronously). With `node_reduce` it does neither: the
+ * node reduces the whole gradient before any push, and all-gathers parameters after the replies. */
 void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, float *params_host,
-                  double bucket_mb);
+                  double bucket_mb, int node_reduce);
 
 /* Before a training step's model_run at `clock`. */
 void overlap_begin(overlap_t *o, int64_t clock);

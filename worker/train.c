@@ -573,13 +573,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     overlap_t ov;
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
-                 nr.mine ? 0 : cfg->push_bucket_mb);
+                 cfg->push_bucket_mb, nr.mine != NULL);
     if (me == 0)
         log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s",
                  nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
-                 ov.async ? "async"
-                 : stage  ? "sync"
-                          : "none");
+                 !stage                 ? "none"
+                 : ov.async && !nr.mine ? "async"
+                                        : "sync");
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     double last_ckpt = now_s();
     double win_loss = 0;

@@ -18,6 +18,11 @@ p=$(sent plain) r=$(sent reduced)
 /usr/bin/python3 -c 'import sys; p, r = map(float, sys.argv[1:]); sys.exit(0 if r <= 0.6 * p else 1)' "$p" "$r" ||
     fail "a reducing worker sent $r MB to the shards, the plain one $p MB"
 echo "ok: one node: bit-identical, each worker sends $r MB instead of $p MB"
+# A device backend without NCCL takes the MPI host path (staged): the same bits (backend cpu-staged).
+# shellcheck disable=SC2086
+run_job reduced_staged $A job.node_reduce=1 backend.type=cpu-staged
+cmp "$WORK/plain/params.bin" "$WORK/reduced_staged/params.bin" || fail "node_reduce on a staged backend changed the bits"
+echo "ok: one node, staged device memory, MPI host path: bit-identical"
 
 # With embedding tables: each shard's owner merges the node's row gradients per id (in worker order)
 # and pushes them with its dense share; on one node every test logit stays bit-identical.
