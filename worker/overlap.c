@@ -87,6 +87,7 @@ void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, 
     const backend_ops_t *ops = m->be->ops;
     int staged = grads_host != m->grads;
     o->async = staged && ops->to_host_async && ops->to_device_async && ops->copy_wait && ops->copy_done;
+    if (staged && !o->async) o->bucket_bytes = 0; /* a part must not leave before its bucket is copied */
     if (o->bucket_bytes) {
         m->grads_ready = grads_ready;
         m->grads_ready_ctx = o;

@@ -1,31 +1,51 @@
 #!/bin/sh
 # End-to-end training on the CUDA backend (label gpu): the default Fashion-MNIST MLP and the DLRM on
 # generated click data train on the GPU (parameters and activations on the device, rows of the tables
-# staged per batch) and reach the CPU run's test accuracy / AUC. Exit 77 (skipped) without a GPU or
-# without a CUDA build.
+# staged per batch) and reach the CPU run's test accuracy / AUC. GPU runs repeat bit for bit (the
+# embedding backward pass sums each row in bag order; cuBLAS is deterministic on one GPU), and a
+# SIGUSR1 stop + --resume auto on the GPU ends bit-identical to the uninterrupted GPU run. Exit 77
+# (skipped) without a GPU or without a CUDA build.
+# TESSERA_GPU_TEST_BACKEND=cpu-staged runs the same script without a GPU (integration.gpu_train_staged:
+# the device path on the CPU's arithmetic); TESSERA_GPU_TEST_CTR_ROWS sizes the click data (200000).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/lib_gpu.sh"
 
-require_gpus 1 "training on the GPU"
+BE=${TESSERA_GPU_TEST_BACKEND:-cuda}
+ROWS=${TESSERA_GPU_TEST_CTR_ROWS:-200000}
+[ "$BE" != cuda ] || require_gpus 1 "training on the GPU"
 
 A="--servers 1 --workers 1 job.epochs=2 data.train_limit=30000"
 # shellcheck disable=SC2086
 run_job cpu $A
 # shellcheck disable=SC2086
-run_job gpu $A backend.type=cuda
+run_job gpu $A backend.type=$BE
 c=$(json "$WORK/cpu/summary.json" test_accuracy)
 g=$(json "$WORK/gpu/summary.json" test_accuracy)
-echo "fashion_mlp test_accuracy cpu=$c cuda=$g examples/s cpu=$(json "$WORK/cpu/summary.json" train_examples_per_sec) cuda=$(json "$WORK/gpu/summary.json" train_examples_per_sec)"
+echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/summary.json" train_examples_per_sec) $BE=$(json "$WORK/gpu/summary.json" train_examples_per_sec)"
 /usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$c" "$g" ||
-    fail "CUDA accuracy $g is not within 0.01 of the CPU's $c"
+    fail "$BE accuracy $g is not within 0.01 of the CPU's $c"
 
-"$TESSERA" datagen ctr --rows 200000 --slots 8 --vocab 2000 --seed 3 --out "$WORK/data" >/dev/null
-for b in cpu cuda; do
-    run_job "ctr-$b" ctr_dlrm --servers 2 --workers 2 data.dir="$WORK/data" job.epochs=1 backend.type=$b
+# Exact resume on the device: stop at a checkpoint, resume, compare with an uninterrupted run.
+R="--servers 2 --workers 1 job.epochs=2 data.train_limit=12000 --checkpoint-every 100 backend.type=$BE"
+# shellcheck disable=SC2086
+run_job ref $R
+# shellcheck disable=SC2086
+start_job stopped $R
+stop_after stopped "checkpoint committed step=100"
+# shellcheck disable=SC2086
+run_job stopped $R --resume auto
+cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "$BE: stop + resume differs from the uninterrupted run"
+echo "ok: $BE: SIGUSR1 stop + --resume auto is bit-identical"
+
+"$TESSERA" datagen ctr --rows "$ROWS" --slots 8 --vocab 2000 --seed 3 --out "$WORK/data" >/dev/null
+for b in cpu "$BE" "$BE-again"; do
+    run_job "ctr-$b" ctr_dlrm --servers 2 --workers 2 data.dir="$WORK/data" job.epochs=1 backend.type="${b%-again}"
 done
 c=$(json "$WORK/ctr-cpu/summary.json" test_auc)
-g=$(json "$WORK/ctr-cuda/summary.json" test_auc)
-echo "ctr_dlrm test_auc cpu=$c cuda=$g"
+g=$(json "$WORK/ctr-$BE/summary.json" test_auc)
+echo "ctr_dlrm test_auc cpu=$c $BE=$g"
 /usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.005 else 1)' "$c" "$g" ||
-    fail "CUDA test_auc $g is not within 0.005 of the CPU's $c"
-echo "ok: the CUDA backend trains both models to the CPU's results"
+    fail "$BE test_auc $g is not within 0.005 of the CPU's $c"
+cmp "$WORK/ctr-$BE/params.bin" "$WORK/ctr-$BE-again/params.bin" || fail "$BE: two DLRM runs differ"
+echo "ok: $BE: two DLRM runs are bit-identical"
+echo "ok: the $BE backend trains both models to the CPU's results"
