@@ -8,7 +8,8 @@
 #include "cuda_check.h"
 #include "kernels.h"
 
-#define THREADS 256
+#define THREADS    256
+#define ROWS_AHEAD 8 /* by-row backward: entries whose loads are in flight at once */
 
 /* T is float or float4; dimv and ldyv count T's. */
 template <typename T>
@@ -52,8 +53,20 @@ static __global__ void embedding_bag_bwd_rows_kernel(const float *dy, int ldy, i
     for (int r = blockIdx.x * blockDim.y + threadIdx.y; r < n_rows; r += gridDim.x * blockDim.y) {
         int begin = roff[r], end = roff[r + 1];
         for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            /* A hot row has thousands of entries: their products are loaded ROWS_AHEAD at a time, all
+             * loads in flight together, then added in order (the sum's order, and bits, unchanged). */
             float acc = 0.0f;
-            for (int e = begin; e < end; e++)
+            int e = begin;
+            for (; e + ROWS_AHEAD <= end; e += ROWS_AHEAD) {
+                float p[ROWS_AHEAD];
+#pragma unroll
+                for (int k = 0; k < ROWS_AHEAD; k++)
+                    p[k] = __fmul_rn(rw[e + k], dy[(size_t)rbag[e + k] * ldy + c]);
+#pragma unroll
+                for (int k = 0; k < ROWS_AHEAD; k++)
+                    acc = __fadd_rn(acc, p[k]);
+            }
+            for (; e < end; e++)
                 acc = __fadd_rn(acc, __fmul_rn(rw[e], dy[(size_t)rbag[e] * ldy + c]));
             grad[(size_t)r * dim + c] = acc;
         }
