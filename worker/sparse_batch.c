@@ -21,27 +21,22 @@ void sparse_batch_init(sparse_batch_t *sb, const model_spec_t *spec, int n_shard
     }
 }
 
-static void free_device(sparse_batch_t *sb, sb_table_t *t) {
+static void free_staging(sparse_batch_t *sb) {
     backend_t *be = sb->be;
     if (!be) return;
-    be->ops->free(be, t->d_rows);
-    be->ops->free(be, t->d_grads);
-    be->ops->free(be, t->d_wts);
-    be->ops->free(be, t->d_off);
-    be->ops->free(be, t->d_idx);
-    be->ops->free(be, t->d_roff);
-    be->ops->free(be, t->d_rbag);
-    be->ops->free(be, t->d_rw);
-    t->d_rows = t->d_grads = t->d_wts = t->d_rw = NULL;
-    t->d_off = t->d_idx = t->d_roff = t->d_rbag = NULL;
-    t->d_cap = t->d_cap_nnz = t->d_cap_off = 0;
+    if (sb->stage_ticket) be->ops->copy_wait(be, sb->stage_ticket);
+    backend_host_free(be, sb->h_stage);
+    backend_host_free(be, sb->h_grads);
+    be->ops->free(be, sb->d_stage);
+    be->ops->free(be, sb->d_grads);
+    sb->h_stage = sb->d_stage = sb->h_grads = sb->d_grads = NULL;
+    sb->stage_cap = sb->grads_cap = 0;
 }
 
 void sparse_batch_free(sparse_batch_t *sb) {
     if (!sb || !sb->t) return;
     for (int i = 0; i < sb->n_tables; i++) {
         sb_table_t *t = &sb->t[i];
-        free_device(sb, t);
         free(t->ids);
         free(t->shard_off);
         free(t->rows);
@@ -49,10 +44,8 @@ void sparse_batch_free(sparse_batch_t *sb) {
         free(t->off);
         free(t->idx);
         free(t->wts);
-        free(t->r_off);
-        free(t->r_bag);
-        free(t->r_w);
     }
+    free_staging(sb);
     free(sb->t);
     id_map_free(&sb->map);
     free(sb->tmp);
@@ -143,77 +136,92 @@ void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32
 }
 
 /* Device buffers of table t for n unique rows, nnz bag entries and batch examples. */
-static void reserve_device(sparse_batch_t *sb, sb_table_t *t, size_t n, size_t nnz, size_t batch) {
-    backend_t *be = sb->be;
-    if (!t->d_rows || n > t->d_cap) { /* allocated on first use even when this batch has no rows */
-        be->ops->free(be, t->d_rows);
-        be->ops->free(be, t->d_grads);
-        be->ops->free(be, t->d_roff);
-        t->d_cap = n + n / 2 + 64;
-        t->d_rows = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
-        t->d_grads = be->ops->alloc(be, t->d_cap * (size_t)t->dim * sizeof(float));
-        t->d_roff = be->ops->alloc(be, (t->d_cap + 1) * sizeof(int32_t));
-        free(t->r_off); /* the host side of the bags by row grows with the device side */
-        t->r_off = XMALLOC((t->d_cap + 1) * sizeof(int32_t));
-    }
-    if (!t->d_idx || nnz > t->d_cap_nnz) {
-        be->ops->free(be, t->d_idx);
-        be->ops->free(be, t->d_wts);
-        be->ops->free(be, t->d_rbag);
-        be->ops->free(be, t->d_rw);
-        t->d_cap_nnz = nnz + nnz / 2 + 64;
-        t->d_idx = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
-        t->d_wts = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
-        t->d_rbag = be->ops->alloc(be, t->d_cap_nnz * sizeof(int32_t));
-        t->d_rw = be->ops->alloc(be, t->d_cap_nnz * sizeof(float));
-        free(t->r_bag);
-        free(t->r_w);
-        t->r_bag = XMALLOC(t->d_cap_nnz * sizeof(int32_t));
-        t->r_w = XMALLOC(t->d_cap_nnz * sizeof(float));
-    }
-    if (!t->d_off || batch + 1 > t->d_cap_off) {
-        be->ops->free(be, t->d_off);
-        t->d_cap_off = batch + 1;
-        t->d_off = be->ops->alloc(be, t->d_cap_off * sizeof(int32_t));
-    }
-    if (!t->d_rows || !t->d_grads || !t->d_idx || !t->d_wts || !t->d_off || !t->d_roff || !t->d_rbag ||
-        !t->d_rw) {
-        fprintf(stderr, "sparse_batch: out of device memory for %zu rows of a table\n", n);
+/* Grows a host/device pair of buffers to hold `bytes` (pinned host memory when the backend has it). */
+static void reserve_pair(backend_t *be, char **host, char **dev, size_t *cap, size_t bytes) {
+    if (*dev && bytes <= *cap) return;
+    backend_host_free(be, *host);
+    be->ops->free(be, *dev);
+    *cap = bytes + bytes / 2 + 4096;
+    *host = backend_host_alloc(be, *cap);
+    *dev = be->ops->alloc(be, *cap);
+    if (!*dev) {
+        fprintf(stderr, "sparse_batch: out of device memory for %zu bytes of table rows\n", *cap);
         abort(); /* the layer API has no error path; a batch's rows are small next to the model */
     }
 }
 
+#define SB_ALIGN 256 /* every segment starts aligned (the kernels read rows as float4) */
+
+static size_t seg_end(size_t *at, size_t pos, size_t bytes) {
+    *at = pos;
+    return (pos + bytes + SB_ALIGN - 1) / SB_ALIGN * SB_ALIGN;
+}
+
 void sparse_batch_bind(sparse_batch_t *sb, model_t *m) {
     backend_t *be = m->be;
-    for (int ti = 0; ti < sb->n_tables; ti++) {
-        sb_table_t *t = &sb->t[ti];
-        if (be->host_memory) {
+    if (be->host_memory) {
+        for (int ti = 0; ti < sb->n_tables; ti++) {
+            sb_table_t *t = &sb->t[ti];
             m->slots[ti] = (sparse_slot_t){ti, t->n, t->rows, t->grads, t->off, t->idx, t->wts, NULL};
-            continue;
         }
-        sb->be = be;
-        size_t nnz = (size_t)t->off[sb->batch], row = (size_t)t->dim * sizeof(float);
-        reserve_device(sb, t, (size_t)t->n, nnz, (size_t)sb->batch);
-        be->ops->to_device(be, t->d_rows, t->rows, (size_t)t->n * row);
-        be->ops->to_device(be, t->d_off, t->off, ((size_t)sb->batch + 1) * sizeof(int32_t));
-        be->ops->to_device(be, t->d_idx, t->idx, nnz * sizeof(int32_t));
-        if (t->wts) be->ops->to_device(be, t->d_wts, t->wts, nnz * sizeof(float));
-        const layer_t *l = &m->spec.layers[m->spec.tables[ti].layer];
-        bag_rows_build(t->off, t->idx, t->wts, sb->batch, l->mean, t->n, t->r_off, t->r_bag, t->r_w);
-        be->ops->to_device(be, t->d_roff, t->r_off, ((size_t)t->n + 1) * sizeof(int32_t));
-        be->ops->to_device(be, t->d_rbag, t->r_bag, nnz * sizeof(int32_t));
-        be->ops->to_device(be, t->d_rw, t->r_w, nnz * sizeof(float));
-        t->by_row = (bag_rows_t){t->d_roff, t->d_rbag, t->d_rw};
-        m->slots[ti] = (sparse_slot_t){
-            ti, t->n, t->d_rows, t->d_grads, t->d_off, t->d_idx, t->wts ? t->d_wts : NULL, &t->by_row};
+        return;
     }
+    sb->be = be;
+    size_t pos = 0, gpos = 0, b1 = (size_t)sb->batch + 1;
+    for (int ti = 0; ti < sb->n_tables; ti++) { /* the layout */
+        sb_table_t *t = &sb->t[ti];
+        size_t n = (size_t)t->n, nnz = (size_t)t->off[sb->batch], row = (size_t)t->dim * sizeof(float);
+        pos = seg_end(&t->at[SB_ROWS], pos, n * row);
+        pos = seg_end(&t->at[SB_OFF], pos, b1 * sizeof(int32_t));
+        pos = seg_end(&t->at[SB_IDX], pos, nnz * sizeof(int32_t));
+        pos = seg_end(&t->at[SB_WTS], pos, t->wts ? nnz * sizeof(float) : 0);
+        pos = seg_end(&t->at[SB_ROFF], pos, (n + 1) * sizeof(int32_t));
+        pos = seg_end(&t->at[SB_RBAG], pos, nnz * sizeof(int32_t));
+        pos = seg_end(&t->at[SB_RW], pos, nnz * sizeof(float));
+        gpos = seg_end(&t->grads_at, gpos, n * row);
+    }
+    /* The last batch's copy read h_stage: it must have landed before h_stage is packed again. */
+    if (sb->stage_ticket) be->ops->copy_wait(be, sb->stage_ticket);
+    sb->stage_ticket = 0;
+    reserve_pair(be, &sb->h_stage, &sb->d_stage, &sb->stage_cap, pos);
+    reserve_pair(be, &sb->h_grads, &sb->d_grads, &sb->grads_cap, gpos);
+    char *h = sb->h_stage, *d = sb->d_stage;
+    for (int ti = 0; ti < sb->n_tables; ti++) { /* packing */
+        sb_table_t *t = &sb->t[ti];
+        size_t n = (size_t)t->n, nnz = (size_t)t->off[sb->batch], *at = t->at;
+        memcpy(h + at[SB_ROWS], t->rows, n * (size_t)t->dim * sizeof(float));
+        memcpy(h + at[SB_OFF], t->off, b1 * sizeof(int32_t));
+        memcpy(h + at[SB_IDX], t->idx, nnz * sizeof(int32_t));
+        if (t->wts) memcpy(h + at[SB_WTS], t->wts, nnz * sizeof(float));
+        const layer_t *l = &m->spec.layers[m->spec.tables[ti].layer];
+        bag_rows_build(t->off, t->idx, t->wts, sb->batch, l->mean, t->n, (int32_t *)(h + at[SB_ROFF]),
+                       (int32_t *)(h + at[SB_RBAG]), (float *)(h + at[SB_RW]));
+        t->by_row = (bag_rows_t){(const int32_t *)(d + at[SB_ROFF]), (const int32_t *)(d + at[SB_RBAG]),
+                                 (const float *)(d + at[SB_RW])};
+        m->slots[ti] = (sparse_slot_t){ti,
+                                       t->n,
+                                       (const float *)(d + at[SB_ROWS]),
+                                       (float *)(sb->d_grads + t->grads_at),
+                                       (const int32_t *)(d + at[SB_OFF]),
+                                       (const int32_t *)(d + at[SB_IDX]),
+                                       t->wts ? (const float *)(d + at[SB_WTS]) : NULL,
+                                       &t->by_row};
+    }
+    /* One copy; the forward pass waits for it on the device. */
+    if (be->ops->to_device_async)
+        sb->stage_ticket = be->ops->to_device_async(be, d, h, pos);
+    else
+        be->ops->to_device(be, d, h, pos);
 }
 
 void sparse_batch_fetch_grads(sparse_batch_t *sb, model_t *m) {
-    if (m->be->host_memory) return;
+    if (m->be->host_memory || !sb->n_tables) return;
+    sb_table_t *last = &sb->t[sb->n_tables - 1];
+    m->be->ops->to_host(m->be, sb->h_grads, sb->d_grads,
+                        last->grads_at + (size_t)last->n * (size_t)last->dim * sizeof(float));
     for (int ti = 0; ti < sb->n_tables; ti++) {
         sb_table_t *t = &sb->t[ti];
-        m->be->ops->to_host(m->be, t->grads, t->d_grads, (size_t)t->n * (size_t)t->dim * sizeof(float));
+        memcpy(t->grads, sb->h_grads + t->grads_at, (size_t)t->n * (size_t)t->dim * sizeof(float));
     }
 }
 

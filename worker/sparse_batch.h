@@ -12,6 +12,8 @@
 #include "model.h"
 #include "wire.h"
 
+enum { SB_ROWS, SB_OFF, SB_IDX, SB_WTS, SB_ROFF, SB_RBAG, SB_RW, SB_SEGMENTS };
+
 typedef struct {
     int slot, dim;
     int n;          /* unique ids in this batch */
@@ -23,13 +25,9 @@ typedef struct {
     int32_t *idx;   /* [off[batch]] */
     float *wts;     /* [off[batch]] or NULL */
     size_t cap, cap_nnz;
-    /* device copies for a backend without host memory (sparse_batch_bind), grown as needed, with the
-     * bags by row (made on the host) that give the device's backward pass the CPU's summation order */
-    float *d_rows, *d_grads, *d_wts, *d_rw;
-    int32_t *d_off, *d_idx, *d_roff, *d_rbag;
-    size_t d_cap, d_cap_nnz, d_cap_off;
-    int32_t *r_off, *r_bag;
-    float *r_w;
+    /* On a backend without host memory: where this batch's rows, bags (off, idx, wts) and bags by row
+     * (roff, rbag, rw) start in the staging area, and its row gradients in the gradient area (bytes) */
+    size_t at[SB_SEGMENTS], grads_at;
     bag_rows_t by_row; /* device pointers */
 } sb_table_t;
 
@@ -41,8 +39,13 @@ typedef struct {
     int32_t *tmp;   /* first-seen unique index of each bag entry */
     int32_t *order; /* first-seen index -> position grouped by shard */
     uint64_t rows_pulled, rows_pushed;
-    backend_t *be; /* the device backend the d_ buffers belong to (borrowed), or NULL */
+    backend_t *be; /* the device backend the staging areas belong to (borrowed), or NULL */
     int batch;     /* examples in the batch last built */
+    /* A device backend gets every table's rows and bags in one copy: packed in h_stage (pinned host
+     * memory), copied to d_stage; the row gradients come back the same way (d_grads to h_grads). */
+    char *h_stage, *d_stage, *h_grads, *d_grads;
+    size_t stage_cap, grads_cap;
+    uint64_t stage_ticket; /* the asynchronous copy of h_stage still in flight (0: none) */
 } sparse_batch_t;
 
 /* Sets up the tables of `spec` for batches of up to max_batch examples over n_shards shards. */
@@ -53,7 +56,8 @@ void sparse_batch_free(sparse_batch_t *sb);
 void sparse_batch_build(sparse_batch_t *sb, const ctr_dataset_t *d, const uint32_t *ex, int batch);
 
 /* Points the model's sparse slots at this batch: in place on a host-memory backend (CPU); otherwise
- * the rows and bags are copied to device buffers kept in sb (freed by sparse_batch_free). */
+ * the rows, bags and bags by row of every table go to the device in one copy, into buffers kept in sb
+ * (freed by sparse_batch_free). */
 void sparse_batch_bind(sparse_batch_t *sb, model_t *m);
 /* After a training pass on a device backend, copies the row gradients back into sb's grads (what a
  * push sends). Nothing to do on a host-memory backend. */
