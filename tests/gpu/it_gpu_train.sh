@@ -26,16 +26,8 @@ echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/s
     fail "$BE accuracy $g is not within 0.01 of the CPU's $c"
 
 # Exact resume on the device: stop at a checkpoint, resume, compare with an uninterrupted run.
-R="--servers 2 --workers 1 job.epochs=2 data.train_limit=12000 --checkpoint-every 100 backend.type=$BE"
-# shellcheck disable=SC2086
-run_job ref $R
-# shellcheck disable=SC2086
-start_job stopped $R
-stop_after stopped "checkpoint committed step=100"
-# shellcheck disable=SC2086
-run_job stopped $R --resume auto
-cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "$BE: stop + resume differs from the uninterrupted run"
-echo "ok: $BE: SIGUSR1 stop + --resume auto is bit-identical"
+stop_resume_exact "$BE" 100 --servers 2 --workers 1 job.epochs=2 data.train_limit=12000 --checkpoint-every 100 \
+    backend.type="$BE"
 
 "$TESSERA" datagen ctr --rows "$ROWS" --slots 8 --vocab 2000 --seed 3 --out "$WORK/data" >/dev/null
 for b in cpu "$BE" "$BE-again"; do

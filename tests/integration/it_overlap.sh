@@ -70,16 +70,8 @@ run_job mp_parts $M net.push_bucket_mb=0.001
 same "model-parallel layer" mp_whole mp_parts
 echo "ok: model-parallel layer: bit-identical ($(parts_taken mp_parts) parts)"
 
-R="job.epochs=2 data.train_limit=6000 data.test_limit=2000 --checkpoint-every 30 net.push_bucket_mb=0.001"
-# shellcheck disable=SC2086
-run_job ref $R
-# shellcheck disable=SC2086
-start_job stopped $R
-stop_after stopped "checkpoint committed step=30"
-# shellcheck disable=SC2086
-run_job stopped $R --resume auto
-cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "stop + resume with parts differs"
-echo "ok: SIGUSR1 stop + --resume auto with parts: bit-identical"
+stop_resume_exact "with parts" 30 job.epochs=2 data.train_limit=6000 data.test_limit=2000 --checkpoint-every 30 \
+    net.push_bucket_mb=0.001
 
 # shellcheck disable=SC2086
 run_job ssp --servers 2 --workers 2 job.epochs=1 data.train_limit=12000 job.staleness=1 net.push_bucket_mb=0.001

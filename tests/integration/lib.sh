@@ -66,6 +66,19 @@ stop_after() {
     [ $rc -eq 85 ] || fail "a stop signal should exit 85 (checkpointed, requeue), got $rc"
 }
 
+# stop_resume_exact WHAT STEP [tessera train args...]: an uninterrupted run, and a run stopped by
+# SIGUSR1 once checkpoint STEP is committed and resumed with --resume auto, end bit-identical.
+stop_resume_exact() {
+    what=$1 step=$2
+    shift 2
+    run_job ref "$@"
+    start_job stopped "$@"
+    stop_after stopped "checkpoint committed step=$step"
+    run_job stopped "$@" --resume auto
+    cmp "$WORK/ref/params.bin" "$WORK/stopped/params.bin" || fail "$what: stop + resume differs from the uninterrupted run"
+    echo "ok: $what: SIGUSR1 stop + --resume auto is bit-identical"
+}
+
 # ranks NAME: pids of the job's MPI ranks (scheduler, shards, workers).
 ranks() {
     pgrep -f "^[^ ]*/tessera-(scheduler|ps|worker) .*--run-dir $WORK/$1( |\$)" || true
