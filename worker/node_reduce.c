@@ -8,8 +8,16 @@
 
 /* Opens the device path when the backend and the build allow it; otherwise leaves the host path. */
 static void device_init(node_reduce_t *nr, const cluster_t *cl, const model_t *model) {
-    if (model->be->host_memory || strcmp(model->be->ops->name, "cuda")) return; /* NCCL needs CUDA memory */
-    nr->dev = node_reduce_dev_ops();
+    if (model->be->host_memory) return;
+    /* NCCL needs CUDA memory; the staged test backend gets the same path over MPI. */
+    int staged = !strcmp(model->be->ops->name, "cpu-staged");
+    if (!staged && strcmp(model->be->ops->name, "cuda")) return;
+    if (getenv("TESSERA_TEST_NO_NCCL")) { /* tests: the fallback a node without NCCL takes */
+        log_warn("node_reduce: TESSERA_TEST_NO_NCCL is set; node %d reduces through MPI in host memory",
+                 cl->node_index);
+        return;
+    }
+    nr->dev = staged ? &node_reduce_staged_ops : node_reduce_dev_ops();
     if (!nr->dev) {
         log_warn("node_reduce: this build has no NCCL; the GPU workers of node %d reduce through MPI in host "
                  "memory",
@@ -29,8 +37,8 @@ static void device_init(node_reduce_t *nr, const cluster_t *cl, const model_t *m
     nr->d_packed = nr->dev->buffer(nr->coll);
     nr->d_params = model->params;
     nr->d_grads = model->grads;
-    log_info("node_reduce via nccl node=%d local=%d of=%d share_floats=%zu", cl->node_index, nr->local,
-             nr->size, nr->block);
+    log_info("node_reduce via %s node=%d local=%d of=%d share_floats=%zu", staged ? "mpi-staged" : "nccl",
+             cl->node_index, nr->local, nr->size, nr->block);
 }
 
 int node_reduce_init(node_reduce_t *nr, const cluster_t *cl, const model_t *model, const shard_map_t *map,

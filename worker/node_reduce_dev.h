@@ -22,4 +22,8 @@ typedef struct {
 /* The table, or NULL in builds without NCCL (the GPU workers then reduce through MPI in host memory). */
 const node_reduce_dev_ops_t *node_reduce_dev_ops(void);
 
+/* The same contracts with MPI collectives, for backend cpu-staged (worker/node_reduce_staged.c): the
+ * device path tested without GPUs. */
+extern const node_reduce_dev_ops_t node_reduce_staged_ops;
+
 #endif

@@ -18,11 +18,17 @@ p=$(sent plain) r=$(sent reduced)
 /usr/bin/python3 -c 'import sys; p, r = map(float, sys.argv[1:]); sys.exit(0 if r <= 0.6 * p else 1)' "$p" "$r" ||
     fail "a reducing worker sent $r MB to the shards, the plain one $p MB"
 echo "ok: one node: bit-identical, each worker sends $r MB instead of $p MB"
-# A device backend without NCCL takes the MPI host path (staged): the same bits (backend cpu-staged).
+# Device memory (backend cpu-staged): the device path, NCCL's contracts carried out over MPI, and the
+# host path a device backend takes without NCCL: the same bits as the plain run.
 # shellcheck disable=SC2086
-run_job reduced_staged $A job.node_reduce=1 backend.type=cpu-staged
-cmp "$WORK/plain/params.bin" "$WORK/reduced_staged/params.bin" || fail "node_reduce on a staged backend changed the bits"
-echo "ok: one node, staged device memory, MPI host path: bit-identical"
+run_job reduced_dev $A job.node_reduce=1 backend.type=cpu-staged
+[ "$(grep -c "node_reduce via mpi-staged" "$WORK/reduced_dev.log")" -eq 2 ] || fail "the staged workers did not take the device path"
+cmp "$WORK/plain/params.bin" "$WORK/reduced_dev/params.bin" || fail "node_reduce's device path changed the bits"
+# shellcheck disable=SC2086
+TESSERA_TEST_NO_NCCL=1 run_job reduced_host $A job.node_reduce=1 backend.type=cpu-staged
+grep -q "TESSERA_TEST_NO_NCCL is set" "$WORK/reduced_host.log" || fail "the fallback was not taken"
+cmp "$WORK/plain/params.bin" "$WORK/reduced_host/params.bin" || fail "node_reduce's host path on device memory changed the bits"
+echo "ok: one node, device memory: the device path and the host fallback are bit-identical"
 
 # With embedding tables: each shard's owner merges the node's row gradients per id (in worker order)
 # and pushes them with its dense share; on one node every test logit stays bit-identical.
@@ -37,6 +43,10 @@ for f in "$WORK"/ctr_plain/test-logits-*.f32; do
 done
 cmp "$WORK/ctr_plain/params.bin" "$WORK/ctr_reduced/params.bin" || fail "node_reduce with tables changed the dense part"
 echo "ok: with tables, one node: bit-identical test logits ($(json "$WORK/ctr_reduced/summary.json" test_auc))"
+# shellcheck disable=SC2086
+run_job ctr_reduced_dev $C "layer emb.features=0-3" job.node_reduce=1 backend.type=cpu-staged
+cmp "$WORK/ctr_plain/params.bin" "$WORK/ctr_reduced_dev/params.bin" || fail "node_reduce's device path with tables changed the bits"
+echo "ok: with tables, device path (cpu-staged): bit-identical"
 
 # Two nodes of two workers, launched by hand: tessera train has no per-rank environment.
 job="$(dirname "$0")/../../examples/fashion_mlp.ini"
