@@ -34,7 +34,16 @@ typedef struct {
     uint64_t request_id;
     int64_t want; /* the clock the parameters must reflect */
     int worker;   /* sender, or -1 for a non-worker */
+    int n_reply;  /* the local slices [0, n_reply) to send: the rest went back in part replies */
 } waiting_pull_t;
+
+/* A BSP PUSH_PART waiting for its slices' updates: answered with them (PARAMS) once every worker's
+ * gradient of those slices is in and applied. */
+typedef struct {
+    zmq_msg_t identity;
+    uint64_t request_id;
+    int first, n; /* local slices */
+} waiting_part_t;
 
 /* One table's row gradients in a worker's push: the rows they go to and the frame that holds them. */
 typedef struct {
@@ -76,12 +85,17 @@ struct ps_server {
     zmq_msg_t *pending; /* BSP: [worker * n_slices + slice], gradients of the open clock */
     int *has_pending;   /* per worker */
     int *parts_held;    /* per worker: local slices of the open clock that came in PUSH_PARTs */
+    /* BSP: per slice, the workers whose gradient of the open clock is in, and whether the slice was
+     * updated already (every worker's was in before the clock completed); the parts awaiting that */
+    int *have, *applied, n_applied;
+    waiting_part_t *part_waits;
+    int n_part_waits, cap_part_waits;
     int n_pending;
     waiting_pull_t *waiting;
     int n_waiting, max_waiting;
     snapshot_t *snap; /* the current parameters as replies send them; NULL once they change */
     int stop;
-    uint64_t pushes, push_parts, errors, heartbeat_id;
+    uint64_t pushes, push_parts, part_replies, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
     /* checkpoints */
@@ -323,6 +337,8 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->clock = XCALLOC((size_t)cfg->n_workers, sizeof *s->clock);
     s->has_pending = XCALLOC((size_t)cfg->n_workers, sizeof *s->has_pending);
     s->parts_held = XCALLOC((size_t)cfg->n_workers, sizeof *s->parts_held);
+    s->have = XCALLOC(nd, sizeof *s->have);
+    s->applied = XCALLOC(nd, sizeof *s->applied);
     s->pending =
         XCALLOC((size_t)cfg->n_workers * (size_t)(s->n_slices ? s->n_slices : 1), sizeof *s->pending);
     for (size_t i = 0; i < (size_t)cfg->n_workers * (size_t)s->n_slices; i++)
@@ -378,6 +394,11 @@ void ps_server_free(ps_server_t *s) {
     free(s->pending);
     free(s->has_pending);
     free(s->parts_held);
+    free(s->have);
+    free(s->applied);
+    for (int i = 0; i < s->n_part_waits; i++)
+        zmq_msg_close(&s->part_waits[i].identity);
+    free(s->part_waits);
     free(s->waiting);
     free(s);
 }
@@ -397,7 +418,9 @@ static int64_t min_clock(const ps_server_t *s) {
 
 /* Sends this shard's parameter slices as the reply to `request_id`, zero-copy from the current
  * snapshot (each frame holds a reference). `worker` (or -1) learns of a checkpoint just taken. */
-static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker) {
+/* PARAMS with local slices [0, n) (remote weights never leave the shard). */
+static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker,
+                        int n) {
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
     h.request_id = request_id;
@@ -410,7 +433,6 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         h.stop_after_checkpoint = s->ckpt_last_stop;
         s->ckpt_told[worker] = 1;
     }
-    int n = s->n_local; /* remote weights never leave the shard */
     snapshot_t *snap = current_snapshot(s);
     wire_buf_t bufs[n ? n : 1];
     size_t off = 0;
@@ -426,13 +448,14 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
 
 /* Answers every waiting pull whose clock the consistency model now allows. */
 static void serve_waiting(ps_server_t *s) {
+    if (s->n_applied > 0) return; /* a BSP clock half applied (parts): pulls wait for all of it */
     int64_t mc = min_clock(s);
     int keep = 0;
     for (int i = 0; i < s->n_waiting; i++) {
         waiting_pull_t *wp = &s->waiting[i];
         int ready = s->cfg.staleness == CFG_STALENESS_INF || mc >= wp->want - s->cfg.staleness;
         if (ready) {
-            send_params(s, &wp->identity, wp->request_id, wp->want, wp->worker);
+            send_params(s, &wp->identity, wp->request_id, wp->want, wp->worker, wp->n_reply);
             zmq_msg_close(&wp->identity);
         } else {
             s->waiting[keep++] = *wp;
@@ -441,7 +464,8 @@ static void serve_waiting(ps_server_t *s) {
     s->n_waiting = keep;
 }
 
-static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want, int worker) {
+static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want, int worker,
+                       int n_reply) {
     if (s->n_waiting == s->max_waiting) return -TS_ESTATE;
     waiting_pull_t *wp = &s->waiting[s->n_waiting++];
     zmq_msg_init(&wp->identity);
@@ -452,6 +476,7 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     }
     wp->request_id = request_id;
     wp->want = want;
+    wp->n_reply = n_reply;
     wp->worker = worker >= 0 && worker < s->cfg.n_workers ? worker : -1;
     return 0;
 }
@@ -506,18 +531,72 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, in
     return 0;
 }
 
-/* BSP: all workers' gradients of one clock are in; sum them in worker order and step once. */
-static void apply_bsp(ps_server_t *s) {
+/* BSP: every worker's gradient of slice i for the open clock is in: sum them in worker order and step
+ * the slice once. The frames stay (they mark what each worker sent) until the clock completes. */
+static void apply_slice(ps_server_t *s, int i) {
     int W = s->cfg.n_workers;
-    const float **g = XCALLOC((size_t)W, sizeof *g);
+    const float *g[W];
     params_changing(s);
     double t0 = now_s();
-    for (int i = 0; i < s->n_slices; i++) {
-        slice_t *sl = &s->slices[i];
-        for (int w = 0; w < W; w++)
-            g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
-        optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
+    slice_t *sl = &s->slices[i];
+    for (int w = 0; w < W; w++)
+        g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
+    optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
+    s->applied[i] = 1;
+    s->n_applied++;
+    s->apply_s += now_s() - t0;
+}
+
+/* BSP: worker w's gradient of local slice i is in; the slice is updated once every worker's is. */
+static void slice_arrived(ps_server_t *s, int i) {
+    if (++s->have[i] == s->cfg.n_workers) apply_slice(s, i);
+}
+
+/* Answers the waiting parts whose slices have all been updated, with those slices (copied: the
+ * parameters go on changing while ZeroMQ sends). */
+static void serve_parts(ps_server_t *s) {
+    int keep = 0;
+    for (int j = 0; j < s->n_part_waits; j++) {
+        waiting_part_t *pw = &s->part_waits[j];
+        int ready = 1;
+        for (int i = pw->first; i < pw->first + pw->n; i++)
+            ready &= s->applied[i];
+        if (!ready) {
+            s->part_waits[keep++] = *pw;
+            continue;
+        }
+        size_t total = 0, off = 0;
+        for (int i = pw->first; i < pw->first + pw->n; i++)
+            total += s->slices[i].n;
+        snapshot_t *copy = XMALLOC(sizeof *copy + (total ? total : 1) * sizeof(float));
+        atomic_init(&copy->refs, pw->n); /* one reference per frame */
+        wire_buf_t bufs[pw->n];
+        for (int i = pw->first; i < pw->first + pw->n; i++) {
+            memcpy(copy->data + off, s->slices[i].p, s->slices[i].n * sizeof(float));
+            bufs[i - pw->first] =
+                (wire_buf_t){copy->data + off, s->slices[i].n * sizeof(float), release_snapshot, copy};
+            off += s->slices[i].n;
+        }
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
+        h.request_id = pw->request_id;
+        h.n_tensors = (size_t)pw->n;
+        h.tensors = s->desc_ptrs + pw->first;
+        wire_send(s->router, &pw->identity, &h, bufs, (size_t)pw->n);
+        zmq_msg_close(&pw->identity);
+        s->part_replies++;
     }
+    s->n_part_waits = keep;
+}
+
+/* BSP: all workers' gradients of one clock are in; every slice not updated yet steps once (summed in
+ * worker order), then the row gradients. */
+static void apply_bsp(ps_server_t *s) {
+    int W = s->cfg.n_workers;
+    for (int i = 0; i < s->n_slices; i++)
+        if (!s->applied[i]) apply_slice(s, i);
+    params_changing(s);
+    double t0 = now_s();
     /* Row gradients: each table's summed in worker order, then one lazy step with the mean. */
     for (int t = 0; t < s->n_tables; t++) {
         for (int w = 0; w < W; w++)
@@ -537,9 +616,11 @@ static void apply_bsp(ps_server_t *s) {
         s->has_pending[w] = 0;
         s->parts_held[w] = 0;
     }
+    memset(s->have, 0, (size_t)s->n_slices * sizeof *s->have);
+    memset(s->applied, 0, (size_t)s->n_slices * sizeof *s->applied);
+    s->n_applied = 0;
     s->n_pending = 0;
     s->apply_s += now_s() - t0;
-    free(g);
 }
 
 /* Tells the scheduler that this shard's part of checkpoint `step` is on disk. Runs on the writer
@@ -932,11 +1013,43 @@ static void handle_push_part(ps_server_t *s, wire_msg_t *m) {
             return;
         }
     }
+    int end =
+        s->n_local - s->parts_held[w]; /* parts come from the last slice back, so the push is a prefix */
+    if (first + (int)h->n_tensors != end) {
+        snprintf(err, sizeof err,
+                 "push part of slices %d..%d from worker %d: parts go from the last slice back, so this one "
+                 "must end at slice %d",
+                 first, first + (int)h->n_tensors - 1, w, end - 1);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+        return;
+    }
+    if (s->cfg.staleness == 0 && s->n_part_waits == s->cap_part_waits) {
+        s->cap_part_waits = s->cap_part_waits ? 2 * s->cap_part_waits : 16;
+        waiting_part_t *grown = realloc(s->part_waits, (size_t)s->cap_part_waits * sizeof *grown);
+        if (!grown) {
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        s->part_waits = grown;
+    }
     for (size_t j = 0; j < h->n_tensors; j++)
         zmq_msg_move(&s->pending[w * s->n_slices + first + (int)j], &m->frames[j]);
     s->parts_held[w] += (int)h->n_tensors;
     s->push_parts++;
-    wire_send_simple(s->router, &m->identity, h->request_id, TESSERA__KIND__KIND_OK);
+    if (s->cfg.staleness != 0) { /* SSP/ASP: held until the push, which steps the worker's gradient */
+        wire_send_simple(s->router, &m->identity, h->request_id, TESSERA__KIND__KIND_OK);
+        return;
+    }
+    /* BSP: slices every worker has sent step now; the part is answered with its slices once all have. */
+    waiting_part_t *pw = &s->part_waits[s->n_part_waits++];
+    zmq_msg_init(&pw->identity);
+    zmq_msg_move(&pw->identity, &m->identity);
+    pw->request_id = h->request_id;
+    pw->first = first;
+    pw->n = (int)h->n_tensors;
+    for (int i = first; i < end; i++)
+        slice_arrived(s, i);
+    serve_parts(s);
 }
 
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
@@ -965,7 +1078,8 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
                     err);
         return;
     }
-    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w)) {
+    int n_reply = s->cfg.staleness == 0 ? s->n_local - s->parts_held[w] : s->n_local;
+    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w, n_reply)) {
         sparse_pending_clear(&s->sp_pending[w]);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
@@ -981,8 +1095,12 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     /* The frames join the parts' (no copy); BSP keeps them until every worker's gradient of the clock is
      * in. */
     for (int i = 0, j = 0; i < s->n_local; i++)
-        if (!slice_pending(s, w, i)) zmq_msg_move(&s->pending[w * s->n_slices + i], &m->frames[j++]);
+        if (!slice_pending(s, w, i)) {
+            zmq_msg_move(&s->pending[w * s->n_slices + i], &m->frames[j++]);
+            if (s->cfg.staleness == 0) slice_arrived(s, i);
+        }
     if (s->cfg.staleness == 0) {
+        serve_parts(s);
         s->has_pending[w] = 1;
         if (++s->n_pending == s->cfg.n_workers) apply_bsp(s);
     } else {
@@ -1026,7 +1144,7 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
-    if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender)) {
+    if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender, s->n_local)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
@@ -1135,14 +1253,22 @@ int ps_server_run(ps_server_t *s) {
         zmq_msg_close(&s->waiting[i].identity);
     }
     s->n_waiting = 0;
+    for (int i = 0; i < s->n_part_waits; i++) {
+        wire_send_error(s->router, &s->part_waits[i].identity, s->part_waits[i].request_id,
+                        TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
+        zmq_msg_close(&s->part_waits[i].identity);
+    }
+    s->n_part_waits = 0;
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)
         rows += sparse_table_size(s->tables[t]);
-    log_info("shard stopping pushes=%llu push_parts=%llu rejected=%llu slices=%d busy_s=%.2f apply_s=%.2f "
+    log_info("shard stopping pushes=%llu push_parts=%llu part_replies=%llu rejected=%llu slices=%d "
+             "busy_s=%.2f apply_s=%.2f "
              "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
-             (unsigned long long)s->pushes, (unsigned long long)s->push_parts, (unsigned long long)s->errors,
-             s->n_slices, s->busy_s, s->apply_s, rows, (unsigned long long)s->rows_pulled,
-             (unsigned long long)s->rows_pushed, (double)s->budget.used_bytes / 1048576.0);
+             (unsigned long long)s->pushes, (unsigned long long)s->push_parts,
+             (unsigned long long)s->part_replies, (unsigned long long)s->errors, s->n_slices, s->busy_s,
+             s->apply_s, rows, (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
+             (double)s->budget.used_bytes / 1048576.0);
     return 0;
 }
 

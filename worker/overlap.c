@@ -11,7 +11,9 @@ static size_t offset_from(const model_spec_t *s, int t) {
 }
 
 static void send_part(overlap_t *o, int from) {
-    if (!o->rc) o->rc = ps_client_push_part(o->pc, o->clock, o->grads_host, from, o->err, sizeof o->err);
+    if (!o->rc)
+        o->rc =
+            ps_client_push_part(o->pc, o->clock, o->grads_host, o->params_host, from, o->err, sizeof o->err);
     o->parts++;
 }
 
@@ -61,12 +63,13 @@ static void grads_ready(void *ctx, int first) {
     o->handed = first;
 }
 
-/* The PS client's hook: shard k's parameter slices are in params_host; queue them to the device. */
-static void params_taken(void *ctx, int k) {
+/* The PS client's hook: shard k's slices of tensors [t_lo, t_hi) are in params_host; queue them to the
+ * device. */
+static void params_taken(void *ctx, int k, int t_lo, int t_hi) {
     overlap_t *o = ctx;
     const model_spec_t *s = &o->m->spec;
     backend_t *be = o->m->be;
-    for (int t = 0; t < s->n_tensors; t++) {
+    for (int t = t_lo; t < t_hi; t++) {
         row_range_t r = shard_map_range(o->pc->map, t, k);
         if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         size_t at = s->tensors[t].offset + (size_t)(r.row_begin * s->tensors[t].cols);

@@ -23,6 +23,9 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
     c->request_of = XCALLOC((size_t)n_shards, sizeof *c->request_of);
     c->parts_out = XCALLOC((size_t)n_shards, sizeof *c->parts_out);
     c->parts_first = XCALLOC((size_t)n_shards, sizeof *c->parts_first);
+    c->parts_sent =
+        XCALLOC((size_t)n_shards * (size_t)(spec->n_tensors ? spec->n_tensors : 1), sizeof *c->parts_sent);
+    c->final_hi = spec->n_tensors;
     c->parts_from = spec->n_tensors;
     for (int k = 0; k < n_shards; k++) {
         c->socks[k] = zmq_socket(zctx, ZMQ_DEALER);
@@ -46,6 +49,7 @@ void ps_client_free(ps_client_t *c) {
     free(c->request_of);
     free(c->parts_out);
     free(c->parts_first);
+    free(c->parts_sent);
     memset(c, 0, sizeof *c);
 }
 
@@ -59,7 +63,9 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     wire_header_init(&h, kind);
     h.request_id = ++c->next_request;
     if (kind == TESSERA__KIND__KIND_PUSH_PART) {
-        if (!c->parts_out[k]++) c->parts_first[k] = h.request_id;
+        if (!c->parts_out[k]) c->parts_first[k] = h.request_id;
+        c->parts_sent[(size_t)k * (size_t)s->n_tensors + (size_t)c->parts_out[k]++] =
+            (part_sent_t){h.request_id, t_lo, t_hi};
     } else
         c->request_of[k] = h.request_id;
     h.sender = c->worker;
@@ -105,13 +111,23 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     return wire_send(c->socks[k], NULL, &h, bufs, (size_t)nt);
 }
 
-/* Copies the parameter slices of a PARAMS reply from shard k into `params`, checking each against
- * the shard map. */
-static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+/* Shard k's slices of tensors [t_lo, t_hi): how many frames a reply of them has. */
+static size_t slices_of(const ps_client_t *c, int k, int t_lo, int t_hi) {
+    size_t n = 0;
+    for (int t = t_lo; t < t_hi; t++) {
+        row_range_t r = shard_map_range(c->map, t, k);
+        n += r.row_end > r.row_begin && !c->spec->tensors[t].remote;
+    }
+    return n;
+}
+
+/* Copies shard k's slices of tensors [t_lo, t_hi) from a PARAMS reply into `params`, checking each
+ * against the shard map. */
+static int take_slices(ps_client_t *c, int k, const wire_msg_t *m, float *params, int t_lo, int t_hi,
+                       char *err, size_t errlen) {
     const model_spec_t *s = c->spec;
-    float *params = ctx;
     size_t i = 0;
-    for (int t = 0; t < s->n_tensors; t++) {
+    for (int t = t_lo; t < t_hi; t++) {
         row_range_t r = shard_map_range(c->map, t, k);
         if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         const tensor_info_t *ti = &s->tensors[t];
@@ -130,7 +146,17 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, ch
         snprintf(err, errlen, "shard %d sent %zu tensors, expected %zu", k, m->hdr->n_tensors, i);
         return -TS_EPROTO;
     }
-    if (c->params_taken) c->params_taken(c->params_taken_ctx, k);
+    if (c->params_taken) c->params_taken(c->params_taken_ctx, k, t_lo, t_hi);
+    return 0;
+}
+
+/* A PARAMS reply to a pull or push: every slice of shard k, or (BSP, after parts whose replies brought
+ * the rest) those of tensors [0, final_hi); then what the reply announces. */
+static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+    int all = c->spec->n_tensors;
+    int hi = m->hdr->n_tensors == slices_of(c, k, 0, all) ? all : c->final_hi;
+    int rc = take_slices(c, k, m, ctx, 0, hi, err, errlen);
+    if (rc) return rc;
     c->peer_stop |= m->hdr->stop_requested;
     c->peer_ckpt |= m->hdr->checkpoint_requested;
     if (m->hdr->checkpoint_clock > 0) {
@@ -145,6 +171,32 @@ static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char
     for (size_t f = 0; !rc && f < m->nframes; f++)
         c->bytes_received += zmq_msg_size(&m->frames[f]);
     return rc;
+}
+
+/* The answer `m` of shard k to one of its outstanding PUSH_PARTs. */
+static int take_part_reply(ps_client_t *c, int k, const wire_msg_t *m, char *err, size_t errlen) {
+    int T = c->spec->n_tensors, j = 0;
+    part_sent_t *ps = c->parts_sent + (size_t)k * (size_t)T;
+    while (j < c->parts_out[k] && ps[j].request_id != m->hdr->request_id)
+        j++;
+    if (j == c->parts_out[k]) {
+        snprintf(err, errlen, "shard %d answered request %llu, which is no part of this push", k,
+                 (unsigned long long)m->hdr->request_id);
+        return -TS_EPROTO;
+    }
+    part_sent_t p = ps[j];
+    memmove(ps + j, ps + j + 1, (size_t)(c->parts_out[k] - j - 1) * sizeof *ps);
+    c->parts_out[k]--;
+    if (m->hdr->kind == TESSERA__KIND__KIND_OK) return 0;
+    if (m->hdr->kind == TESSERA__KIND__KIND_PARAMS)
+        return take_slices(c, k, m, c->part_params, p.t_lo, p.t_hi, err, errlen);
+    if (m->hdr->kind == TESSERA__KIND__KIND_ERROR) {
+        snprintf(err, errlen, "shard %d refused a part of the push: %s: %s", k,
+                 wire_error_name(m->hdr->error_code), m->hdr->error_message);
+        return -TS_EREMOTE;
+    }
+    snprintf(err, errlen, "shard %d answered a part of the push with %s", k, wire_kind_name(m->hdr->kind));
+    return -TS_EPROTO;
 }
 
 /* What a reply of shard k is taken by: 0, or an error with a message. */
@@ -184,13 +236,10 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
                 snprintf(err, errlen, "malformed reply from shard %d: %s", k, why);
             } else if (m.hdr->request_id != c->request_of[k] && c->parts_out[k] > 0 &&
                        m.hdr->request_id >= c->parts_first[k]) {
-                /* A PUSH_PART's answer (the shard answers in order, so before its push's and before
-                 * any later request's): an error fails the push. */
-                rc = m.hdr->kind == TESSERA__KIND__KIND_OK ? 0 : -TS_EREMOTE;
-                if (rc)
-                    snprintf(err, errlen, "shard %d refused a part of the push: %s: %s", k,
-                             wire_error_name(m.hdr->error_code), m.hdr->error_message);
-                c->parts_out[k]--;
+                /* A PUSH_PART's answer (before its push's): KIND_OK when the shard holds it for the
+                 * push (SSP), PARAMS with its slices' update when every worker's are in (BSP); an
+                 * error fails the push. */
+                rc = take_part_reply(c, k, &m, err, errlen);
                 wire_msg_free(&m);
                 if (rc) return rc;
                 continue;
@@ -217,9 +266,10 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
     return 0;
 }
 
-int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, int t_begin, char *err,
-                        size_t errlen) {
+int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, float *params, int t_begin,
+                        char *err, size_t errlen) {
     if (t_begin >= c->parts_from) return 0;
+    c->part_params = params;
     for (int k = 0; k < c->n_shards; k++) {
         int any = 0;
         for (int t = t_begin; t < c->parts_from && !any; t++) {
@@ -244,6 +294,7 @@ int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
+    c->final_hi = c->parts_from;
     c->parts_from = c->spec->n_tensors;
     int rc = gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
     for (int k = 0; !rc && k < c->n_shards; k++)

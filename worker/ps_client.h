@@ -12,6 +12,11 @@
 #include "sparse_batch.h"
 
 typedef struct {
+    uint64_t request_id;
+    int t_lo, t_hi; /* its tensors */
+} part_sent_t;
+
+typedef struct {
     int n_shards;
     void **socks;
     const model_spec_t *spec; /* borrowed */
@@ -20,10 +25,13 @@ typedef struct {
     double timeout_s;
     size_t max_message_bytes;
     uint64_t next_request;
-    uint64_t *request_of;  /* per shard: the request awaiting its reply */
-    int *parts_out;        /* per shard: PUSH_PARTs of the open clock not answered yet */
-    uint64_t *parts_first; /* per shard: the request id of the first of them */
-    int parts_from;        /* tensors [parts_from, n_tensors) went in PUSH_PARTs this clock */
+    uint64_t *request_of;    /* per shard: the request awaiting its reply */
+    int *parts_out;          /* per shard: PUSH_PARTs of the open clock not answered yet */
+    uint64_t *parts_first;   /* per shard: the request id of the first of them */
+    part_sent_t *parts_sent; /* [shard * n_tensors + j]: those parts, oldest first */
+    int parts_from;          /* tensors [parts_from, n_tensors) went in PUSH_PARTs this clock */
+    int final_hi;            /* the push's reply may bring only tensors [0, final_hi) (BSP with parts) */
+    float *part_params;      /* where part replies' parameters go */
     uint64_t bytes_sent, bytes_received;
     /* Checkpoints: set ckpt_request (the clock to cut at) before a push to ask the shards for one;
      * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
@@ -37,9 +45,9 @@ typedef struct {
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
     int read_only;      /* the sparse pull being sent must not create rows */
     const int *only;    /* when not NULL: push_pull and pull talk to the shards k with only[k] */
-    /* Optional: called once shard k's parameter slices are in the host buffer (push_pull, pull), so
-     * they can go on to the device while other shards' replies are still coming. */
-    void (*params_taken)(void *ctx, int shard);
+    /* Optional: called once shard k's parameter slices of tensors [t_lo, t_hi) are in the host buffer
+     * (a reply to a pull, push or part), so they can go on to the device while other replies come. */
+    void (*params_taken)(void *ctx, int shard, int t_lo, int t_hi);
     void *params_taken_ctx;
 } ps_client_t;
 
@@ -59,9 +67,13 @@ int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const
 /* Overlapping the push with the backward pass: sends the gradients of tensors [t_begin, parts_from) of
  * iteration `clock` to every shard holding some of them as PUSH_PARTs, without waiting (zero-copy:
  * `grads` must not change until push_pull of the clock returns), and leaves them out of that push.
- * Parts go in backward order (t_begin falls). Not with `only` (job.node_reduce). 0 or -TS_EIO. */
-int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, int t_begin, char *err,
-                        size_t errlen);
+ * Parts go in backward order (t_begin falls). In BSP a shard answers a part with its slices' update
+ * once every worker's part is in, written into `params` when the reply is read (during any later call
+ * that waits for this shard, push_pull at the latest), so the pull of the last layers overlaps the rest
+ * of the step; the push's own reply then brings the rest. Not with `only` (job.node_reduce). 0 or
+ * -TS_EIO. */
+int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, float *params, int t_begin,
+                        char *err, size_t errlen);
 
 /* Pulls the rows of every table's unique ids in `sb` from the shards that own them into sb's rows.
  * With `read_only`, rows a shard does not hold yet come back with their initial values and are not

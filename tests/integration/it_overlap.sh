@@ -1,16 +1,17 @@
 #!/bin/sh
 # Overlapped pushes (net.push_bucket_mb): gradients that are final go to the shards in PUSH_PARTs while
-# the backward pass still runs, and the step's push carries the rest. The result is bit-identical to one
+# the backward pass still runs, and the step's push carries the rest; in BSP each part is answered with
+# its slices' update as soon as every worker's part is in. The result is bit-identical to one
 # push per step for a dense MLP (2 parts a step), a DLRM with embedding tables, a model-parallel layer,
 # and a SIGUSR1 stop + resume; SSP still learns. Each shard counts the parts it took. The device path
 # (staging, asynchronous copies, table rows and bags by row staged per batch) runs on backend
 # cpu-staged and gives the CPU backend's bits.
 . "$(dirname "$0")/lib.sh"
 
-parts_taken() { # the PUSH_PARTs all shards of a job took
-    grep -o "shard stopping pushes=[0-9]* push_parts=[0-9]*" "$WORK/$1.log" | sed 's/.*push_parts=//' |
-        awk '{ s += $1 } END { print s + 0 }'
+shard_sum() { # shard_sum NAME COUNTER: a counter of the shards' last lines, summed
+    grep -o "shard stopping .*$2=[0-9]*" "$WORK/$1.log" | sed "s/.*$2=//" | awk '{ s += $1 } END { print s + 0 }'
 }
+parts_taken() { shard_sum "$1" push_parts; } # the PUSH_PARTs all shards of a job took
 same() { # same WHAT A B: params.bin and every test-logits file of runs A and B are identical
     cmp "$WORK/$2/params.bin" "$WORK/$3/params.bin" || fail "$1: parts changed the parameters"
     for f in "$WORK/$2"/test-logits-*.f32; do
@@ -32,6 +33,8 @@ steps=$(json "$WORK/parts/summary.json" steps)
 # 2 parts a step, 2 workers, each part to the 3 shards that hold some of its tensors
 [ "$n" -eq $((steps * 2 * 2 * 3)) ] || fail "the shards took $n parts in $steps steps, expected $((steps * 12))"
 [ "$(parts_taken whole)" -eq 0 ] || fail "bucket 0 sent parts"
+# BSP: every part is answered with its slices' update (their pull overlaps the rest of the step)
+[ "$(shard_sum parts part_replies)" -eq "$n" ] || fail "$(shard_sum parts part_replies) of $n parts answered with parameters"
 echo "ok: dense MLP, $n parts in $steps steps: bit-identical to one push per step"
 
 # The device path, without a GPU: backend cpu-staged is the CPU's arithmetic behind separate memory whose
@@ -76,4 +79,5 @@ stop_resume_exact "with parts" 30 job.epochs=2 data.train_limit=6000 data.test_l
 # shellcheck disable=SC2086
 run_job ssp --servers 2 --workers 2 job.epochs=1 data.train_limit=12000 job.staleness=1 net.push_bucket_mb=0.001
 [ "$(parts_taken ssp)" -gt 0 ] || fail "the SSP job sent no parts"
+[ "$(shard_sum ssp part_replies)" -eq 0 ] || fail "SSP parts are held for the push, not answered with parameters"
 at_least "$(json "$WORK/ssp/summary.json" test_accuracy)" 0.75 "SSP with parts: test_accuracy"

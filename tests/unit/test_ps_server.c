@@ -308,20 +308,27 @@ static int answered(void *d, int kind, int code_want, const char *what) {
 }
 
 /* Overlapped pushes: PUSH_PARTs of some slices, then the PUSH_PULL with the rest, make the same step as
- * one whole push; parts that repeat a slice, miss the shard's slices or come at the wrong clock, and a
- * push that repeats a part's slice, are refused. BSP with two workers, then SSP. */
+ * one whole push. In BSP a part is answered with its slices' update once every worker's part of them
+ * is in, and the push's reply brings only the other slices; in SSP a part is answered KIND_OK and the
+ * push's reply brings everything. Parts that repeat a slice, miss the shard's slices, come at the
+ * wrong clock or out of order (not from the last slice back), and a push that repeats a part's slice,
+ * are refused. Two workers. */
 static void test_push_parts(void) {
     for (int staleness = 0; staleness <= 1; staleness++) {
         shard_t s;
         shard_start(&s, 0, 2, staleness);
         void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
-        int code, bias = 1; /* tensor 0 is fc.weight, tensor 1 fc.bias */
+        /* tensor 0 is fc.weight (shard 0: rows 0-1, 8 floats), tensor 1 fc.bias (row 0, 1 float) */
+        int code, bias = 1;
         float p0[64], p[64], one = 1.0f, three = 3.0f;
         size_t n0, n;
         request(w0, TESSERA__KIND__KIND_PULL, 0, 0, 0, NULL, 0, 0);
-        EXPECT(reply(w0, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS, "pull");
+        EXPECT(reply(w0, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS && n0 == 9, "pull");
         request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, &one, 0, 0, bias, bias + 1);
-        answered(w0, TESSERA__KIND__KIND_OK, 0, "a part of the bias slice is taken");
+        if (staleness == 0)
+            EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: the bias part waits for worker 1's");
+        else
+            answered(w0, TESSERA__KIND__KIND_OK, 0, "SSP: the bias part is held for the push");
         request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, &one, 0, 0, bias, bias + 1);
         answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
                  "a second part of the same slice is refused");
@@ -334,18 +341,36 @@ static void test_push_parts(void) {
         request_range(w0, TESSERA__KIND__KIND_PUSH_PART, 0, 0, 0, NULL, 0, 0, 0, 0);
         answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                  "a part without tensors is refused");
+        request_range(w1, TESSERA__KIND__KIND_PUSH_PART, 1, 0, 0, &three, 0, 0, 0, 1);
+        answered(w1, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                 "a part that is not the last slices is refused");
         request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0);
         answered(w0, TESSERA__KIND__KIND_ERROR, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                  "a push that repeats a part's slice is refused");
         request_range(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &one, 0, 0, 0, bias);
         if (staleness == 0) {
             EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: the completed push waits for worker 1");
-            request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &three, 0, 0);
-            EXPECT(reply(w1, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0,
-                   "worker 1 answered");
-            for (size_t i = 0; i < n0; i++) /* mean gradient 2 on every slice, the part's too */
-                EXPECT_NEAR(p[i], p0[i] - 0.5f * 2.0f, 1e-6);
-            EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS, "worker 0 released");
+            request_range(w1, TESSERA__KIND__KIND_PUSH_PART, 1, 0, 0, &three, 0, 0, bias, bias + 1);
+            /* Every worker's bias is in: both parts are answered with the bias's step (mean gradient 2). */
+            EXPECT(reply(w1, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == 1,
+                   "BSP: w1's part answered");
+            EXPECT_NEAR(p[0], p0[8] - 1.0f, 1e-6);
+            EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == 1,
+                   "BSP: w0's part answered");
+            EXPECT_NEAR(p[0], p0[8] - 1.0f, 1e-6);
+            EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "BSP: w0's push still waits for worker 1's");
+            request_range(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &three, 0, 0, 0, bias);
+            for (int k = 0; k < 2; k++) { /* the pushes' replies bring the weight only */
+                EXPECT(reply(k ? w1 : w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == 8,
+                       "BSP: worker %d's push answered with the weight (n=%zu)", k, n);
+                for (size_t i = 0; i < 8; i++)
+                    EXPECT_NEAR(p[i], p0[i] - 1.0f, 1e-6);
+            }
+            request(w0, TESSERA__KIND__KIND_PULL, 0, 1, 0, NULL, 0, 0);
+            EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == 9,
+                   "a pull after: all");
+            for (size_t i = 0; i < n0; i++)
+                EXPECT_NEAR(p[i], p0[i] - 1.0f, 1e-6);
         } else {
             EXPECT(reply(w0, 2000, &code, p, &n) == TESSERA__KIND__KIND_PARAMS && n == n0, "SSP: answered");
             for (size_t i = 0; i < n0; i++) /* its own step, the part's slice included */
