@@ -552,10 +552,17 @@ static void slice_arrived(ps_server_t *s, int i) {
     if (++s->have[i] == s->cfg.n_workers) apply_slice(s, i);
 }
 
-/* Answers the waiting parts whose slices have all been updated, with those slices (copied: the
- * parameters go on changing while ZeroMQ sends). */
+/* One copy of slices [first, first + n), shared by the part replies that send them. */
+typedef struct {
+    int first, n;
+    snapshot_t *copy;
+} part_copy_t;
+
+/* Answers the waiting parts whose slices have all been updated, with those slices, copied (the
+ * parameters go on changing while ZeroMQ sends) once for all the workers' parts of the same slices. */
 static void serve_parts(ps_server_t *s) {
-    int keep = 0;
+    int keep = 0, n_made = 0;
+    part_copy_t made[s->n_part_waits ? s->n_part_waits : 1];
     for (int j = 0; j < s->n_part_waits; j++) {
         waiting_part_t *pw = &s->part_waits[j];
         int ready = 1;
@@ -565,14 +572,25 @@ static void serve_parts(ps_server_t *s) {
             s->part_waits[keep++] = *pw;
             continue;
         }
-        size_t total = 0, off = 0;
-        for (int i = pw->first; i < pw->first + pw->n; i++)
-            total += s->slices[i].n;
-        snapshot_t *copy = XMALLOC(sizeof *copy + (total ? total : 1) * sizeof(float));
-        atomic_init(&copy->refs, pw->n); /* one reference per frame */
+        snapshot_t *copy = NULL;
+        for (int q = 0; q < n_made && !copy; q++)
+            if (made[q].first == pw->first && made[q].n == pw->n) copy = made[q].copy;
+        if (!copy) {
+            size_t total = 0, off = 0;
+            for (int i = pw->first; i < pw->first + pw->n; i++)
+                total += s->slices[i].n;
+            copy = XMALLOC(sizeof *copy + (total ? total : 1) * sizeof(float));
+            atomic_init(&copy->refs, 1); /* this loop's own, dropped below */
+            for (int i = pw->first; i < pw->first + pw->n; i++) {
+                memcpy(copy->data + off, s->slices[i].p, s->slices[i].n * sizeof(float));
+                off += s->slices[i].n;
+            }
+            made[n_made++] = (part_copy_t){pw->first, pw->n, copy};
+        }
+        atomic_fetch_add(&copy->refs, pw->n); /* one reference per frame */
         wire_buf_t bufs[pw->n];
+        size_t off = 0;
         for (int i = pw->first; i < pw->first + pw->n; i++) {
-            memcpy(copy->data + off, s->slices[i].p, s->slices[i].n * sizeof(float));
             bufs[i - pw->first] =
                 (wire_buf_t){copy->data + off, s->slices[i].n * sizeof(float), release_snapshot, copy};
             off += s->slices[i].n;
@@ -586,6 +604,8 @@ static void serve_parts(ps_server_t *s) {
         zmq_msg_close(&pw->identity);
         s->part_replies++;
     }
+    for (int q = 0; q < n_made; q++)
+        snapshot_unref(made[q].copy);
     s->n_part_waits = keep;
 }
 
@@ -1024,13 +1044,14 @@ static void handle_push_part(ps_server_t *s, wire_msg_t *m) {
         return;
     }
     if (s->cfg.staleness == 0 && s->n_part_waits == s->cap_part_waits) {
-        s->cap_part_waits = s->cap_part_waits ? 2 * s->cap_part_waits : 16;
-        waiting_part_t *grown = realloc(s->part_waits, (size_t)s->cap_part_waits * sizeof *grown);
+        int cap = s->cap_part_waits ? 2 * s->cap_part_waits : 16;
+        waiting_part_t *grown = realloc(s->part_waits, (size_t)cap * sizeof *grown);
         if (!grown) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
         s->part_waits = grown;
+        s->cap_part_waits = cap;
     }
     for (size_t j = 0; j < h->n_tensors; j++)
         zmq_msg_move(&s->pending[w * s->n_slices + first + (int)j], &m->frames[j]);
@@ -1246,19 +1267,20 @@ int ps_server_run(ps_server_t *s) {
             heartbeat(s);
         }
     }
-    /* Every request gets exactly one reply, even when the shard stops under it. */
-    for (int i = 0; i < s->n_waiting; i++) {
-        wire_send_error(s->router, &s->waiting[i].identity, s->waiting[i].request_id,
-                        TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
-        zmq_msg_close(&s->waiting[i].identity);
-    }
-    s->n_waiting = 0;
+    /* Every request gets exactly one reply, even when the shard stops under it: parts first, as their
+     * pushes expect. */
     for (int i = 0; i < s->n_part_waits; i++) {
         wire_send_error(s->router, &s->part_waits[i].identity, s->part_waits[i].request_id,
                         TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
         zmq_msg_close(&s->part_waits[i].identity);
     }
     s->n_part_waits = 0;
+    for (int i = 0; i < s->n_waiting; i++) {
+        wire_send_error(s->router, &s->waiting[i].identity, s->waiting[i].request_id,
+                        TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
+        zmq_msg_close(&s->waiting[i].identity);
+    }
+    s->n_waiting = 0;
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)
         rows += sparse_table_size(s->tables[t]);

@@ -19,6 +19,9 @@ def varint(n):
             return bytes(out)
 
 
+V = 2  # PROTOCOL_VERSION_CURRENT (proto/tessera.proto)
+
+
 def header(version, kind, tensors):
     """A hand-packed tessera.Header (proto3 wire format): version=1, kind=2, tensors=7."""
     msg = b"\x08" + varint(version) + b"\x10" + varint(kind)
@@ -40,13 +43,13 @@ def main():
         lambda: [os.urandom(rng.randint(1, 200))],
         lambda: [b""],
         lambda: [os.urandom(16), os.urandom(64), os.urandom(8)],
-        lambda: [header(1, 5, [(2, 3, 24)])],                          # frame missing
-        lambda: [header(1, 5, [(2, 3, 24)]), b"\0" * 20],              # truncated frame
-        lambda: [header(1, 5, [(2, 3, 24)]), b"\0" * 24],              # wrong tensor for this shard
-        lambda: [header(1, 5, [(1, 1, 4)] * 2), b"\0" * 4],            # fewer frames than described
+        lambda: [header(V, 5, [(2, 3, 24)])],                          # frame missing
+        lambda: [header(V, 5, [(2, 3, 24)]), b"\0" * 20],              # truncated frame
+        lambda: [header(V, 5, [(2, 3, 24)]), b"\0" * 24],              # wrong tensor for this shard
+        lambda: [header(V, 5, [(1, 1, 4)] * 2), b"\0" * 4],            # fewer frames than described
         lambda: [header(7, 4, [])],                                    # wrong protocol version
-        lambda: [header(1, 9, [])],                                    # a kind shards do not serve
-        lambda: [header(1, 4, [(1, 1, 4)]), b"\0" * 4],                # pull with tensors
+        lambda: [header(V, 9, [])],                                    # a kind shards do not serve
+        lambda: [header(V, 4, [(1, 1, 4)]), b"\0" * 4],                # pull with tensors
     ]
     sent = answered = 0
     for _ in range(count):

@@ -22,7 +22,7 @@ TIMEOUT_MS = 5000
 MiB = 1 << 20
 
 
-def header(kind=pb.KIND_PREDICT, version=1, **fields):
+def header(kind=pb.KIND_PREDICT, version=pb.PROTOCOL_VERSION_CURRENT, **fields):
     return pb.Header(version=version, kind=kind, **fields)
 
 
@@ -92,7 +92,7 @@ class Tester:
             got = f'{code_name(reply.error_code)} "{reply.error_message}"'
         elif not reply.error_message:
             got = f"{want} without an error_message"
-        elif reply.version != 1:
+        elif reply.version != pb.PROTOCOL_VERSION_CURRENT:
             got = f"{want} in a reply of protocol version {reply.version}"
         else:
             print(f'ok   {name}: {want} "{reply.error_message}"')

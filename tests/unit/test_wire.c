@@ -8,6 +8,8 @@
 #include "expect.h"
 #include "wire.h"
 
+#define CUR TESSERA__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT
+
 static int freed;
 static void on_free(void *data, void *hint) {
     (void)data;
@@ -144,42 +146,42 @@ int main(void) {
         recv_expect(router, TESSERA__ERROR_CODE__ERR_VERSION_MISMATCH, "version 99");
     }
     { /* truncated: two tensors described, one frame sent */
-        n = pack_header(hdr, 1, 2, 2, 3, 24, 1);
+        n = pack_header(hdr, CUR, 2, 2, 3, 24, 1);
         const void *f[2] = {hdr, frame};
         size_t l[2] = {n, 24};
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "missing frame");
     }
     { /* truncated frame: header says 24 bytes, frame has 20 */
-        n = pack_header(hdr, 1, 1, 2, 3, 24, 1);
+        n = pack_header(hdr, CUR, 1, 2, 3, 24, 1);
         const void *f[2] = {hdr, frame};
         size_t l[2] = {n, 20};
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "short frame");
     }
     { /* shape disagrees with nbytes */
-        n = pack_header(hdr, 1, 1, 4, 3, 24, 1);
+        n = pack_header(hdr, CUR, 1, 4, 3, 24, 1);
         const void *f[2] = {hdr, frame};
         size_t l[2] = {n, 24};
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "shape vs bytes");
     }
     { /* overflowing shape */
-        n = pack_header(hdr, 1, 1, UINT64_MAX / 2, 3, 24, 1);
+        n = pack_header(hdr, CUR, 1, UINT64_MAX / 2, 3, 24, 1);
         const void *f[2] = {hdr, frame};
         size_t l[2] = {n, 24};
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "overflowing shape");
     }
     { /* unknown dtype */
-        n = pack_header(hdr, 1, 1, 2, 3, 24, 0);
+        n = pack_header(hdr, CUR, 1, 2, 3, 24, 0);
         const void *f[2] = {hdr, frame};
         size_t l[2] = {n, 24};
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "dtype");
     }
     { /* extra frame beyond the descriptors */
-        n = pack_header(hdr, 1, 1, 2, 3, 24, 1);
+        n = pack_header(hdr, CUR, 1, 2, 3, 24, 1);
         const void *f[3] = {hdr, frame, frame};
         size_t l[3] = {n, 24, 24};
         send_raw(dealer, f, l, 3);
@@ -188,7 +190,7 @@ int main(void) {
     { /* oversized message: larger than the receiver's limit */
         size_t big = (1 << 20) + 64;
         uint8_t *payload = calloc(1, big);
-        n = pack_header(hdr, 1, 1, big / 4 / 16, 16, big / 4 / 16 * 16 * 4, 1);
+        n = pack_header(hdr, CUR, 1, big / 4 / 16, 16, big / 4 / 16 * 16 * 4, 1);
         const void *f[2] = {hdr, payload};
         size_t l[2] = {n, big / 4 / 16 * 16 * 4};
         send_raw(dealer, f, l, 2);
