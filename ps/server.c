@@ -72,7 +72,8 @@ typedef struct {
 
 typedef struct {
     atomic_int refs;
-    float data[]; /* every slice's parameters, in slice order */
+    int n;        /* local slices [0, n) it holds */
+    float data[]; /* their parameters, in slice order */
 } snapshot_t;
 
 struct ps_server {
@@ -134,16 +135,19 @@ static void release_snapshot(void *data, void *hint) {
     snapshot_unref(hint);
 }
 
-/* The snapshot of the current parameters, made on first use after a change. */
-static snapshot_t *current_snapshot(ps_server_t *s) {
-    if (s->snap) return s->snap;
+/* A snapshot of the current parameters of local slices [0, n) at least, made on first use after a
+ * change (or when a longer one is needed). */
+static snapshot_t *current_snapshot(ps_server_t *s, int n) {
+    if (s->snap && s->snap->n >= n) return s->snap;
+    snapshot_unref(s->snap); /* too short: BSP replies after parts need only a prefix, a pull all */
     size_t total = 0;
-    for (int i = 0; i < s->n_local; i++)
+    for (int i = 0; i < n; i++)
         total += s->slices[i].n;
     snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * sizeof(float));
     atomic_init(&snap->refs, 1); /* the server's own reference */
+    snap->n = n;
     float *dst = snap->data;
-    for (int i = 0; i < s->n_local; i++) {
+    for (int i = 0; i < n; i++) {
         memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
         dst += s->slices[i].n;
     }
@@ -433,7 +437,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         h.stop_after_checkpoint = s->ckpt_last_stop;
         s->ckpt_told[worker] = 1;
     }
-    snapshot_t *snap = current_snapshot(s);
+    snapshot_t *snap = current_snapshot(s, n);
     wire_buf_t bufs[n ? n : 1];
     size_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -581,6 +585,7 @@ static void serve_parts(ps_server_t *s) {
                 total += s->slices[i].n;
             copy = XMALLOC(sizeof *copy + (total ? total : 1) * sizeof(float));
             atomic_init(&copy->refs, 1); /* this loop's own, dropped below */
+            copy->n = 0;                 /* not a prefix: slices [first, first + n) */
             for (int i = pw->first; i < pw->first + pw->n; i++) {
                 memcpy(copy->data + off, s->slices[i].p, s->slices[i].n * sizeof(float));
                 off += s->slices[i].n;

@@ -14,7 +14,6 @@ static void send_part(overlap_t *o, int from) {
     if (!o->rc)
         o->rc =
             ps_client_push_part(o->pc, o->clock, o->grads_host, o->params_host, from, o->err, sizeof o->err);
-    o->parts++;
 }
 
 /* Sends the buckets whose copies have landed, oldest first; with `wait`, all of them. */

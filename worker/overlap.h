@@ -30,7 +30,6 @@ typedef struct {
     uint64_t params_ticket; /* the newest parameter copy to the device */
     int rc;
     char err[256];
-    uint64_t parts; /* PUSH_PART hand-offs so far */
 } overlap_t;
 
 /* Sets `o` up for model `m` and its PS client; hooks itself into both when bucket_mb > 0 (and, for

@@ -22,7 +22,6 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
     c->socks = XCALLOC((size_t)n_shards, sizeof *c->socks);
     c->request_of = XCALLOC((size_t)n_shards, sizeof *c->request_of);
     c->parts_out = XCALLOC((size_t)n_shards, sizeof *c->parts_out);
-    c->parts_first = XCALLOC((size_t)n_shards, sizeof *c->parts_first);
     c->parts_sent =
         XCALLOC((size_t)n_shards * (size_t)(spec->n_tensors ? spec->n_tensors : 1), sizeof *c->parts_sent);
     c->final_hi = spec->n_tensors;
@@ -48,7 +47,6 @@ void ps_client_free(ps_client_t *c) {
     free(c->socks);
     free(c->request_of);
     free(c->parts_out);
-    free(c->parts_first);
     free(c->parts_sent);
     memset(c, 0, sizeof *c);
 }
@@ -63,7 +61,6 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
     wire_header_init(&h, kind);
     h.request_id = ++c->next_request;
     if (kind == TESSERA__KIND__KIND_PUSH_PART) {
-        if (!c->parts_out[k]) c->parts_first[k] = h.request_id;
         c->parts_sent[(size_t)k * (size_t)s->n_tensors + (size_t)c->parts_out[k]++] =
             (part_sent_t){h.request_id, t_lo, t_hi};
     } else
@@ -174,16 +171,16 @@ static int take_rows(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char
 }
 
 /* The answer `m` of shard k to one of its outstanding PUSH_PARTs. */
-static int take_part_reply(ps_client_t *c, int k, const wire_msg_t *m, char *err, size_t errlen) {
-    int T = c->spec->n_tensors, j = 0;
-    part_sent_t *ps = c->parts_sent + (size_t)k * (size_t)T;
-    while (j < c->parts_out[k] && ps[j].request_id != m->hdr->request_id)
-        j++;
-    if (j == c->parts_out[k]) {
-        snprintf(err, errlen, "shard %d answered request %llu, which is no part of this push", k,
-                 (unsigned long long)m->hdr->request_id);
-        return -TS_EPROTO;
-    }
+/* The index among shard k's outstanding PUSH_PARTs of request `id`, or -1. */
+static int part_of(const ps_client_t *c, int k, uint64_t id) {
+    const part_sent_t *ps = c->parts_sent + (size_t)k * (size_t)c->spec->n_tensors;
+    for (int j = 0; j < c->parts_out[k]; j++)
+        if (ps[j].request_id == id) return j;
+    return -1;
+}
+
+static int take_part_reply(ps_client_t *c, int k, const wire_msg_t *m, int j, char *err, size_t errlen) {
+    part_sent_t *ps = c->parts_sent + (size_t)k * (size_t)c->spec->n_tensors;
     part_sent_t p = ps[j];
     memmove(ps + j, ps + j + 1, (size_t)(c->parts_out[k] - j - 1) * sizeof *ps);
     c->parts_out[k]--;
@@ -234,12 +231,11 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
             int rc = wire_recv(c->socks[k], 0, c->max_message_bytes, &m, &code, why, sizeof why);
             if (rc) {
                 snprintf(err, errlen, "malformed reply from shard %d: %s", k, why);
-            } else if (m.hdr->request_id != c->request_of[k] && c->parts_out[k] > 0 &&
-                       m.hdr->request_id >= c->parts_first[k]) {
+            } else if (m.hdr->request_id != c->request_of[k] && part_of(c, k, m.hdr->request_id) >= 0) {
                 /* A PUSH_PART's answer (before its push's): KIND_OK when the shard holds it for the
                  * push (SSP), PARAMS with its slices' update when every worker's are in (BSP); an
                  * error fails the push. */
-                rc = take_part_reply(c, k, &m, err, errlen);
+                rc = take_part_reply(c, k, &m, part_of(c, k, m.hdr->request_id), err, errlen);
                 wire_msg_free(&m);
                 if (rc) return rc;
                 continue;

@@ -27,7 +27,6 @@ typedef struct {
     uint64_t next_request;
     uint64_t *request_of;    /* per shard: the request awaiting its reply */
     int *parts_out;          /* per shard: PUSH_PARTs of the open clock not answered yet */
-    uint64_t *parts_first;   /* per shard: the request id of the first of them */
     part_sent_t *parts_sent; /* [shard * n_tensors + j]: those parts, oldest first */
     int parts_from;          /* tensors [parts_from, n_tensors) went in PUSH_PARTs this clock */
     int final_hi;            /* the push's reply may bring only tensors [0, final_hi) (BSP with parts) */
