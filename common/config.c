@@ -498,13 +498,6 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                  cfg->path, cfg->opt_type);
         return -TS_EINVAL;
     }
-    if (cfg->staleness != 0 && (cfg->ckpt_every_steps > 0 || cfg->ckpt_every_seconds > 0)) {
-        snprintf(
-            err, errlen,
-            "%s: checkpoints need BSP (job.staleness = 0) for now: SSP and ASP have no consistent cut yet",
-            cfg->path);
-        return -TS_EINVAL;
-    }
     if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda") && strcmp(cfg->backend, "cpu-staged")) {
         snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,
                  cfg->backend);

@@ -96,20 +96,25 @@ struct ps_server {
     int n_waiting, max_waiting;
     snapshot_t *snap; /* the current parameters as replies send them; NULL once they change */
     int stop;
-    uint64_t pushes, push_parts, part_replies, errors, heartbeat_id;
+    uint64_t pushes, push_parts, part_replies, pushes_held, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
     /* checkpoints */
     int64_t ckpt_want; /* take a checkpoint when min_clock reaches this (0 = none) */
     int ckpt_want_stop;
+    /* SSP/ASP: pushes of clock ckpt_want or later, held until the checkpoint is taken (at most one per
+     * worker: a worker waits for its push's reply) */
+    wire_msg_t *held;
+    int n_held;
     int64_t ckpt_last; /* the last checkpoint taken, announced in replies */
     int ckpt_last_stop;
     int *ckpt_told; /* per worker: the last checkpoint has been announced to it */
     int stop_seen;  /* a stop was requested somewhere: tell every worker */
     int ckpt_asked; /* a checkpoint was asked for somewhere and not taken yet */
     pthread_t writer;
-    int writer_running;
-    float *ckpt_buf; /* snapshot buffer, reused; the writer owns it until joined */
+    int writer_running;     /* a writer thread was started and not joined */
+    atomic_int writer_busy; /* ... and is still writing */
+    float *ckpt_buf;        /* snapshot buffer, reused; the writer owns it until joined */
     /* the descriptors of this shard's slices, as every PARAMS reply sends them */
     Tessera__TensorDesc *descs, **desc_ptrs;
     uint64_t *desc_shapes;
@@ -319,6 +324,7 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         }
     if (s->n_slices > s->n_local) s->be = backend_cpu_create(1);
     s->ckpt_told = XCALLOC((size_t)cfg->n_workers, sizeof *s->ckpt_told);
+    s->held = XCALLOC((size_t)cfg->n_workers, sizeof *s->held);
     size_t nd = (size_t)(s->n_slices ? s->n_slices : 1);
     s->descs = XCALLOC(nd, sizeof *s->descs);
     s->desc_ptrs = XCALLOC(nd, sizeof *s->desc_ptrs);
@@ -370,6 +376,9 @@ void ps_server_free(ps_server_t *s) {
     if (s->writer_running) pthread_join(s->writer, NULL);
     free(s->ckpt_buf);
     free(s->ckpt_told);
+    for (int i = 0; i < s->n_held; i++)
+        wire_msg_free(&s->held[i]);
+    free(s->held);
     free(s->descs);
     free(s->desc_ptrs);
     free(s->desc_shapes);
@@ -431,6 +440,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
     h.clock = clock;
     h.stop_requested = s->stop_seen || (s->cfg.stop_flag && *s->cfg.stop_flag);
     h.checkpoint_requested = s->ckpt_asked || (s->cfg.ckpt_flag && *s->cfg.ckpt_flag);
+    h.last_checkpoint = s->ckpt_last;
     if (worker >= 0 && s->ckpt_last > 0 && !s->ckpt_told[worker]) {
         /* The first reply after a checkpoint tells the worker to save its own state. */
         h.checkpoint_clock = s->ckpt_last;
@@ -724,6 +734,7 @@ static void *write_checkpoint(void *arg) {
         ckpt_table_free(&job->tables[t]);
     free(job->tables);
     free(job);
+    atomic_store(&s->writer_busy, 0);
     return NULL;
 }
 
@@ -763,8 +774,9 @@ static void take_checkpoint(ps_server_t *s) {
     double t0 = now_s();
     if (s->writer_running) {
         /* Checkpoints come faster than the disk takes them: training waits for the previous one. */
-        log_warn("checkpoint %lld: the previous one is still being written; training waits for it",
-                 (long long)s->ckpt_want);
+        if (atomic_load(&s->writer_busy))
+            log_warn("checkpoint %lld: the previous one is still being written; training waits for it",
+                     (long long)s->ckpt_want);
         pthread_join(s->writer, NULL);
         s->writer_running = 0;
     }
@@ -805,6 +817,7 @@ static void take_checkpoint(ps_server_t *s) {
     s->ckpt_asked = 0; /* requests on demand are served by this checkpoint */
     if (s->cfg.ckpt_flag) *s->cfg.ckpt_flag = 0;
     job->stall_s = now_s() - t0;
+    atomic_store(&s->writer_busy, 1);
     if (pthread_create(&s->writer, NULL, write_checkpoint, job)) {
         log_error("cannot start the checkpoint writer thread; writing inline");
         write_checkpoint(job);
@@ -1078,11 +1091,75 @@ static void handle_push_part(ps_server_t *s, wire_msg_t *m) {
     serve_parts(s);
 }
 
+static void handle_push_pull(ps_server_t *s, wire_msg_t *m);
+
+/* SSP/ASP: the pushes held for a checkpoint now taken, in the order they came (one may hold the
+ * others again, for a checkpoint it asks for). */
+static void release_held(ps_server_t *s) {
+    int n = s->n_held;
+    wire_msg_t held[n];
+    memcpy(held, s->held, (size_t)n * sizeof *held);
+    s->n_held = 0;
+    for (int i = 0; i < n; i++) {
+        handle_push_pull(s, &held[i]);
+        wire_msg_free(&held[i]);
+    }
+}
+
+/* SSP/ASP: a push that would take worker w past the checkpoint's clock waits until every worker has
+ * reached it and the checkpoint is taken: the checkpoint is then a clock cut (DESIGN.md), every push
+ * of a clock below it in, none at or past it. Returns 1 if held (m is emptied), 0 to go on. */
+static int hold_push(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    if (!s->cfg.staleness || !s->ckpt_want || h->clock < s->ckpt_want) return 0;
+    for (int i = 0; i < s->n_held; i++)
+        if (s->held[i].hdr->sender == h->sender) {
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                        "a push of this worker is already waiting for a checkpoint");
+            return 1;
+        }
+    s->held[s->n_held++] = *m;
+    s->pushes_held++;
+    memset(m, 0, sizeof *m);
+    return 1;
+}
+
+/* A checkpoint of clock c asked for by worker w's push (before the snapshot: clocks below c are
+ * those it holds). BSP: worker 0 asks, at its push of c - 1, and the clock completes with it. SSP/ASP:
+ * the cut must lie where no worker has been yet. Each worker asks for the scheduled ones at its own
+ * push of c - 1; worker 0 places those on demand far enough ahead that no other worker can reach them
+ * before its request is here (its clock + staleness + 1, or the end of its epoch, which no worker
+ * passes before every worker has finished the epoch). Requests for the same or a later cut join the
+ * one pending (a stop request makes it a stop checkpoint); an earlier cut replaces it. */
+static void want_checkpoint(ps_server_t *s, int w, int64_t c, int stop) {
+    if (!s->cfg.staleness) {
+        s->ckpt_want = c;
+        s->ckpt_want_stop = stop;
+        return;
+    }
+    int64_t newest = s->clock[0];
+    for (int k = 1; k < s->cfg.n_workers; k++)
+        if (s->clock[k] > newest) newest = s->clock[k];
+    if (c < newest) {
+        log_error("worker %d asked for a checkpoint of clock %lld, but a worker is at clock %lld already: "
+                  "not taken",
+                  w, (long long)c, (long long)newest);
+        return;
+    }
+    if (s->ckpt_want && c >= s->ckpt_want) {
+        s->ckpt_want_stop |= stop;
+        return;
+    }
+    s->ckpt_want_stop = stop || (s->ckpt_want && s->ckpt_want_stop);
+    s->ckpt_want = c;
+}
+
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     char err[512];
     int w = h->sender;
     if (check_push_sender(s, m, "push")) return;
+    if (hold_push(s, m)) return;
     if (check_push_tensors(s, h, w, err, sizeof err)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
@@ -1114,10 +1191,8 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     s->clock[w]++;
     s->stop_seen |= h->stop_requested;
     s->ckpt_asked |= h->checkpoint_requested;
-    if (h->checkpoint_clock > s->ckpt_last && s->cfg.ckpt_root) {
-        s->ckpt_want = h->checkpoint_clock;
-        s->ckpt_want_stop = h->stop_after_checkpoint;
-    }
+    if (h->checkpoint_clock > s->ckpt_last && s->cfg.ckpt_root)
+        want_checkpoint(s, w, h->checkpoint_clock, h->stop_after_checkpoint);
     /* The frames join the parts' (no copy); BSP keeps them until every worker's gradient of the clock is
      * in. */
     for (int i = 0, j = 0; i < s->n_local; i++)
@@ -1151,6 +1226,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     }
     if (s->ckpt_want > 0 && min_clock(s) >= s->ckpt_want) take_checkpoint(s);
     serve_waiting(s);
+    if (s->n_held && !s->ckpt_want) release_held(s);
 }
 
 static void handle_pull(ps_server_t *s, wire_msg_t *m) {
@@ -1286,15 +1362,23 @@ int ps_server_run(ps_server_t *s) {
         zmq_msg_close(&s->waiting[i].identity);
     }
     s->n_waiting = 0;
+    for (int i = 0; i < s->n_held; i++) {
+        wire_send_error(s->router, &s->held[i].identity, s->held[i].hdr->request_id,
+                        TESSERA__ERROR_CODE__ERR_UNAVAILABLE, "shard shutting down");
+        wire_msg_free(&s->held[i]);
+    }
+    s->n_held = 0;
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)
         rows += sparse_table_size(s->tables[t]);
-    log_info("shard stopping pushes=%llu push_parts=%llu part_replies=%llu rejected=%llu slices=%d "
+    log_info("shard stopping pushes=%llu push_parts=%llu part_replies=%llu held_for_cut=%llu rejected=%llu "
+             "slices=%d "
              "busy_s=%.2f apply_s=%.2f "
              "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
              (unsigned long long)s->pushes, (unsigned long long)s->push_parts,
-             (unsigned long long)s->part_replies, (unsigned long long)s->errors, s->n_slices, s->busy_s,
-             s->apply_s, rows, (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
+             (unsigned long long)s->part_replies, (unsigned long long)s->pushes_held,
+             (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s, rows,
+             (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
              (double)s->budget.used_bytes / 1048576.0);
     return 0;
 }

@@ -299,6 +299,7 @@ static void handle(sched_t *s) {
     ok.request_id = h->request_id;
     ok.stop_requested = program_stop_requested != 0;
     ok.checkpoint_requested = program_checkpoint_requested != 0;
+    ok.last_checkpoint = s->last_ckpt;
     wire_send(s->router, &m.identity, &ok, NULL, 0);
     wire_msg_free(&m);
 }

@@ -155,10 +155,12 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, ch
     int rc = take_slices(c, k, m, ctx, 0, hi, err, errlen);
     if (rc) return rc;
     c->peer_stop |= m->hdr->stop_requested;
-    c->peer_ckpt |= m->hdr->checkpoint_requested;
+    /* A request from before the newest checkpoint this worker knows of was served by it. */
+    c->peer_ckpt |= m->hdr->checkpoint_requested && m->hdr->last_checkpoint >= c->ckpt_seen;
     if (m->hdr->checkpoint_clock > 0) {
         c->ckpt_announced = m->hdr->checkpoint_clock;
         c->ckpt_announced_stop |= m->hdr->stop_after_checkpoint;
+        if (c->ckpt_announced > c->ckpt_seen) c->ckpt_seen = c->ckpt_announced;
     }
     return 0;
 }

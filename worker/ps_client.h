@@ -42,6 +42,7 @@ typedef struct {
     int peer_stop;      /* a reply said another rank was asked to stop */
     int ckpt_asked;     /* set on pushes: this worker was asked for a checkpoint */
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
+    int64_t ckpt_seen;  /* the newest checkpoint announced to this worker */
     int read_only;      /* the sparse pull being sent must not create rows */
     const int *only;    /* when not NULL: push_pull and pull talk to the shards k with only[k] */
     /* Optional: called once shard k's parameter slices of tensors [t_lo, t_hi) are in the host buffer

@@ -30,9 +30,10 @@ typedef struct {
     const job_config_t *cfg;
     const cluster_t *cl;
     void *zctx, *sched;
-    int outstanding; /* scheduler requests not yet acknowledged */
-    int sched_stop;  /* the scheduler was asked to stop the job */
-    int sched_ckpt;  /* the scheduler was asked for a checkpoint */
+    int outstanding;          /* scheduler requests not yet acknowledged */
+    int sched_stop;           /* the scheduler was asked to stop the job */
+    int sched_ckpt;           /* the scheduler was asked for a checkpoint */
+    const int64_t *ckpt_seen; /* the newest checkpoint announced to this worker (the PS client's) */
     uint64_t next_request;
 } worker_t;
 
@@ -66,7 +67,9 @@ static void sched_drain(worker_t *w, int block) {
         char err[256];
         if (wire_recv(w->sched, 0, 1 << 20, &m, &code, err, sizeof err) == 0 && m.hdr->stop_requested)
             w->sched_stop = 1;
-        if (m.hdr && m.hdr->checkpoint_requested) w->sched_ckpt = 1;
+        if (m.hdr && m.hdr->checkpoint_requested &&
+            (!w->ckpt_seen || m.hdr->last_checkpoint >= *w->ckpt_seen))
+            w->sched_ckpt = 1; /* one from before the newest checkpoint this worker knows of was served */
         if (m.hdr && m.hdr->kind == TESSERA__KIND__KIND_ERROR)
             log_warn("scheduler error=%s detail=\"%s\"", wire_error_name(m.hdr->error_code),
                      m.hdr->error_message);
@@ -337,22 +340,64 @@ static int load_data(const job_config_t *cfg, const model_spec_t *spec, int me, 
     return rc;
 }
 
-/* Worker 0 decides where checkpoints are cut: on the job's schedule, or when a signal asked. The
- * request rides on its push of iteration `clock`; the cut is at clock + 1. */
-static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int64_t clock, double *last_ckpt,
-                           int asked, int stop) {
-    int64_t next = clock + 1;
-    int due = (cfg->ckpt_every_steps > 0 && next % cfg->ckpt_every_steps == 0) ||
-              (cfg->ckpt_every_seconds > 0 && now_s() - *last_ckpt >= cfg->ckpt_every_seconds) || asked ||
-              stop;
-    if (!due) return 0;
-    pc->ckpt_request = next;
+/* Where checkpoints are cut: at a clock c, the state with every push of a clock below c applied and
+ * none at or past it. BSP: worker 0 cuts them, on the job's schedule, on its time schedule or when
+ * asked, by flagging its push of `clock`; the cut is clock + 1 and the clock completes with it.
+ * SSP/ASP (the shards hold pushes at or past the cut until every worker has reached it): every
+ * worker flags its own push before a scheduled cut, and worker 0 places the others where no worker
+ * can be before its request reaches the shards: clock + 1 + staleness (a pull of clock c waits for
+ * every worker's push of c - 1 - staleness), or the end of its epoch (no worker starts an epoch before
+ * all have finished this one), or the next scheduled cut, whichever comes first. A cut at the last
+ * step cannot be placed there: the workers that finish first would not hear of it. */
+typedef struct {
+    double last;     /* when worker 0 last asked for one */
+    int64_t pending; /* SSP/ASP, worker 0: the cut it asked for, not announced yet */
+    int pending_stop;
+} ckpt_plan_t;
+
+/* Sets pc's request for this push. Returns 1 when a request (asked, stop) is served by it. */
+static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int me, int64_t clock, int64_t epoch_end,
+                           long total_steps, ckpt_plan_t *plan, int asked, int stop) {
+    int64_t next = clock + 1, every = cfg->ckpt_every_steps;
+    int scheduled = every > 0 && next % every == 0;
+    int timed = me == 0 && cfg->ckpt_every_seconds > 0 && now_s() - plan->last >= cfg->ckpt_every_seconds;
+    asked = me == 0 && asked;
+    stop = me == 0 && stop;
+    const char *why = stop ? "stop signal" : asked ? "SIGUSR2" : "schedule";
+    if (!cfg->staleness) {
+        if (me != 0 || !(scheduled || timed || asked || stop)) return 0;
+        pc->ckpt_request = next;
+        pc->ckpt_request_stop = stop;
+        plan->last = now_s();
+        log_info("checkpoint requested step=%lld reason=%s", (long long)next, why);
+        return 1;
+    }
+    if (scheduled && next < total_steps) pc->ckpt_request = next;
+    if (plan->pending) { /* what is asked now is served by the pending cut; a stop joins it if in time */
+        if (stop && !plan->pending_stop) {
+            if (next > plan->pending) return 0; /* past it: asked for again once it is announced */
+            pc->ckpt_request = plan->pending;
+            pc->ckpt_request_stop = plan->pending_stop = 1;
+        }
+        return asked || stop;
+    }
+    if (!(timed || asked || stop)) return 0;
+    int64_t cut = epoch_end;
+    if (cfg->staleness > 0 && next + cfg->staleness < cut) cut = next + cfg->staleness;
+    if (every > 0 && (clock / every + 1) * every < cut) cut = (clock / every + 1) * every;
+    plan->last = now_s();
+    if (cut >= total_steps) {
+        log_warn(
+            "checkpoint asked for (%s) at step %lld: its cut would be step %lld, but training ends at %ld; "
+            "none taken",
+            why, (long long)next, (long long)cut, total_steps);
+        return 1;
+    }
+    pc->ckpt_request = cut;
     pc->ckpt_request_stop = stop;
-    *last_ckpt = now_s();
-    log_info("checkpoint requested step=%lld reason=%s", (long long)next,
-             stop    ? "stop signal"
-             : asked ? "SIGUSR2"
-                     : "schedule");
+    plan->pending = cut;
+    plan->pending_stop = stop;
+    log_info("checkpoint requested step=%lld reason=%s", (long long)cut, why);
     return 1;
 }
 
@@ -508,6 +553,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         rc = ps_client_init(&pc, w.zctx, cl->ps_endpoints, cl->n_ps, &model.spec, &map, me, cfg->timeout_s,
                             (size_t)cfg->max_message_mb << 20, err, sizeof err);
     if (rc && err[0]) log_error("%s", err);
+    if (!rc) w.ckpt_seen = &pc.ckpt_seen;
     /* Workers agree before anyone blocks on a shard: a worker that cannot start stops the job. */
     int failed = rc != 0, any = 0;
     MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, cl->role_comm));
@@ -581,11 +627,12 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                  : ov.async && !nr.mine ? "async"
                                         : "sync");
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
-    double last_ckpt = now_s();
+    ckpt_plan_t plan = {.last = now_s()};
+    ckpt_worker_state_t state_now = {.clock = -1}, state_prev = {.clock = -1};
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
     uint64_t examples = start.examples;
-    int stopping = 0, stop_planned = 0, warned_async = 0;
+    int stopping = 0, stop_planned = 0;
     int64_t stop_step = 0;
     /* The resumed epoch always runs: it may have no steps left but still owe its evaluation. */
     for (int epoch = start.epoch;
@@ -619,18 +666,20 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             }
             int asked = program_checkpoint_requested || pc.peer_ckpt || w.sched_ckpt;
             int stop_asked = program_stop_requested || pc.peer_stop || w.sched_stop;
-            if (cfg->staleness != 0 && (asked || stop_asked) && !warned_async) {
-                log_warn(
-                    "a checkpoint was asked for, but SSP/ASP jobs cannot checkpoint yet (job.staleness = 0 "
-                    "can); training goes on");
-                warned_async = 1;
-            }
-            if (me == 0 && cfg->staleness == 0 &&
-                plan_checkpoint(&pc, cfg, clock, &last_ckpt, asked, !stop_planned && stop_asked)) {
+            int64_t epoch_end = clock + (int64_t)(steps_per_epoch - s);
+            if (plan_checkpoint(&pc, cfg, me, clock, epoch_end, total_steps, &plan, asked,
+                                !stop_planned && stop_asked)) {
                 program_checkpoint_requested = 0;
                 pc.peer_ckpt = w.sched_ckpt = 0;
-                stop_planned |= pc.ckpt_request_stop;
+                stop_planned |= me == 0 && stop_asked;
             }
+            /* This worker's state once the push is in: what it saves if the cut is there (BSP: the
+             * reply says so; SSP/ASP: this reply or the next, the shards holding the push after it). */
+            ckpt_worker_state_t after = {.clock = clock + 1,
+                                         .epoch = epoch,
+                                         .position = (int64_t)s + 1,
+                                         .examples = examples + (uint64_t)B,
+                                         .train_seconds = train_seconds + (now_s() - t0)};
             rc = push_pull(&pc, &nr, &nrows, clock, grads, &sb, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
@@ -641,15 +690,23 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                 be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
             clock++;
             examples += (uint64_t)B;
+            state_prev = state_now;
+            state_now = after;
             if (pc.ckpt_announced > 0) {
-                ckpt_worker_state_t st = {.clock = clock,
-                                          .epoch = epoch,
-                                          .position = (int64_t)s + 1,
-                                          .examples = examples,
-                                          .train_seconds = train_seconds + (now_s() - t0)};
-                save_state(&w, ckpt_dir, pc.ckpt_announced, &st, pc.ckpt_announced_stop);
+                int64_t step = pc.ckpt_announced;
+                const ckpt_worker_state_t *st = state_now.clock == step    ? &state_now
+                                                : state_prev.clock == step ? &state_prev
+                                                                           : NULL;
+                if (st)
+                    save_state(&w, ckpt_dir, step, st, pc.ckpt_announced_stop);
+                else
+                    log_error(
+                        "checkpoint %lld announced at clock %lld: this worker no longer has its state of "
+                        "that clock; the checkpoint will not be committed",
+                        (long long)step, (long long)clock);
+                if (plan.pending && step >= plan.pending) plan.pending = plan.pending_stop = 0;
                 stopping = pc.ckpt_announced_stop;
-                if (stopping) stop_step = pc.ckpt_announced;
+                if (stopping) stop_step = step;
                 pc.ckpt_announced = 0;
                 pc.ckpt_announced_stop = 0;
             }

@@ -24,10 +24,6 @@ fi
 grep -q "cannot write checkpoints to $WORK/file/ck" "$WORK/nw.log" || fail "unclear error for an unwritable checkpoint dir"
 echo "ok: unwritable checkpoint directory refused at start"
 
-if "$TESSERA" train $ARGS --checkpoint-every 50 job.staleness=2 >"$WORK/ssp.log" 2>&1; then fail "SSP + checkpoints accepted"; fi
-grep -q "checkpoints need BSP" "$WORK/ssp.log" || fail "unclear SSP refusal"
-echo "ok: SSP checkpoints refused with a reason"
-
 run_job lin $ARGS --checkpoint-every 50 checkpoint.keep=10
 if "$TESSERA" train --run-dir "$WORK/other" $ARGS optimizer.type=momentum --resume "$WORK/lin" >"$WORK/opt.log" 2>&1; then
     fail "resuming Adam state into momentum accepted"
