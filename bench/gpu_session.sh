@@ -11,7 +11,8 @@
 # versions, then runs, each part with its own time limit inside GPU_SESSION_BUDGET_S (default 480 s):
 #   1. ctest -L gpu --output-on-failure on the build's own CTest files (paths rewritten to here)
 #   2. tessera-bench-cuda-bw
-#   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS ...")
+#   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS[:bf16] ...": bf16 sends
+#      gradients and parameters as bfloat16, net.grad_dtype/param_dtype)
 #   4. compute-sanitizer --tool memcheck over the op test, with what time is left
 # A part that fails does not stop the others. Everything goes to OUT (default .gpu/out): log.txt (all
 # of it), summary.txt, gpu.txt, ctest.txt, cuda_bw.txt, gpu_train.json, gpu_train.txt, sanitizer.txt.
@@ -29,7 +30,7 @@ exec 3>&1 >"$OUT/log.txt" 2>&1 </dev/null
 
 PREFIX=${GPU_PREFIX:-/tmp/prefix}
 BUDGET=${GPU_SESSION_BUDGET_S:-480}
-RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20}
+RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:bf16}
 START=$(date +%s)
 W=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")
 trap 'rm -rf "$W"' EXIT
@@ -306,22 +307,28 @@ section "bench/gpu_train.sh"
 : >"$OUT/gpu_train.txt"
 : >"$W/runs"
 for r in $RUNS; do
-    batch=${r%%:*} steps=${r#*:}
+    batch=${r%%:*} rest=${r#*:}
+    steps=${rest%%:*} wire=f32 extra=""
+    if [ "$rest" != "$steps" ]; then
+        wire=${rest#*:} extra="net.grad_dtype=bf16 net.param_dtype=bf16"
+    fi
+    label=$batch
+    [ "$wire" = f32 ] || label="$batch-$wire"
     t=$(slot 120 5)
     if [ "$t" -lt 20 ]; then
-        echo "batch $batch: out of time" | tee -a "$OUT/gpu_train.txt"
-        echo "$batch skipped out-of-time" >>"$W/runs"
+        echo "batch $label: out of time" | tee -a "$OUT/gpu_train.txt"
+        echo "$label skipped out-of-time" >>"$W/runs"
         continue
     fi
-    echo "--- batch $batch, $steps steps (at most ${t}s)" | tee -a "$OUT/gpu_train.txt"
+    echo "--- batch $label, $steps steps (at most ${t}s)" | tee -a "$OUT/gpu_train.txt"
     run_to "$W/run.txt" "$t" env BUILD_DIR="$B" BATCH="$batch" STEPS="$steps" PYTHON="$W/python" \
-        RESULT="$W/gt-$batch.json" TRAIN_ARGS="data.dir=$KIT/data/fashion-mnist data.test_limit=2000" \
+        RESULT="$W/gt-$label.json" TRAIN_ARGS="data.dir=$KIT/data/fashion-mnist data.test_limit=2000 $extra" \
         sh "$ROOT/bench/gpu_train.sh"
     cat "$W/run.txt" >>"$OUT/gpu_train.txt"
-    if [ "$RC" -eq 0 ] && [ -s "$W/gt-$batch.json" ]; then
-        echo "$batch ok $W/gt-$batch.json" >>"$W/runs"
+    if [ "$RC" -eq 0 ] && [ -s "$W/gt-$label.json" ]; then
+        echo "$label ok $W/gt-$label.json" >>"$W/runs"
     else
-        echo "$batch failed exit-$RC" >>"$W/runs"
+        echo "$label failed exit-$RC" >>"$W/runs"
     fi
 done
 NIMG=$(cat "$KIT/data/fashion-mnist/COUNT" 2>/dev/null || echo 0)
@@ -329,16 +336,17 @@ NIMG=$(cat "$KIT/data/fashion-mnist/COUNT" 2>/dev/null || echo 0)
 import json, sys
 runs, failed = [], []
 for line in open(sys.argv[1]):
-    batch, status, what = line.split()
+    label, status, what = line.split()
+    wire = label.split("-")[1] if "-" in label else "f32"
     if status == "ok":
-        runs.append(json.load(open(what)))
+        runs.append(dict(json.load(open(what)), wire_dtype=wire, label=label))
     else:
-        failed.append({"batch": int(batch), "why": what})
+        failed.append({"batch": int(label.split("-")[0]), "wire_dtype": wire, "why": what})
 json.dump({"job": "bench/wide_mlp.ini", "train_images": int(sys.argv[3]), "runs": runs, "failed": failed},
           open(sys.argv[2], "w"), indent=1)
 for r in runs:
-    print("batch %6d  tessera %10.0f ex/s  pytorch %10.0f ex/s  ratio %.3f" % (
-        r["batch"], r["tessera_examples_per_sec"], r["pytorch_examples_per_sec"], r["ratio"]))
+    print("batch %-11s tessera %10.0f ex/s  pytorch %10.0f ex/s  ratio %.3f" % (
+        r["label"], r["tessera_examples_per_sec"], r["pytorch_examples_per_sec"], r["ratio"]))
 PY
 cat "$W/gt.txt"
 n_ok=$(grep -c ' ok ' "$W/runs" || true)

@@ -63,6 +63,8 @@ static const field_t fields[] = {
     F("net", "max_message_mb", T_LONG, max_message_mb, 1, 1 << 20),
     F("net", "interface", T_STR, interface, 0, 0),
     F("net", "push_bucket_mb", T_DOUBLE, push_bucket_mb, 0, 1e6),
+    F("net", "grad_dtype", T_STR, grad_dtype, 0, 0),
+    F("net", "param_dtype", T_STR, param_dtype, 0, 0),
     F("checkpoint", "every_steps", T_LONG, ckpt_every_steps, 0, 1e15),
     F("checkpoint", "every_seconds", T_DOUBLE, ckpt_every_seconds, 0, 1e9),
     F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
@@ -116,6 +118,8 @@ void config_defaults(job_config_t *cfg) {
     cfg->timeout_s = 300;
     cfg->max_message_mb = 1024;
     cfg->push_bucket_mb = 1;
+    snprintf(cfg->grad_dtype, sizeof cfg->grad_dtype, "f32");
+    snprintf(cfg->param_dtype, sizeof cfg->param_dtype, "f32");
     cfg->ckpt_keep = 3;
     snprintf(cfg->serve_listen, sizeof cfg->serve_listen, "tcp://127.0.0.1:5555");
     snprintf(cfg->serve_versions, sizeof cfg->serve_versions, "latest");
@@ -498,6 +502,13 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                  cfg->path, cfg->opt_type);
         return -TS_EINVAL;
     }
+    const char *dtypes[2][2] = {{"grad_dtype", cfg->grad_dtype}, {"param_dtype", cfg->param_dtype}};
+    for (int i = 0; i < 2; i++)
+        if (strcmp(dtypes[i][1], "f32") && strcmp(dtypes[i][1], "bf16")) {
+            snprintf(err, errlen, "%s: [net] %s '%s' unknown (f32, bf16)", cfg->path, dtypes[i][0],
+                     dtypes[i][1]);
+            return -TS_EINVAL;
+        }
     if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda") && strcmp(cfg->backend, "cpu-staged")) {
         snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,
                  cfg->backend);

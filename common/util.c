@@ -146,3 +146,21 @@ int cli_getopt_args(const char *cmd, int argc, char **argv, char **args) {
     optind = 0; /* glibc: full reset, whatever ran getopt before */
     return argc + 1;
 }
+
+/* Loops over bits, kept simple so the compiler vectorises them. */
+void bf16_from_f32(uint16_t *restrict dst, const float *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        int nan = (u & 0x7fffffffu) > 0x7f800000u;
+        dst[i] = (uint16_t)(nan ? (u >> 16) | 0x40u : rounded);
+    }
+}
+
+void f32_from_bf16(float *restrict dst, const uint16_t *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, sizeof u);
+    }
+}

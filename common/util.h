@@ -46,4 +46,9 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double min
  * hold argc + 2), and getopt reset to start over. Returns argc + 1, the count to give getopt_long. */
 int cli_getopt_args(const char *cmd, int argc, char **argv, char **args);
 
+/* bfloat16: the top half of a float32. bf16_from_f32 rounds to nearest, ties to even (NaN stays NaN);
+ * f32_from_bf16 is exact. */
+void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
+
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "util.h"
 
 void wire_header_init(Tessera__Header *hdr, Tessera__Kind kind) {
     tessera__header__init(hdr);
@@ -41,6 +42,19 @@ void wire_msg_free(wire_msg_t *m) {
         zmq_msg_close(&m->frames[i]);
     free(m->frames);
     memset(m, 0, sizeof *m);
+}
+
+/* A bfloat16 frame of `elems` values becomes the float32 frame it stands for (exact), so that what
+ * reads it sees float32 only. */
+static int widen_bf16(zmq_msg_t *f, Tessera__TensorDesc *d, uint64_t elems) {
+    zmq_msg_t wide;
+    if (zmq_msg_init_size(&wide, (size_t)elems * sizeof(float))) return -TS_ENOMEM;
+    f32_from_bf16(zmq_msg_data(&wide), zmq_msg_data(f), (size_t)elems);
+    zmq_msg_move(f, &wide); /* releases the bfloat16 frame */
+    zmq_msg_close(&wide);
+    d->dtype = TESSERA__DTYPE__DTYPE_F32;
+    d->nbytes = elems * sizeof(float);
+    return 0;
 }
 
 /* Reads and discards the remaining parts of a multipart message. */
@@ -124,31 +138,39 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
         }
         m->nframes++;
         total += zmq_msg_size(f);
+        m->frame_bytes += zmq_msg_size(f);
         if (total > max_bytes)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "message exceeds %zu bytes", max_bytes);
     }
     if (m->nframes != nt)
         PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                   "header describes %zu tensors but %zu frames follow", nt, m->nframes);
-    /* Row ids (U64) travel only in the requests that carry them; everything else is float32. */
-    int ids_ok = m->hdr->kind == TESSERA__KIND__KIND_SPARSE_PULL ||
-                 m->hdr->kind == TESSERA__KIND__KIND_PUSH_PULL || m->hdr->kind == TESSERA__KIND__KIND_PREDICT;
+    /* Row ids (U64) travel only in the requests that carry them, bfloat16 only in pushes (gradients)
+     * and their replies (parameters); everything else is float32. */
+    int kind = m->hdr->kind;
+    int ids_ok = kind == TESSERA__KIND__KIND_SPARSE_PULL || kind == TESSERA__KIND__KIND_PUSH_PULL ||
+                 kind == TESSERA__KIND__KIND_PREDICT;
+    int bf16_ok = kind == TESSERA__KIND__KIND_PUSH_PULL || kind == TESSERA__KIND__KIND_PUSH_PART ||
+                  kind == TESSERA__KIND__KIND_PARAMS;
     for (size_t i = 0; i < nt; i++) {
         const Tessera__TensorDesc *d = m->hdr->tensors[i];
         int u64 = d->dtype == TESSERA__DTYPE__DTYPE_U64 && ids_ok;
-        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 && !u64)
+        int bf16 = d->dtype == TESSERA__DTYPE__DTYPE_BF16 && bf16_ok;
+        if (d->dtype != TESSERA__DTYPE__DTYPE_F32 && !u64 && !bf16)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "tensor %zu: unsupported dtype %d", i,
                       (int)d->dtype);
         if (d->n_shape != 2)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "tensor %zu: shape has %zu dims, expected 2",
                       i, d->n_shape);
-        uint64_t elems, esize = u64 ? 8 : 4;
+        uint64_t elems, esize = u64 ? 8 : bf16 ? 2 : 4;
         if (__builtin_mul_overflow(d->shape[0], d->shape[1], &elems) || elems > SIZE_MAX / esize ||
             elems * esize != d->nbytes || d->nbytes != zmq_msg_size(&m->frames[i]))
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                       "tensor %zu: shape %llux%llu, nbytes %llu and frame size %zu disagree", i,
                       (unsigned long long)d->shape[0], (unsigned long long)d->shape[1],
                       (unsigned long long)d->nbytes, zmq_msg_size(&m->frames[i]));
+        if (bf16 && widen_bf16(&m->frames[i], m->hdr->tensors[i], elems))
+            PROTO_ERR(TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
     }
     return 0;
 }

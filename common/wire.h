@@ -18,6 +18,7 @@ typedef struct {
     Tessera__Header *hdr; /* NULL when frame 0 was not a valid header */
     size_t nframes;       /* tensor frames (frames 1..n) */
     zmq_msg_t *frames;
+    size_t frame_bytes; /* the tensor frames' bytes as they came (before bfloat16 frames were widened) */
 } wire_msg_t;
 
 /* A tensor frame to send. With `ffn` set, ownership of `data` passes to ZeroMQ, which calls

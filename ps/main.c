@@ -152,6 +152,7 @@ int main(int argc, char **argv) {
                       .shard = cl.index,
                       .n_workers = cfg->node_reduce ? cl.n_worker_nodes : cl.n_workers, /* pushers */
                       .staleness = cfg->staleness,
+                      .params_bf16 = !strcmp(cfg->param_dtype, "bf16"),
                       .opt = opt,
                       .seed = cfg->seed,
                       .memory_bytes = (uint64_t)(cfg->memory_mb * 1048576.0),

@@ -73,6 +73,7 @@ typedef struct {
 typedef struct {
     atomic_int refs;
     int n;        /* local slices [0, n) it holds */
+    int bf16;     /* data holds bfloat16 values (uint16_t), not float32 */
     float data[]; /* their parameters, in slice order */
 } snapshot_t;
 
@@ -94,7 +95,8 @@ struct ps_server {
     int n_pending;
     waiting_pull_t *waiting;
     int n_waiting, max_waiting;
-    snapshot_t *snap; /* the current parameters as replies send them; NULL once they change */
+    snapshot_t *snap, *snap16; /* the current parameters as replies send them (float32, bfloat16); NULL
+                                  once they change */
     int stop;
     uint64_t pushes, push_parts, part_replies, pushes_held, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
@@ -116,7 +118,7 @@ struct ps_server {
     atomic_int writer_busy; /* ... and is still writing */
     float *ckpt_buf;        /* snapshot buffer, reused; the writer owns it until joined */
     /* the descriptors of this shard's slices, as every PARAMS reply sends them */
-    Tessera__TensorDesc *descs, **desc_ptrs;
+    Tessera__TensorDesc *descs, **desc_ptrs, *descs16, **desc16_ptrs; /* float32, bfloat16 */
     uint64_t *desc_shapes;
     uint64_t serve_version; /* SERVE received: serve the parameters as this version */
     /* sparse tables: this shard's rows of each */
@@ -140,30 +142,54 @@ static void release_snapshot(void *data, void *hint) {
     snapshot_unref(hint);
 }
 
-/* A snapshot of the current parameters of local slices [0, n) at least, made on first use after a
- * change (or when a longer one is needed). */
-static snapshot_t *current_snapshot(ps_server_t *s, int n) {
-    if (s->snap && s->snap->n >= n) return s->snap;
-    snapshot_unref(s->snap); /* too short: BSP replies after parts need only a prefix, a pull all */
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
+/* A copy of local slices [first, first + n), float32 or rounded to bfloat16, with one reference (the
+ * caller's); snap->n is n. */
+static snapshot_t *copy_slices(const ps_server_t *s, int first, int n, int bf16) {
+    size_t total = 0, esize = bf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int i = first; i < first + n; i++)
         total += s->slices[i].n;
-    snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * sizeof(float));
-    atomic_init(&snap->refs, 1); /* the server's own reference */
+    snapshot_t *snap = XMALLOC(sizeof *snap + (total ? total : 1) * esize);
+    atomic_init(&snap->refs, 1);
     snap->n = n;
-    float *dst = snap->data;
-    for (int i = 0; i < n; i++) {
-        memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
-        dst += s->slices[i].n;
+    snap->bf16 = bf16;
+    char *dst = (char *)snap->data;
+    for (int i = first; i < first + n; i++) {
+        if (bf16)
+            bf16_from_f32((uint16_t *)(void *)dst, s->slices[i].p, s->slices[i].n);
+        else
+            memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
+        dst += s->slices[i].n * esize;
     }
-    s->snap = snap;
     return snap;
+}
+
+/* The frames of slices [first, first + n) from `snap`, which holds them from its start; each frame
+ * takes a reference. */
+static void snapshot_frames(const ps_server_t *s, snapshot_t *snap, int first, int n, wire_buf_t *bufs) {
+    size_t off = 0, esize = snap->bf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int i = first; i < first + n; i++) {
+        bufs[i - first] =
+            (wire_buf_t){(char *)snap->data + off, s->slices[i].n * esize, release_snapshot, snap};
+        off += s->slices[i].n * esize;
+    }
+    atomic_fetch_add(&snap->refs, n);
+}
+
+/* A snapshot of the current parameters of local slices [0, n) at least, made on first use after a
+ * change (or when a longer one is needed); one per kind (float32, bfloat16). */
+static snapshot_t *current_snapshot(ps_server_t *s, int n, int bf16) {
+    snapshot_t **cur = bf16 ? &s->snap16 : &s->snap;
+    if (*cur && (*cur)->n >= n) return *cur;
+    snapshot_unref(*cur);              /* too short: BSP replies after parts need only a prefix, a pull all */
+    *cur = copy_slices(s, 0, n, bf16); /* the server's own reference */
+    return *cur;
 }
 
 /* Called before parameters change: replies from now on need a new snapshot. */
 static void params_changing(ps_server_t *s) {
     snapshot_unref(s->snap);
-    s->snap = NULL;
+    snapshot_unref(s->snap16);
+    s->snap = s->snap16 = NULL;
 }
 
 static void explain_budget(const ps_server_t *s, int slots, char *err, size_t errlen);
@@ -329,11 +355,17 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->descs = XCALLOC(nd, sizeof *s->descs);
     s->desc_ptrs = XCALLOC(nd, sizeof *s->desc_ptrs);
     s->desc_shapes = XCALLOC(nd * 2, sizeof *s->desc_shapes);
+    s->descs16 = XCALLOC(nd, sizeof *s->descs16);
+    s->desc16_ptrs = XCALLOC(nd, sizeof *s->desc16_ptrs);
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         wire_desc_init(&s->descs[i], &s->desc_shapes[2 * i], (uint32_t)sl->tensor,
                        cfg->spec->tensors[sl->tensor].name, sl->row_begin, sl->rows, sl->cols);
         s->desc_ptrs[i] = &s->descs[i];
+        s->descs16[i] = s->descs[i];
+        s->descs16[i].dtype = TESSERA__DTYPE__DTYPE_BF16;
+        s->descs16[i].nbytes = sl->n * sizeof(uint16_t);
+        s->desc16_ptrs[i] = &s->descs16[i];
     }
     if (cfg->ckpt_root && cfg->job && (cfg->job->ckpt_every_steps > 0 || cfg->job->ckpt_every_seconds > 0)) {
         /* One snapshot buffer for all checkpoints, touched now: fresh memory would cost a page fault
@@ -382,7 +414,9 @@ void ps_server_free(ps_server_t *s) {
     free(s->descs);
     free(s->desc_ptrs);
     free(s->desc_shapes);
-    snapshot_unref(s->snap); /* queued replies keep their own references */
+    free(s->descs16);
+    free(s->desc16_ptrs);
+    params_changing(s); /* queued replies keep their own references */
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
         free(s->slices[i].s0);
@@ -447,16 +481,12 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         h.stop_after_checkpoint = s->ckpt_last_stop;
         s->ckpt_told[worker] = 1;
     }
-    snapshot_t *snap = current_snapshot(s, n);
+    int bf16 = worker >= 0 && s->cfg.params_bf16; /* serving's pulls get float32 */
+    snapshot_t *snap = current_snapshot(s, n, bf16);
     wire_buf_t bufs[n ? n : 1];
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        bufs[i] = (wire_buf_t){snap->data + off, s->slices[i].n * sizeof(float), release_snapshot, snap};
-        off += s->slices[i].n;
-    }
+    snapshot_frames(s, snap, 0, n, bufs);
     h.n_tensors = (size_t)n;
-    h.tensors = s->desc_ptrs;
-    atomic_fetch_add(&snap->refs, n);
+    h.tensors = bf16 ? s->desc16_ptrs : s->desc_ptrs;
     wire_send(s->router, identity, &h, bufs, (size_t)n);
 }
 
@@ -589,32 +619,17 @@ static void serve_parts(ps_server_t *s) {
         snapshot_t *copy = NULL;
         for (int q = 0; q < n_made && !copy; q++)
             if (made[q].first == pw->first && made[q].n == pw->n) copy = made[q].copy;
-        if (!copy) {
-            size_t total = 0, off = 0;
-            for (int i = pw->first; i < pw->first + pw->n; i++)
-                total += s->slices[i].n;
-            copy = XMALLOC(sizeof *copy + (total ? total : 1) * sizeof(float));
-            atomic_init(&copy->refs, 1); /* this loop's own, dropped below */
-            copy->n = 0;                 /* not a prefix: slices [first, first + n) */
-            for (int i = pw->first; i < pw->first + pw->n; i++) {
-                memcpy(copy->data + off, s->slices[i].p, s->slices[i].n * sizeof(float));
-                off += s->slices[i].n;
-            }
+        if (!copy) { /* this loop's reference, dropped below */
+            copy = copy_slices(s, pw->first, pw->n, s->cfg.params_bf16);
             made[n_made++] = (part_copy_t){pw->first, pw->n, copy};
         }
-        atomic_fetch_add(&copy->refs, pw->n); /* one reference per frame */
         wire_buf_t bufs[pw->n];
-        size_t off = 0;
-        for (int i = pw->first; i < pw->first + pw->n; i++) {
-            bufs[i - pw->first] =
-                (wire_buf_t){copy->data + off, s->slices[i].n * sizeof(float), release_snapshot, copy};
-            off += s->slices[i].n;
-        }
+        snapshot_frames(s, copy, pw->first, pw->n, bufs);
         Tessera__Header h;
         wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
         h.request_id = pw->request_id;
         h.n_tensors = (size_t)pw->n;
-        h.tensors = s->desc_ptrs + pw->first;
+        h.tensors = (s->cfg.params_bf16 ? s->desc16_ptrs : s->desc_ptrs) + pw->first;
         wire_send(s->router, &pw->identity, &h, bufs, (size_t)pw->n);
         zmq_msg_close(&pw->identity);
         s->part_replies++;

@@ -48,6 +48,7 @@ void ps_client_free(ps_client_t *c) {
     free(c->request_of);
     free(c->parts_out);
     free(c->parts_sent);
+    free(c->stage);
     memset(c, 0, sizeof *c);
 }
 
@@ -85,7 +86,16 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         wire_desc_init(&descs[nt], &shapes[2 * nt], (uint32_t)t, NULL, r.row_begin, r.row_end - r.row_begin,
                        ti->cols);
         dptr[nt] = &descs[nt];
-        bufs[nt] = (wire_buf_t){grads + ti->offset + r.row_begin * ti->cols, descs[nt].nbytes, NULL, NULL};
+        const float *g = grads + ti->offset + r.row_begin * ti->cols;
+        if (c->grad_bf16) { /* a tensor's slice goes out once per clock: its stage is free again */
+            if (!c->stage) c->stage = XMALLOC((s->n_floats ? s->n_floats : 1) * sizeof *c->stage);
+            size_t n = (size_t)(r.row_end - r.row_begin) * ti->cols, at = (size_t)(g - grads);
+            bf16_from_f32(c->stage + at, g, n);
+            descs[nt].dtype = TESSERA__DTYPE__DTYPE_BF16;
+            descs[nt].nbytes = n * sizeof *c->stage;
+            bufs[nt] = (wire_buf_t){c->stage + at, descs[nt].nbytes, NULL, NULL};
+        } else
+            bufs[nt] = (wire_buf_t){g, descs[nt].nbytes, NULL, NULL};
         c->bytes_sent += descs[nt].nbytes;
         nt++;
     }
@@ -136,13 +146,13 @@ static int take_slices(ps_client_t *c, int k, const wire_msg_t *m, float *params
             return -TS_EPROTO;
         }
         memcpy(params + ti->offset + r.row_begin * ti->cols, zmq_msg_data(&m->frames[i]), d->nbytes);
-        c->bytes_received += d->nbytes;
         i++;
     }
     if (i != m->hdr->n_tensors) {
         snprintf(err, errlen, "shard %d sent %zu tensors, expected %zu", k, m->hdr->n_tensors, i);
         return -TS_EPROTO;
     }
+    c->bytes_received += m->frame_bytes; /* as they came: bfloat16 frames count half */
     if (c->params_taken) c->params_taken(c->params_taken_ctx, k, t_lo, t_hi);
     return 0;
 }

@@ -32,6 +32,10 @@ typedef struct {
     int final_hi;            /* the push's reply may bring only tensors [0, final_hi) (BSP with parts) */
     float *part_params;      /* where part replies' parameters go */
     uint64_t bytes_sent, bytes_received;
+    /* net.grad_dtype = bf16: dense gradients go out rounded to bfloat16, from `stage` (the model's
+     * flat layout, [spec->n_floats]; allocated on first use) */
+    int grad_bf16;
+    uint16_t *stage;
     /* Checkpoints: set ckpt_request (the clock to cut at) before a push to ask the shards for one;
      * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
     int64_t ckpt_request;

@@ -553,7 +553,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         rc = ps_client_init(&pc, w.zctx, cl->ps_endpoints, cl->n_ps, &model.spec, &map, me, cfg->timeout_s,
                             (size_t)cfg->max_message_mb << 20, err, sizeof err);
     if (rc && err[0]) log_error("%s", err);
-    if (!rc) w.ckpt_seen = &pc.ckpt_seen;
+    if (!rc) {
+        w.ckpt_seen = &pc.ckpt_seen;
+        pc.grad_bf16 = !strcmp(cfg->grad_dtype, "bf16");
+    }
     /* Workers agree before anyone blocks on a shard: a worker that cannot start stops the job. */
     int failed = rc != 0, any = 0;
     MPI_CHECK(MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, cl->role_comm));
@@ -621,11 +624,12 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
                  cfg->push_bucket_mb, nr.mine != NULL);
     if (me == 0)
-        log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s",
+        log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s grad_dtype=%s param_dtype=%s",
                  nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
                  !stage                 ? "none"
                  : ov.async && !nr.mine ? "async"
-                                        : "sync");
+                                        : "sync",
+                 cfg->grad_dtype, cfg->param_dtype);
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     ckpt_plan_t plan = {.last = now_s()};
     ckpt_worker_state_t state_now = {.clock = -1}, state_prev = {.clock = -1};

@@ -1,11 +1,13 @@
 /* Framing: a header plus tensor frames round-trips byte for byte, zero-copy; truncated, oversized
  * and malformed messages are rejected with the right code, and the socket stays usable. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 #include "check.h"
 #include "expect.h"
+#include "util.h"
 #include "wire.h"
 
 #define CUR TESSERA__PROTOCOL_VERSION__PROTOCOL_VERSION_CURRENT
@@ -196,6 +198,60 @@ int main(void) {
         send_raw(dealer, f, l, 2);
         recv_expect(router, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "oversized");
         free(payload);
+    }
+    { /* bfloat16: round to nearest, ties to even; NaN stays NaN; widening is exact */
+        float in[9] = {1.0f,
+                       1.00390625f /* 1 + 2^-8: a tie, to even (1) */,
+                       1.01171875f /* 1 + 3 * 2^-8: a
+tie, to even (1 + 2^-6) */
+                       ,
+                       1.005859375f /* above the tie: up */,
+                       -0.0f,
+                       INFINITY,
+                       NAN,
+                       3.4028235e38f /* FLT_MAX: rounds up to infinity */,
+                       -2.5e-39f};
+        float want[9] = {1.0f, 1.0f, 1.015625f, 1.0078125f, -0.0f, INFINITY, NAN, INFINITY, -2.4795584e-39f};
+        uint16_t bf[9];
+        float out[9];
+        bf16_from_f32(bf, in, 9);
+        f32_from_bf16(out, bf, 9);
+        for (int i = 0; i < 9; i++)
+            EXPECT(isnan(want[i]) ? isnan(out[i]) : out[i] == want[i],
+                   "bf16 round trip of %g: %g, expected %g", (double)in[i], (double)out[i], (double)want[i]);
+        EXPECT(signbit(out[4]), "-0 lost its sign");
+    }
+    { /* a BF16 gradient frame in a push arrives widened to F32, exactly */
+        float g[6] = {1.5f, -2.25f, 0.0078125f, 3.0e20f, -1.0e-20f, 7.0f}, gw[6];
+        uint16_t gb[6];
+        bf16_from_f32(gb, g, 6);
+        f32_from_bf16(gw, gb, 6);
+        Tessera__Header ph;
+        wire_header_init(&ph, TESSERA__KIND__KIND_PUSH_PULL);
+        Tessera__TensorDesc pd, *pdp = &pd;
+        uint64_t ps[2] = {2, 3};
+        tessera__tensor_desc__init(&pd);
+        pd.dtype = TESSERA__DTYPE__DTYPE_BF16;
+        pd.n_shape = 2;
+        pd.shape = ps;
+        pd.nbytes = sizeof gb;
+        ph.n_tensors = 1;
+        ph.tensors = &pdp;
+        wire_buf_t pb = {gb, sizeof gb, NULL, NULL};
+        EXPECT(wire_send(dealer, NULL, &ph, &pb, 1) == 0, "send bf16");
+        wire_msg_t bm;
+        EXPECT(wire_recv(router, 1, 1 << 20, &bm, &code, err, sizeof err) == 0, "recv bf16: %s", err);
+        EXPECT(bm.nframes == 1 && zmq_msg_size(&bm.frames[0]) == sizeof gw, "bf16 frame not widened");
+        EXPECT(bm.hdr && bm.hdr->tensors[0]->dtype == TESSERA__DTYPE__DTYPE_F32 &&
+                   bm.hdr->tensors[0]->nbytes == sizeof gw,
+               "widened frame's descriptor");
+        if (bm.nframes == 1 && zmq_msg_size(&bm.frames[0]) == sizeof gw)
+            EXPECT(!memcmp(zmq_msg_data(&bm.frames[0]), gw, sizeof gw), "widened values");
+        wire_msg_free(&bm);
+        /* ... but in anything other than a push or its reply it is refused */
+        ph.kind = TESSERA__KIND__KIND_PULL;
+        EXPECT(wire_send(dealer, NULL, &ph, &pb, 1) == 0, "send bf16 params");
+        recv_expect(router, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "bf16 outside a push");
     }
     /* After all that, a valid message still arrives intact. */
     bufs[0] = (wire_buf_t){a, sizeof a, NULL, NULL};
