@@ -72,6 +72,7 @@ static const field_t fields[] = {
     F("model", "input", T_INT, input_dim, 1, 1 << 28),
     F("serve", "enabled", T_INT, serve_enabled, 0, 1),
     F("serve", "listen", T_STR, serve_listen, 0, 0),
+    F("serve", "metrics_listen", T_STR, serve_metrics_listen, 0, 0),
     F("serve", "model", T_STR, serve_model, 0, 0),
     F("serve", "versions", T_STR, serve_versions, 0, 0),
     F("serve", "max_batch", T_INT, serve_max_batch, 1, 1 << 16),

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "backend.h"
 #include "check.h"
 #include "ckpt.h"
+#include "metrics_http.h"
 #include "model.h"
 #include "shard_map.h"
 #include "sparse_batch.h"
@@ -22,6 +24,26 @@
 #define INFER_ATTEMPTS  4
 
 typedef enum { VS_LOADING, VS_FETCHING, VS_AVAILABLE, VS_RETIRING, VS_FAILED } vstate_t;
+
+/* A Prometheus histogram: counts per upper bound (the last is +Inf), their sum. */
+#define MAX_BUCKETS 16
+typedef struct {
+    int n;
+    double le[MAX_BUCKETS];
+    uint64_t count[MAX_BUCKETS + 1];
+    double sum;
+} histogram_t;
+#define N_CODES         16
+#define METRICS_EVERY_S 0.1
+
+static void observe(histogram_t *h, double x) {
+    int i = 0;
+    while (i < h->n && x > h->le[i])
+        i++;
+    h->count[i]++;
+    h->sum += x;
+}
+
 static const char *const vstate_names[] = {"LOADING", "LOADING", "AVAILABLE", "UNLOADING", "FAILED"};
 
 /* One model version at the router: its spec, the parameters it caches and its activation buffers. */
@@ -99,6 +121,11 @@ typedef struct {
     uint64_t requests, errors, batches, rows;
     float *xbuf;
     int stop;
+    /* serve.metrics_listen: the page it serves is rebuilt from these every METRICS_EVERY_S */
+    metrics_http_t *http;
+    double started, next_publish;
+    uint64_t errors_by_code[N_CODES];
+    histogram_t latency, batch_rows;
 } router_t;
 
 /* ---- versions ---- */
@@ -869,6 +896,7 @@ static void client_error(router_t *r, zmq_msg_t *identity, uint64_t request_id, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     r->errors++;
+    r->errors_by_code[(unsigned)code < N_CODES ? (unsigned)code : N_CODES - 1]++;
     wire_send_error(r->front, identity, request_id, code, msg);
 }
 
@@ -1184,6 +1212,7 @@ static void run_batch(router_t *r) {
     }
     uint64_t compute_us = (uint64_t)((now_s() - t0) * 1e6);
     r->batches++;
+    observe(&r->batch_rows, rows);
     r->rows += (uint64_t)rows;
     for (int i = 0; i < n; i++) {
         request_t *q = &r->queue[(r->q_head + i) % Q];
@@ -1206,6 +1235,7 @@ static void run_batch(router_t *r) {
             out[i] = NULL;
             wire_send(r->front, &q->identity, &h, &b, 1);
             r->requests++;
+            observe(&r->latency, now_s() - q->arrival);
         }
         free(out[i]);
         free_request(q);
@@ -1229,6 +1259,112 @@ static int batch_due(router_t *r, double *wait_s) {
     if (left <= 0) return 1;
     if (left < *wait_s) *wait_s = left;
     return 0;
+}
+
+/* ---- metrics (serve.metrics_listen) ---- */
+
+/* A label value as the exposition format wants it: backslash, quote and newline escaped. */
+static void put_label(FILE *f, const char *v) {
+    for (; *v; v++)
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+}
+
+static void put_family(FILE *f, const char *name, const char *type, const char *help) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void put_histogram(FILE *f, const router_t *r, const char *name, const char *help,
+                          const histogram_t *h) {
+    put_family(f, name, "histogram", help);
+    uint64_t cum = 0;
+    for (int i = 0; i <= h->n; i++) {
+        cum += h->count[i];
+        fprintf(f, "%s_bucket{model=\"", name);
+        put_label(f, r->model);
+        if (i < h->n)
+            fprintf(f, "\",le=\"%g\"} %llu\n", h->le[i], (unsigned long long)cum);
+        else
+            fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    fprintf(f, "%s_sum{model=\"", name);
+    put_label(f, r->model);
+    fprintf(f, "\"} %.9g\n%s_count{model=\"", h->sum, name);
+    put_label(f, r->model);
+    fprintf(f, "\"} %llu\n", (unsigned long long)cum);
+}
+
+/* One gauge or counter sample with the model label and optional extra labels ("k=\"v\"", ...). */
+static void put_sample(FILE *f, const router_t *r, const char *name, const char *extra, double v) {
+    fprintf(f, "%s{model=\"", name);
+    put_label(f, r->model);
+    fprintf(f, "\"%s%s} %.17g\n", extra ? "," : "", extra ? extra : "", v);
+}
+
+/* Rebuilds the page /metrics serves from the router's counters and state. */
+static void publish_metrics(router_t *r) {
+    char *page = NULL, extra[160];
+    size_t len = 0;
+    FILE *f = open_memstream(&page, &len);
+    if (!f) return;
+    put_family(f, "tessera_serve_requests_total", "counter", "Predict requests answered with predictions.");
+    put_sample(f, r, "tessera_serve_requests_total", NULL, (double)r->requests);
+    put_family(f, "tessera_serve_errors_total", "counter", "Requests answered with an error, by error code.");
+    for (int c = 1; c < N_CODES; c++) {
+        const char *name = wire_error_name(c);
+        if (!strcmp(name, "ERR_INVALID")) continue;
+        snprintf(extra, sizeof extra, "code=\"%s\"", name + 4); /* without ERR_ */
+        put_sample(f, r, "tessera_serve_errors_total", extra, (double)r->errors_by_code[c]);
+    }
+    put_histogram(f, r, "tessera_serve_request_duration_seconds",
+                  "Time from a predict request's arrival to its prediction being sent.", &r->latency);
+    put_family(f, "tessera_serve_batches_total", "counter", "Batches evaluated.");
+    put_sample(f, r, "tessera_serve_batches_total", NULL, (double)r->batches);
+    put_histogram(f, r, "tessera_serve_batch_rows", "Rows per evaluated batch.", &r->batch_rows);
+    put_family(f, "tessera_serve_queue_depth", "gauge", "Requests waiting to run.");
+    put_sample(f, r, "tessera_serve_queue_depth", NULL, r->q_len);
+    put_family(f, "tessera_serve_queue_capacity", "gauge",
+               "serve.max_queue: beyond it requests are refused.");
+    put_sample(f, r, "tessera_serve_queue_capacity", NULL, r->o->serve_max_queue);
+    put_family(f, "tessera_serve_default_version", "gauge",
+               "The version requests without one get (0: none available yet).");
+    put_sample(f, r, "tessera_serve_default_version", NULL, (double)r->default_version);
+    put_family(f, "tessera_serve_version_info", "gauge", "Each known version and its state (value 1).");
+    for (rversion_t *v = r->versions; v; v = v->next) {
+        snprintf(extra, sizeof extra, "version=\"%llu\",state=\"%s\"", (unsigned long long)v->number,
+                 vstate_names[v->state]);
+        put_sample(f, r, "tessera_serve_version_info", extra, 1);
+    }
+    put_family(f, "tessera_serve_replica_up", "gauge",
+               "Whether each shard replica answers the router's pings.");
+    for (int i = 0; i < r->n_rep; i++) {
+        snprintf(extra, sizeof extra, "shard=\"%d\",replica=\"%d\"", r->rep[i].shard, r->rep[i].replica);
+        put_sample(f, r, "tessera_serve_replica_up", extra, r->rep[i].up);
+    }
+    put_family(f, "process_start_time_seconds", "gauge",
+               "When the router started, in seconds since the epoch.");
+    fprintf(f, "process_start_time_seconds %.3f\n", r->started);
+    fclose(f);
+    metrics_http_publish(r->http, page, len, servable(r, 0) != NULL);
+    free(page);
+}
+
+static void metrics_init(router_t *r) {
+    static const double latency_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+    r->latency.n = (int)(sizeof latency_le / sizeof latency_le[0]);
+    memcpy(r->latency.le, latency_le, sizeof latency_le);
+    r->batch_rows.n = 0;
+    for (double b = 1; b < r->o->serve_max_batch && r->batch_rows.n < MAX_BUCKETS - 1; b *= 2)
+        r->batch_rows.le[r->batch_rows.n++] = b;
+    r->batch_rows.le[r->batch_rows.n++] = r->o->serve_max_batch;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->started = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* ---- setup and loop ---- */
@@ -1305,6 +1441,15 @@ int router_run(const router_config_t *cfg, void *zctx) {
     r->queue = XCALLOC((size_t)r->o->serve_max_queue, sizeof *r->queue);
     r->rr = XCALLOC((size_t)cfg->n_shards, sizeof *r->rr);
     int rc = open_sockets(r, zctx);
+    metrics_init(r);
+    if (!rc && r->o->serve_metrics_listen[0]) {
+        r->http = metrics_http_start(r->o->serve_metrics_listen, err, sizeof err);
+        if (!r->http) {
+            log_error("router: %s", err);
+            rc = -TS_EINVAL;
+        } else
+            log_info("router metrics endpoint=http://%s/metrics", r->o->serve_metrics_listen);
+    }
     size_t xcap = 0;
     if (!rc && cfg->initial_version) {
         rversion_t *v = XCALLOC(1, sizeof *v);
@@ -1358,6 +1503,10 @@ int router_run(const router_config_t *cfg, void *zctx) {
         unload_retired(r);
         for (int k = 0; k < 64 && batch_due(r, &wait); k++)
             run_batch(r);
+        if (r->http && t >= r->next_publish) {
+            publish_metrics(r);
+            r->next_publish = t + METRICS_EVERY_S;
+        }
         if (t >= next_report) {
             log_info("serving version=%llu requests=%llu rps=%.0f errors=%llu batches=%llu mean_batch=%.1f "
                      "queue=%d",
@@ -1380,6 +1529,7 @@ int router_run(const router_config_t *cfg, void *zctx) {
     }
     log_info("router stopping requests=%llu errors=%llu batches=%llu", (unsigned long long)r->requests,
              (unsigned long long)r->errors, (unsigned long long)r->batches);
+    metrics_http_stop(r->http);
     if (cfg->shutdown_shards) shutdown_shards(r);
     while (r->versions)
         remove_version(r, r->versions);

@@ -13,7 +13,7 @@ SRC_ROOT=$(cd "$HERE/../.." && pwd)
 # launcher. zlib1g and libxxhash0 are in every base system (apt needs them) but are named here, so
 # they are bundled anyway: they are Tessera's own dependencies and cost 110 kB.
 RUNTIME_PKGS="openmpi-bin libopenmpi3 libzmq5 libprotobuf-c1 libhdf5-103-1 libhdf5-hl-100
-              libopenblas0-pthread libinih1 libcjson1 libxxhash0 zlib1g"
+              libopenblas0-pthread libinih1 libcjson1 libxxhash0 zlib1g libmicrohttpd12"
 # Provided by the target instead of the bundle (as virtual packages): a cluster's ssh is configured
 # by its admins (keys, Kerberos, ProxyJump), and a bundled one would shadow it on PATH.
 HOST_PROVIDES="ssh-client"

@@ -1,0 +1,115 @@
+#include "metrics_http.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "check.h"
+
+struct metrics_http {
+    struct MHD_Daemon *daemon;
+    pthread_mutex_t lock; /* guards page, len, ready: the router publishes, MHD's thread reads */
+    char *page;
+    size_t len;
+    int ready;
+};
+
+static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type, const char *body,
+                              size_t n) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result rc = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **state) {
+    (void)version;
+    (void)upload;
+    (void)upload_size;
+    (void)state;
+    metrics_http_t *m = cls;
+    static const char *text = "text/plain; charset=utf-8";
+    if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
+        return answer(c, MHD_HTTP_METHOD_NOT_ALLOWED, text, "GET only\n", 9);
+    if (!strcmp(url, "/healthz")) return answer(c, MHD_HTTP_OK, text, "ok\n", 3);
+    pthread_mutex_lock(&m->lock);
+    enum MHD_Result rc;
+    if (!strcmp(url, "/metrics"))
+        rc = answer(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", m->page ? m->page : "",
+                    m->len);
+    else if (!strcmp(url, "/readyz"))
+        rc = m->ready ? answer(c, MHD_HTTP_OK, text, "ready\n", 6)
+                      : answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, text, "no version loaded yet\n", 22);
+    else
+        rc = answer(c, MHD_HTTP_NOT_FOUND, text, "not found: /metrics, /healthz, /readyz\n", 39);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+metrics_http_t *metrics_http_start(const char *listen, char *err, size_t errlen) {
+    const char *colon = strrchr(listen, ':');
+    if (!colon || !colon[1]) {
+        snprintf(err, errlen, "serve.metrics_listen '%s': expected HOST:PORT or :PORT", listen);
+        return NULL;
+    }
+    char host[256];
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof host) hl = sizeof host - 1;
+    memcpy(host, listen, hl);
+    host[hl] = 0;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') { /* [::1]:9464 */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
+    int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
+    if (gai) {
+        snprintf(err, errlen, "serve.metrics_listen '%s': %s", listen, gai_strerror(gai));
+        return NULL;
+    }
+    metrics_http_t *m = XCALLOC(1, sizeof *m);
+    pthread_mutex_init(&m->lock, NULL);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+                                 MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!m->daemon) {
+        snprintf(err, errlen,
+                 "serve.metrics_listen '%s': cannot listen there (in use, or not an address of "
+                 "this machine)",
+                 listen);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void metrics_http_publish(metrics_http_t *m, const char *text, size_t n, int ready) {
+    char *page = XMALLOC(n + 1);
+    memcpy(page, text, n);
+    page[n] = 0;
+    pthread_mutex_lock(&m->lock);
+    char *old = m->page;
+    m->page = page;
+    m->len = n;
+    m->ready = ready;
+    pthread_mutex_unlock(&m->lock);
+    free(old);
+}
+
+void metrics_http_stop(metrics_http_t *m) {
+    if (!m) return;
+    MHD_stop_daemon(m->daemon);
+    pthread_mutex_destroy(&m->lock);
+    free(m->page);
+    free(m);
+}
