@@ -11,8 +11,9 @@
 # versions, then runs, each part with its own time limit inside GPU_SESSION_BUDGET_S (default 480 s):
 #   1. ctest -L gpu --output-on-failure on the build's own CTest files (paths rewritten to here)
 #   2. tessera-bench-cuda-bw
-#   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS[:bf16] ...": bf16 sends
-#      gradients and parameters as bfloat16, net.grad_dtype/param_dtype)
+#   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS[:TAG+TAG] ...": tag bf16
+#      sends gradients and parameters as bfloat16 (net.grad_dtype/param_dtype), psgpu has the shards
+#      step on the GPU (ps.device=cuda))
 #   4. compute-sanitizer --tool memcheck over the op test, with what time is left
 # A part that fails does not stop the others. Everything goes to OUT (default .gpu/out): log.txt (all
 # of it), summary.txt, gpu.txt, ctest.txt, cuda_bw.txt, gpu_train.json, gpu_train.txt, sanitizer.txt.
@@ -30,7 +31,7 @@ exec 3>&1 >"$OUT/log.txt" 2>&1 </dev/null
 
 PREFIX=${GPU_PREFIX:-/tmp/prefix}
 BUDGET=${GPU_SESSION_BUDGET_S:-480}
-RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:bf16}
+RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:bf16 4096:40:psgpu 16384:20:bf16+psgpu}
 START=$(date +%s)
 W=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")
 trap 'rm -rf "$W"' EXIT
@@ -308,12 +309,12 @@ section "bench/gpu_train.sh"
 : >"$W/runs"
 for r in $RUNS; do
     batch=${r%%:*} rest=${r#*:}
-    steps=${rest%%:*} wire=f32 extra=""
-    if [ "$rest" != "$steps" ]; then
-        wire=${rest#*:} extra="net.grad_dtype=bf16 net.param_dtype=bf16"
-    fi
+    steps=${rest%%:*} tags="" extra=""
+    [ "$rest" = "$steps" ] || tags=${rest#*:}
+    case "+$tags+" in *+bf16+*) extra="net.grad_dtype=bf16 net.param_dtype=bf16" ;; esac
+    case "+$tags+" in *+psgpu+*) extra="$extra ps.device=cuda" ;; esac
     label=$batch
-    [ "$wire" = f32 ] || label="$batch-$wire"
+    [ -z "$tags" ] || label="$batch-$tags"
     t=$(slot 120 5)
     if [ "$t" -lt 20 ]; then
         echo "batch $label: out of time" | tee -a "$OUT/gpu_train.txt"
@@ -337,11 +338,11 @@ import json, sys
 runs, failed = [], []
 for line in open(sys.argv[1]):
     label, status, what = line.split()
-    wire = label.split("-")[1] if "-" in label else "f32"
+    tags = label.split("-")[1].split("+") if "-" in label else []
     if status == "ok":
-        runs.append(dict(json.load(open(what)), wire_dtype=wire, label=label))
+        runs.append(dict(json.load(open(what)), tags=tags, label=label))
     else:
-        failed.append({"batch": int(label.split("-")[0]), "wire_dtype": wire, "why": what})
+        failed.append({"batch": int(label.split("-")[0]), "tags": tags, "why": what})
 json.dump({"job": "bench/wide_mlp.ini", "train_images": int(sys.argv[3]), "runs": runs, "failed": failed},
           open(sys.argv[2], "w"), indent=1)
 for r in runs:

@@ -153,3 +153,14 @@ void cluster_free(cluster_t *c) {
     memset(c, 0, sizeof *c);
     c->role_comm = MPI_COMM_NULL;
 }
+
+void cluster_pick_device(const cluster_t *c) {
+    MPI_Comm node;
+    int local = 0;
+    MPI_CHECK(MPI_Comm_split_type(c->role_comm, MPI_COMM_TYPE_SHARED, c->index, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    char dev[16];
+    snprintf(dev, sizeof dev, "%d", local);
+    setenv("TESSERA_CUDA_DEVICE", dev, 0);
+}

@@ -37,4 +37,9 @@ const char *role_name(role_t role);
 int cluster_bootstrap(cluster_t *c, role_t role, void *router, const char *iface, char *err, size_t errlen);
 void cluster_free(cluster_t *c);
 
+/* One GPU per rank of a node: unless TESSERA_CUDA_DEVICE is set already, sets it to this rank's index
+ * among the ranks of its role on its node (the CUDA backend takes it modulo the GPUs it sees).
+ * Collective over c->role_comm. */
+void cluster_pick_device(const cluster_t *c);
+
 #endif

@@ -46,6 +46,7 @@ static const field_t fields[] = {
     F("data", "sparse_features", T_INT, sparse_features, 0, 4096),
     F("data", "on_error", T_STR, on_error, 0, 0),
     F("ps", "memory_mb", T_DOUBLE, memory_mb, 0, 1e9),
+    F("ps", "device", T_STR, ps_device, 0, 0),
     F("data", "train_limit", T_LONG, train_limit, 0, 1e12),
     F("data", "test_limit", T_LONG, test_limit, 0, 1e12),
     F("data", "mean", T_DOUBLE, mean, -1e6, 1e6),
@@ -115,6 +116,7 @@ void config_defaults(job_config_t *cfg) {
     cfg->eps = 1e-8;
     cfg->momentum = 0.9;
     snprintf(cfg->backend, sizeof cfg->backend, "cpu");
+    snprintf(cfg->ps_device, sizeof cfg->ps_device, "cpu");
     cfg->threads = 1;
     cfg->timeout_s = 300;
     cfg->max_message_mb = 1024;
@@ -510,6 +512,12 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                      dtypes[i][1]);
             return -TS_EINVAL;
         }
+    if (strcmp(cfg->ps_device, "cpu") && strcmp(cfg->ps_device, "cuda") &&
+        strcmp(cfg->ps_device, "cpu-staged")) {
+        snprintf(err, errlen, "%s: [ps] device '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,
+                 cfg->ps_device);
+        return -TS_EINVAL;
+    }
     if (strcmp(cfg->backend, "cpu") && strcmp(cfg->backend, "cuda") && strcmp(cfg->backend, "cpu-staged")) {
         snprintf(err, errlen, "%s: [backend] type '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,
                  cfg->backend);

@@ -61,7 +61,8 @@ typedef struct {
     double lr, beta1, beta2, eps, momentum, weight_decay;
 
     /* [ps] */
-    double memory_mb; /* a shard's budget for parameters and optimizer state (0 = no limit) */
+    double memory_mb;   /* a shard's budget for parameters and optimizer state (0 = no limit) */
+    char ps_device[16]; /* cpu, or cuda: the shard steps its dense slices on a GPU (cpu-staged: tests) */
 
     /* [backend] */
     char backend[16];

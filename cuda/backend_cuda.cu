@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
 extern "C" {
 #include "backend.h"
+#include "optim.h"
 }
 #include "cuda_check.h"
 #include "kernels.h"
@@ -25,6 +28,8 @@ typedef struct {
     cublasHandle_t blas;
     cudaEvent_t compute_mark, copied[COPY_EVENTS];
     uint64_t tickets;
+    const float **grad_ptrs; /* optim_step: the gradients' device pointers, on the device */
+    int cap_ptrs;
 } cuda_ctx_t;
 
 static cudaStream_t stream_of(backend_t *be) {
@@ -172,6 +177,44 @@ static void cuda_interact_bwd_op(backend_t *be, const float *t, const float *dy,
     cuda_interact_bwd(stream_of(be), t, dy, ldy, batch, f, d, dt);
 }
 
+/* The step's scalars as model/optim.c computes them (bias corrections in double), then one kernel. */
+static void cuda_optim_step_op(backend_t *be, const struct optim *o, float *p, float *s0, float *s1,
+                               const float *const *g, int ng, float gscale, size_t n, long t) {
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    if (ng > c->cap_ptrs) {
+        CUDA_CHECK(cudaStreamSynchronize(c->stream)); /* the old array may still be read */
+        if (c->grad_ptrs) CUDA_CHECK(cudaFree(c->grad_ptrs));
+        int cap = ng < 64 ? 64 : ng;
+        CUDA_CHECK(cudaMalloc((void **)&c->grad_ptrs, (size_t)cap * sizeof *c->grad_ptrs));
+        c->cap_ptrs = cap;
+    }
+    /* From pageable memory: returns once g is staged, ordered after the kernels that read the array. */
+    CUDA_CHECK(cudaMemcpyAsync(c->grad_ptrs, g, (size_t)ng * sizeof *g, cudaMemcpyHostToDevice, c->stream));
+    cuda_optim_args_t a = {};
+    a.lr = o->lr;
+    a.wd = o->weight_decay;
+    a.momentum = o->momentum;
+    a.eps = o->eps;
+    switch (o->kind) {
+    case OPT_SGD: a.kind = CUDA_OPT_SGD; break;
+    case OPT_MOMENTUM: a.kind = CUDA_OPT_MOMENTUM; break;
+    case OPT_ADAGRAD: a.kind = CUDA_OPT_ADAGRAD; break;
+    case OPT_ADAM:
+    case OPT_ADAMW: {
+        a.kind = CUDA_OPT_ADAM;
+        a.b1 = o->beta1;
+        a.b2 = o->beta2;
+        float bc1 = (float)(1.0 - pow((double)o->beta1, (double)t));
+        a.inv_bc2_sqrt = (float)(1.0 / sqrt(1.0 - pow((double)o->beta2, (double)t)));
+        a.step = o->lr / bc1;
+        a.decay = o->kind == OPT_ADAMW ? 1.0f - o->lr * o->weight_decay : 1.0f;
+        a.l2 = o->kind == OPT_ADAMW ? 0.0f : o->weight_decay;
+        break;
+    }
+    }
+    cuda_optim_step(c->stream, &a, p, s0, s1, c->grad_ptrs, ng, gscale, n);
+}
+
 /* Pinned host memory: device copies from and to it run at full PCIe/NVLink speed and asynchronously. NULL
  * when it cannot be had (the caller falls back to malloc). */
 static void *cuda_alloc_host(backend_t *be, size_t bytes) {
@@ -211,6 +254,7 @@ static void cuda_destroy(backend_t *be) {
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->copy));
     CUBLAS_CHECK(cublasDestroy(c->blas));
+    if (c->grad_ptrs) CUDA_CHECK(cudaFree(c->grad_ptrs));
     destroy_copy_side(c);
     CUDA_CHECK(cudaStreamDestroy(c->stream));
 }
@@ -242,6 +286,7 @@ static const backend_ops_t cuda_ops = {
     .to_device_async = cuda_to_device_async,
     .copy_wait = cuda_copy_wait,
     .copy_done = cuda_copy_done,
+    .optim_step = cuda_optim_step_op,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {

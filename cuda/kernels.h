@@ -64,6 +64,17 @@ void cuda_embedding_bag_bwd(cudaStream_t s, const float *dy, int ldy, int dim, c
                             const int32_t *idx, const float *wts, int batch, int mean, float *grad,
                             int n_rows, const bag_rows_t *by_row);
 
+/* optim.cu: the step of model/optim.h's optim_apply, its bits, for parameters on the device. g is a
+ * device array of ng device pointers; the step's scalars come precomputed (as optim.c computes them). */
+enum { CUDA_OPT_SGD, CUDA_OPT_MOMENTUM, CUDA_OPT_ADAGRAD, CUDA_OPT_ADAM };
+typedef struct {
+    int kind;
+    float lr, wd, momentum, eps;
+    float b1, b2, step, inv_bc2_sqrt, decay, l2; /* Adam/AdamW */
+} cuda_optim_args_t;
+void cuda_optim_step(cudaStream_t s, const cuda_optim_args_t *a, float *p, float *s0, float *s1,
+                     const float *const *g, int ng, float gscale, size_t n);
+
 /* interact.cu */
 void cuda_interact_fwd(cudaStream_t s, const float *t, int batch, int f, int d, float *y, int ldy);
 void cuda_interact_bwd(cudaStream_t s, const float *t, const float *dy, int ldy, int batch, int f, int d,

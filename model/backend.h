@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 typedef struct backend backend_t;
+struct optim; /* optim.h */
 
 /* Bags by row: the entries of bags naming row r are [off[r], off[r + 1]), each with the bag it is in
  * (bag[e]) and its weight times that bag's mean scale (w[e]), in bag order. Made on the host by
@@ -81,6 +82,12 @@ typedef struct {
     uint64_t (*to_device_async)(backend_t *be, void *dst, const void *src, size_t bytes);
     void (*copy_wait)(backend_t *be, uint64_t ticket);
     int (*copy_done)(backend_t *be, uint64_t ticket);
+    /* One optimizer step over n parameters in device memory (a shard with ps.device): p and the
+     * optimizer's slots s0, s1 (NULL when unused) updated with the mean gradient (g[0] + ... +
+     * g[ng-1]) * gscale, summed in that order; g is a host array of device pointers, t the 1-based
+     * step. The same bits as optim_apply (model/optim.h). */
+    void (*optim_step)(backend_t *be, const struct optim *o, float *p, float *s0, float *s1,
+                       const float *const *g, int ng, float gscale, size_t n, long t);
 } backend_ops_t;
 
 /* Transposes bags (off [batch + 1], idx and wts (or NULL) [off[batch]], indices < n_rows) into the host

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "optim.h"
 
 static void *cpu_alloc(backend_t *be, size_t bytes) {
     (void)be;
@@ -190,6 +191,12 @@ static void cpu_interact_bwd(backend_t *be, const float *t, const float *dy, int
     }
 }
 
+static void cpu_optim_step(backend_t *be, const optim_t *o, float *p, float *s0, float *s1,
+                           const float *const *g, int ng, float gscale, size_t n, long t) {
+    (void)be;
+    optim_apply(o, p, s0, s1, g, ng, gscale, n, t);
+}
+
 static const backend_ops_t cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -210,6 +217,7 @@ static const backend_ops_t cpu_ops = {
     .embedding_bag_bwd = cpu_embedding_bag_bwd,
     .interact_fwd = cpu_interact_fwd,
     .interact_bwd = cpu_interact_bwd,
+    .optim_step = cpu_optim_step,
 };
 
 backend_t *backend_cpu_create(int threads) {

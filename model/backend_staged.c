@@ -196,6 +196,12 @@ static void staged_interact_bwd(backend_t *be, const float *t, const float *dy, 
     cpu->ops->interact_bwd(cpu, t, dy, ldy, batch, f, d, dt);
 }
 
+static void staged_optim_step(backend_t *be, const struct optim *o, float *p, float *s0, float *s1,
+                              const float *const *g, int ng, float gscale, size_t n, long t) {
+    backend_t *cpu = INNER(be);
+    cpu->ops->optim_step(cpu, o, p, s0, s1, g, ng, gscale, n, t);
+}
+
 static void staged_destroy(backend_t *be) {
     staged_t *s = st(be);
     if (!s) return;
@@ -224,6 +230,7 @@ static const backend_ops_t staged_ops = {
     .embedding_bag_bwd = staged_embedding_bag_bwd,
     .interact_fwd = staged_interact_fwd,
     .interact_bwd = staged_interact_bwd,
+    .optim_step = staged_optim_step,
     .destroy = staged_destroy,
     .to_host_async = staged_to_host_async,
     .to_device_async = staged_to_device_async,

@@ -128,6 +128,7 @@ int main(int argc, char **argv) {
     if (rc) log_error("bootstrap failed: %s", err);
     program_check_all(rc != 0, "bootstrap");
 
+    if (!strcmp(cfg->ps_device, "cuda")) cluster_pick_device(&cl); /* one GPU per shard of a node */
     uint64_t *rows = XCALLOC((size_t)spec.n_tensors, sizeof *rows);
     for (int t = 0; t < spec.n_tensors; t++)
         rows[t] = spec.tensors[t].rows;
@@ -153,6 +154,7 @@ int main(int argc, char **argv) {
                       .n_workers = cfg->node_reduce ? cl.n_worker_nodes : cl.n_workers, /* pushers */
                       .staleness = cfg->staleness,
                       .params_bf16 = !strcmp(cfg->param_dtype, "bf16"),
+                      .device = cfg->ps_device,
                       .opt = opt,
                       .seed = cfg->seed,
                       .memory_bytes = (uint64_t)(cfg->memory_mb * 1048576.0),
@@ -170,8 +172,9 @@ int main(int argc, char **argv) {
         log_error("cannot start shard: %s", err);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s endpoint=%s", cl.index,
-             cl.n_ps, cl.n_workers, cfg->staleness, cfg->opt_type, cl.self_endpoint);
+    log_info("shard serving shard=%d of=%d workers=%d staleness=%d optimizer=%s device=%s endpoint=%s",
+             cl.index, cl.n_ps, cl.n_workers, cfg->staleness, cfg->opt_type, cfg->ps_device,
+             cl.self_endpoint);
     rc = ps_server_run(srv);
     uint64_t version = rc ? 0 : ps_server_serve_version(srv);
     if (version) {

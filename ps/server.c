@@ -27,6 +27,10 @@ typedef struct {
     size_t n; /* elements */
     float *p, *s0, *s1;
     long steps;
+    /* ps.device: the slice's parameters and optimizer state on the device, where they are stepped; p
+     * gets the parameters back after every step (replies, serving and checkpoints read p), s0/s1 the
+     * state before every checkpoint */
+    float *d_p, *d_s0, *d_s1;
 } slice_t;
 
 typedef struct {
@@ -82,7 +86,10 @@ struct ps_server {
     void *router, *sched;
     int n_slices, n_local; /* slices [0, n_local) are pulled and pushed; the rest are remote weights */
     slice_t *slices;
-    backend_t *be;      /* the products of remote weights (created when the model has some) */
+    backend_t *be;  /* the products of remote weights (created when the model has some) */
+    backend_t *dev; /* ps.device other than cpu: where the slices are stepped (NULL: here) */
+    float *d_grads; /* on dev: one gradient per worker, d_stride floats each */
+    size_t d_stride;
     int64_t *clock;     /* per worker: iterations whose gradients have arrived */
     zmq_msg_t *pending; /* BSP: [worker * n_slices + slice], gradients of the open clock */
     int *has_pending;   /* per worker */
@@ -110,9 +117,10 @@ struct ps_server {
     int n_held;
     int64_t ckpt_last; /* the last checkpoint taken, announced in replies */
     int ckpt_last_stop;
-    int *ckpt_told; /* per worker: the last checkpoint has been announced to it */
-    int stop_seen;  /* a stop was requested somewhere: tell every worker */
-    int ckpt_asked; /* a checkpoint was asked for somewhere and not taken yet */
+    int64_t ckpt_prev;  /* the checkpoint before ckpt_last */
+    int64_t *ckpt_told; /* per worker: the newest checkpoint announced to it */
+    int stop_seen;      /* a stop was requested somewhere: tell every worker */
+    int ckpt_asked;     /* a checkpoint was asked for somewhere and not taken yet */
     pthread_t writer;
     int writer_running;     /* a writer thread was started and not joined */
     atomic_int writer_busy; /* ... and is still writing */
@@ -319,6 +327,42 @@ static void sparse_pending_clear(sparse_pending_t *p) {
     p->n = 0;
 }
 
+/* ps.device: opens the backend and moves every slice's parameters and optimizer state onto it. */
+static int open_device(ps_server_t *s, char *err, size_t errlen) {
+    char why[512];
+    s->dev = backend_create(s->cfg.device, 1, why, sizeof why);
+    if (!s->dev) {
+        snprintf(err, errlen, "ps.device = %s: %s", s->cfg.device, why);
+        return -TS_EINVAL;
+    }
+    if (!s->dev->ops->optim_step) {
+        snprintf(err, errlen, "ps.device = %s: the backend has no optimizer step", s->cfg.device);
+        return -TS_EINVAL;
+    }
+    for (int i = 0; i < s->n_slices; i++) {
+        slice_t *sl = &s->slices[i];
+        size_t bytes = sl->n * sizeof(float);
+        float **dst[3] = {&sl->d_p, &sl->d_s0, &sl->d_s1}, *src[3] = {sl->p, sl->s0, sl->s1};
+        for (int k = 0; k < 3; k++) {
+            if (!src[k]) continue;
+            if (!(*dst[k] = s->dev->ops->alloc(s->dev, bytes ? bytes : 4))) {
+                snprintf(err, errlen, "ps.device = %s: out of device memory for %s", s->cfg.device,
+                         s->cfg.spec->tensors[sl->tensor].name);
+                return -TS_ENOMEM;
+            }
+            s->dev->ops->to_device(s->dev, *dst[k], src[k], bytes);
+        }
+        if (sl->n > s->d_stride) s->d_stride = sl->n;
+    }
+    size_t total = s->d_stride * (size_t)s->cfg.n_workers * sizeof(float);
+    if (!(s->d_grads = s->dev->ops->alloc(s->dev, total ? total : 4))) {
+        snprintf(err, errlen, "ps.device = %s: out of device memory for %d workers' gradients", s->cfg.device,
+                 s->cfg.n_workers);
+        return -TS_ENOMEM;
+    }
+    return 0;
+}
+
 ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen) {
     if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
         snprintf(err, errlen, "invalid shard %d of %d with %d workers", cfg->shard, cfg->map->n_shards,
@@ -393,6 +437,10 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         ps_server_free(s);
         return NULL;
     }
+    if (cfg->device && strcmp(cfg->device, "cpu") && open_device(s, err, errlen)) {
+        ps_server_free(s);
+        return NULL;
+    }
     s->max_waiting = 4 * cfg->n_workers + 64;
     s->waiting = XCALLOC((size_t)s->max_waiting, sizeof *s->waiting);
     return s;
@@ -406,6 +454,15 @@ int ps_server_prepare_socket(void *router, size_t max_message_bytes) {
 void ps_server_free(ps_server_t *s) {
     if (!s) return;
     if (s->writer_running) pthread_join(s->writer, NULL);
+    if (s->dev) {
+        for (int i = 0; i < s->n_slices; i++) {
+            s->dev->ops->free(s->dev, s->slices[i].d_p);
+            s->dev->ops->free(s->dev, s->slices[i].d_s0);
+            s->dev->ops->free(s->dev, s->slices[i].d_s1);
+        }
+        s->dev->ops->free(s->dev, s->d_grads);
+        backend_free(s->dev);
+    }
     free(s->ckpt_buf);
     free(s->ckpt_told);
     for (int i = 0; i < s->n_held; i++)
@@ -475,11 +532,13 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
     h.stop_requested = s->stop_seen || (s->cfg.stop_flag && *s->cfg.stop_flag);
     h.checkpoint_requested = s->ckpt_asked || (s->cfg.ckpt_flag && *s->cfg.ckpt_flag);
     h.last_checkpoint = s->ckpt_last;
-    if (worker >= 0 && s->ckpt_last > 0 && !s->ckpt_told[worker]) {
-        /* The first reply after a checkpoint tells the worker to save its own state. */
+    if (worker >= 0 && s->ckpt_told[worker] < s->ckpt_last) {
+        /* The first reply after a checkpoint tells the worker to save its own state; in SSP/ASP a worker
+         * can reach the next cut before a reply told it of the last (cuts a step apart). */
         h.checkpoint_clock = s->ckpt_last;
         h.stop_after_checkpoint = s->ckpt_last_stop;
-        s->ckpt_told[worker] = 1;
+        if (s->ckpt_told[worker] < s->ckpt_prev) h.missed_checkpoint_clock = s->ckpt_prev;
+        s->ckpt_told[worker] = s->ckpt_last;
     }
     int bf16 = worker >= 0 && s->cfg.params_bf16; /* serving's pulls get float32 */
     snapshot_t *snap = current_snapshot(s, n, bf16);
@@ -577,6 +636,34 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, in
 
 /* BSP: every worker's gradient of slice i for the open clock is in: sum them in worker order and step
  * the slice once. The frames stay (they mark what each worker sent) until the clock completes. */
+/* One optimizer step of slice sl with the mean of ng gradients (host memory, gscale = 1 / ng): here, or
+ * on the shard's device (ps.device), which gives the same bits, with the parameters copied back. */
+static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, int ng, float gscale) {
+    long t = ++sl->steps;
+    if (!s->dev) {
+        optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, ng, gscale, sl->n, t);
+        return;
+    }
+    backend_t *be = s->dev;
+    const float *dg[ng];
+    for (int j = 0; j < ng; j++) {
+        float *d = s->d_grads + (size_t)j * s->d_stride;
+        be->ops->to_device(be, d, g[j], sl->n * sizeof(float));
+        dg[j] = d;
+    }
+    be->ops->optim_step(be, &s->cfg.opt, sl->d_p, sl->d_s0, sl->d_s1, dg, ng, gscale, sl->n, t);
+    be->ops->to_host(be, sl->p, sl->d_p, sl->n * sizeof(float));
+}
+
+/* ps.device: the optimizer state of every slice back in s0/s1 (for a checkpoint). */
+static void state_to_host(ps_server_t *s) {
+    for (int i = 0; s->dev && i < s->n_slices; i++) {
+        slice_t *sl = &s->slices[i];
+        if (sl->s0) s->dev->ops->to_host(s->dev, sl->s0, sl->d_s0, sl->n * sizeof(float));
+        if (sl->s1) s->dev->ops->to_host(s->dev, sl->s1, sl->d_s1, sl->n * sizeof(float));
+    }
+}
+
 static void apply_slice(ps_server_t *s, int i) {
     int W = s->cfg.n_workers;
     const float *g[W];
@@ -585,7 +672,7 @@ static void apply_slice(ps_server_t *s, int i) {
     slice_t *sl = &s->slices[i];
     for (int w = 0; w < W; w++)
         g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
-    optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, W, 1.0f / (float)W, sl->n, ++sl->steps);
+    step_slice(s, sl, g, W, 1.0f / (float)W);
     s->applied[i] = 1;
     s->n_applied++;
     s->apply_s += now_s() - t0;
@@ -799,6 +886,7 @@ static void take_checkpoint(ps_server_t *s) {
     size_t total = 0;
     for (int i = 0; i < s->n_slices; i++)
         total += s->slices[i].n * (size_t)(1 + slots);
+    state_to_host(s);
     ckpt_job_t *job = XCALLOC(1, sizeof *job);
     job->srv = s;
     job->step = s->ckpt_want;
@@ -825,9 +913,9 @@ static void take_checkpoint(ps_server_t *s) {
         }
     }
     job->tables = copy_tables(s);
+    s->ckpt_prev = s->ckpt_last;
     s->ckpt_last = s->ckpt_want;
     s->ckpt_last_stop = s->ckpt_want_stop;
-    memset(s->ckpt_told, 0, (size_t)s->cfg.n_workers * sizeof *s->ckpt_told);
     s->ckpt_want = 0;
     s->ckpt_asked = 0; /* requests on demand are served by this checkpoint */
     if (s->cfg.ckpt_flag) *s->cfg.ckpt_flag = 0;
@@ -1226,7 +1314,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             slice_t *sl = &s->slices[i];
             zmq_msg_t *f = &s->pending[w * s->n_slices + i];
             const float *g = zmq_msg_data(f);
-            optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, &g, 1, 1.0f, sl->n, ++sl->steps);
+            step_slice(s, sl, &g, 1, 1.0f);
             zmq_msg_close(f);
             zmq_msg_init(f);
         }

@@ -20,8 +20,9 @@ typedef struct {
     const shard_map_t *map;   /* borrowed */
     int shard;
     int n_workers;
-    int staleness;   /* 0 BSP, k SSP, CFG_STALENESS_INF ASP */
-    int params_bf16; /* workers get their parameters rounded to bfloat16 (net.param_dtype = bf16) */
+    int staleness;      /* 0 BSP, k SSP, CFG_STALENESS_INF ASP */
+    int params_bf16;    /* workers get their parameters rounded to bfloat16 (net.param_dtype = bf16) */
+    const char *device; /* ps.device: the backend that steps the dense slices (NULL or "cpu": here) */
     optim_t opt;
     uint64_t seed;
     uint64_t memory_bytes; /* budget for parameters, optimizer state and sparse rows (0 = no limit) */

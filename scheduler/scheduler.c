@@ -61,7 +61,8 @@ typedef struct {
     int64_t abandoned[8]; /* recently abandoned checkpoints: their late parts are ignored */
     int n_abandoned;
     char resumed_from[4096];
-    int64_t last_ckpt;
+    int64_t last_ckpt;        /* the newest committed */
+    int64_t newest_abandoned; /* the newest abandoned */
     double ckpt_bytes, ckpt_write_s, ckpt_stall_s;
 } sched_t;
 
@@ -151,6 +152,7 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r, 
     int n_parts = s->cl->n_ps + s->cl->n_workers;
     for (int i = 0; i < 8; i++) /* late parts of an abandoned checkpoint */
         if (s->abandoned[i] == step) return;
+    if (step <= s->last_ckpt) return; /* a repeated part of one committed already */
     ckpt_part_t *c = NULL;
     for (int i = 0; i < 4 && !c; i++)
         if (s->ckpt[i].step == step) c = &s->ckpt[i];
@@ -175,6 +177,7 @@ static void checkpoint_part(sched_t *s, int64_t step, const Tessera__Report *r, 
                   from_ps ? "shard" : "worker", sender, failure && *failure ? failure : "unknown error");
         if (c->stop) s->stop_failed = step;
         s->abandoned[s->n_abandoned++ % 8] = step;
+        if (step > s->newest_abandoned) s->newest_abandoned = step;
         ckpt_slot_free(c);
         return;
     }
@@ -218,6 +221,7 @@ static void expire_checkpoints(sched_t *s) {
                       c->parts, s->cl->n_ps + s->cl->n_workers, s->cfg->timeout_s);
             if (c->stop) s->stop_failed = c->step;
             s->abandoned[s->n_abandoned++ % 8] = c->step;
+            if (c->step > s->newest_abandoned) s->newest_abandoned = c->step;
             ckpt_slot_free(c);
         }
     }
@@ -299,7 +303,9 @@ static void handle(sched_t *s) {
     ok.request_id = h->request_id;
     ok.stop_requested = program_stop_requested != 0;
     ok.checkpoint_requested = program_checkpoint_requested != 0;
-    ok.last_checkpoint = s->last_ckpt;
+    /* A request stays set until a checkpoint commits: workers told of one not committed yet take it as
+     * served, unless that one was abandoned. */
+    ok.last_checkpoint = s->last_ckpt > s->newest_abandoned ? s->last_ckpt : s->newest_abandoned;
     wire_send(s->router, &m.identity, &ok, NULL, 0);
     wire_msg_free(&m);
 }

@@ -170,6 +170,8 @@ static int take_params(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, ch
     if (m->hdr->checkpoint_clock > 0) {
         c->ckpt_announced = m->hdr->checkpoint_clock;
         c->ckpt_announced_stop |= m->hdr->stop_after_checkpoint;
+        if (m->hdr->missed_checkpoint_clock > c->ckpt_missed)
+            c->ckpt_missed = m->hdr->missed_checkpoint_clock;
         if (c->ckpt_announced > c->ckpt_seen) c->ckpt_seen = c->ckpt_announced;
     }
     return 0;

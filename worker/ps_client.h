@@ -40,7 +40,7 @@ typedef struct {
      * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
     int64_t ckpt_request;
     int ckpt_request_stop;
-    int64_t ckpt_announced;
+    int64_t ckpt_announced, ckpt_missed; /* ckpt_missed: an earlier one not announced before */
     int ckpt_announced_stop;
     int stop_requested; /* set on pushes: this worker was asked to stop */
     int peer_stop;      /* a reply said another rank was asked to stop */

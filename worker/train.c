@@ -146,8 +146,10 @@ static int push_pull(ps_client_t *pc, node_reduce_t *nr, node_rows_t *rows, int6
     node_reduce_grads(nr, grads);
     const sparse_batch_t *mine = sb->n_tables ? node_rows_merge(rows, nr, sb) : sb;
     int rc = ps_client_push_pull(pc, clock, grads, mine, params, err, errlen);
-    int64_t g[5] = {pc->ckpt_announced, pc->ckpt_announced_stop, pc->peer_stop, pc->peer_ckpt, rc != 0};
-    node_reduce_max(nr, g, 5);
+    int64_t g[6] = {pc->ckpt_announced, pc->ckpt_announced_stop, pc->peer_stop, pc->peer_ckpt, rc != 0,
+                    pc->ckpt_missed};
+    node_reduce_max(nr, g, 6);
+    pc->ckpt_missed = g[5];
     pc->ckpt_announced = g[0];
     pc->ckpt_announced_stop = (int)g[1];
     pc->peer_stop = (int)g[2];
@@ -431,6 +433,24 @@ static void save_state(worker_t *w, const char *root, int64_t step, const ckpt_w
         log_error("checkpoint %lld: cannot reach the scheduler", (long long)step);
 }
 
+/* Saves this worker's part of checkpoint `step` once: the state of that clock, which is the one after
+ * its last push or the one before (SSP/ASP: the shards held the push after the cut). Several shards
+ * announce the same checkpoint, in different replies. */
+static void save_cut_state(worker_t *w, const char *root, int64_t step, const ckpt_worker_state_t *now,
+                           const ckpt_worker_state_t *prev, int stop, int64_t *last_saved) {
+    if (step <= *last_saved) return;
+    const ckpt_worker_state_t *st = now->clock == step ? now : prev->clock == step ? prev : NULL;
+    if (!st) {
+        log_error(
+            "checkpoint %lld announced at clock %lld: this worker no longer has its state of that clock; "
+            "the checkpoint will not be committed",
+            (long long)step, (long long)now->clock);
+        return;
+    }
+    save_state(w, root, step, st, stop);
+    *last_saved = step;
+}
+
 /* Where a resumed worker starts: clock, epoch and position from the checkpoint. With another worker
  * count the position is scaled to the new partition (same epoch). */
 static int resume_state(const char *dir, int me, int W, size_t spe_new, size_t n_train, int batch,
@@ -485,15 +505,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     int W = cl->n_workers, me = cl->index;
     /* A failure before training stops the job at the workers' agreement below; returning early
      * would leave the other ranks waiting for this one. */
-    /* One GPU per worker of a node: its index among the node's workers picks the device. */
-    MPI_Comm node;
-    int local = 0;
-    MPI_CHECK(MPI_Comm_split_type(cl->role_comm, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &local));
-    MPI_CHECK(MPI_Comm_free(&node));
-    char dev[16];
-    snprintf(dev, sizeof dev, "%d", local);
-    if (!getenv("TESSERA_CUDA_DEVICE")) setenv("TESSERA_CUDA_DEVICE", dev, 0);
+    cluster_pick_device(cl); /* one GPU per worker of a node */
     backend_t *be = backend_create(cfg->backend, cfg->threads, err, sizeof err);
     if (!be) {
         log_error("%s", err);
@@ -633,6 +645,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     ckpt_plan_t plan = {.last = now_s()};
     ckpt_worker_state_t state_now = {.clock = -1}, state_prev = {.clock = -1};
+    int64_t last_saved = start.clock; /* the newest checkpoint this worker wrote its part of */
     double win_loss = 0;
     long win_correct = 0, win_count = 0;
     uint64_t examples = start.examples;
@@ -696,18 +709,14 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             examples += (uint64_t)B;
             state_prev = state_now;
             state_now = after;
+            state_now.train_seconds = train_seconds + (now_s() - t0);
+            if (pc.ckpt_missed > 0) /* SSP/ASP: one the shards cut before this worker heard of it */
+                save_cut_state(&w, ckpt_dir, pc.ckpt_missed, &state_now, &state_prev, 0, &last_saved);
+            pc.ckpt_missed = 0;
             if (pc.ckpt_announced > 0) {
                 int64_t step = pc.ckpt_announced;
-                const ckpt_worker_state_t *st = state_now.clock == step    ? &state_now
-                                                : state_prev.clock == step ? &state_prev
-                                                                           : NULL;
-                if (st)
-                    save_state(&w, ckpt_dir, step, st, pc.ckpt_announced_stop);
-                else
-                    log_error(
-                        "checkpoint %lld announced at clock %lld: this worker no longer has its state of "
-                        "that clock; the checkpoint will not be committed",
-                        (long long)step, (long long)clock);
+                save_cut_state(&w, ckpt_dir, step, &state_now, &state_prev, pc.ckpt_announced_stop,
+                               &last_saved);
                 if (plan.pending && step >= plan.pending) plan.pending = plan.pending_stop = 0;
                 stopping = pc.ckpt_announced_stop;
                 if (stopping) stop_step = step;
@@ -771,14 +780,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         MPI_CHECK(MPI_Allreduce(local, global, 6, MPI_DOUBLE, MPI_SUM, cl->role_comm));
         MPI_CHECK(MPI_Allreduce(lmax, gmax, 3, MPI_DOUBLE, MPI_MAX, cl->role_comm));
         if (gmax[1] > 0) {
-            if (!stopping) { /* finished the epoch before the announcement reached it */
-                ckpt_worker_state_t st = {.clock = clock,
-                                          .epoch = epoch + 1,
-                                          .position = 0,
-                                          .examples = examples,
-                                          .train_seconds = train_seconds};
-                save_state(&w, ckpt_dir, (int64_t)gmax[2], &st, 1);
-            }
+            /* Finished the epoch before the announcement reached it: the cut is this epoch's end (the
+             * state every worker that was told saves too: the epoch, every step done, its evaluation
+             * owed). */
+            if (!stopping)
+                save_cut_state(&w, ckpt_dir, (int64_t)gmax[2], &state_now, &state_prev, 1, &last_saved);
             stopping = 1;
             break;
         }

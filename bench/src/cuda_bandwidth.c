@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "optim.h"
 
 #define CUDA_CHECK(call)                                                                                     \
     do {                                                                                                     \
@@ -51,6 +52,8 @@ enum {
     OP_BAG_FWD,
     OP_BAG_BWD,
     OP_BAG_BWD_ROWS,
+    OP_SGD,
+    OP_ADAM,
     OP_COUNT
 };
 
@@ -63,7 +66,9 @@ static const char *const op_names[OP_COUNT] = {"cudaMemcpy D2D",
                                                "copy_cols (16 of 48)",
                                                "embedding_bag_fwd",
                                                "embedding_bag_bwd",
-                                               "embedding_bag_bwd rows"};
+                                               "embedding_bag_bwd rows",
+                                               "optim_step sgd",
+                                               "optim_step adam"};
 
 #define BIAS_COLS 1024
 
@@ -93,6 +98,17 @@ static void run_op(bench_t *t, int op) {
         o->embedding_bag_bwd(be, t->y, t->dim, t->dim, t->off, t->idx, NULL, t->bags, 0, t->grad, t->n_rows,
                              &t->by_row);
         break;
+    case OP_SGD:
+    case OP_ADAM: { /* a shard's step (ps.device = cuda) with one worker's gradient, a */
+        optim_t opt = {.kind = op == OP_SGD ? OPT_SGD : OPT_ADAM,
+                       .lr = 1e-3f,
+                       .beta1 = 0.9f,
+                       .beta2 = 0.999f,
+                       .eps = 1e-8f};
+        const float *g[1] = {t->a};
+        o->optim_step(be, &opt, t->b, t->c, t->grad, g, 1, 1.0f, t->n, 1);
+        break;
+    }
     }
 }
 
@@ -113,6 +129,8 @@ static double op_bytes(const bench_t *t, int op) {
     case OP_BAG_BWD_ROWS: /* each entry's dy row gathered, each gradient row written once, the by-row lists */
         return nnz * t->dim * f + (double)t->n_rows * t->dim * f + nnz * (sizeof(int32_t) + f) +
                (t->n_rows + 1.0) * sizeof(int32_t);
+    case OP_SGD: return 3 * n * f;  /* p and g read, p written */
+    case OP_ADAM: return 7 * n * f; /* p, m, v, g read; p, m, v written */
     }
     return 0;
 }

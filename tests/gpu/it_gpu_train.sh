@@ -3,7 +3,9 @@
 # generated click data train on the GPU (parameters and activations on the device, rows of the tables
 # staged per batch) and reach the CPU run's test accuracy / AUC. GPU runs repeat bit for bit (the
 # embedding backward pass sums each row in bag order; cuBLAS is deterministic on one GPU), and a
-# SIGUSR1 stop + --resume auto on the GPU ends bit-identical to the uninterrupted GPU run. Exit 77
+# SIGUSR1 stop + --resume auto on the GPU ends bit-identical to the uninterrupted GPU run. Shards that
+# step their slices on the device (ps.device) give the CPU shards' bits, and checkpoint and resume
+# their optimizer state exactly. Exit 77
 # (skipped) without a GPU or without a CUDA build.
 # TESSERA_GPU_TEST_BACKEND=cpu-staged runs the same script without a GPU (integration.gpu_train_staged:
 # the device path on the CPU's arithmetic); TESSERA_GPU_TEST_CTR_ROWS sizes the click data (200000).
@@ -25,14 +27,25 @@ echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/s
 /usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$c" "$g" ||
     fail "$BE accuracy $g is not within 0.01 of the CPU's $c"
 
-# Exact resume on the device: stop at a checkpoint, resume, compare with an uninterrupted run.
+# Shards stepping on the device: the optimizer kernel rounds like the CPU, so the bits are the same.
+# shellcheck disable=SC2086
+run_job psdev $A backend.type=$BE ps.device=$BE
+grep -q "device=$BE" "$WORK/psdev.log" || fail "the shards do not report device=$BE"
+cmp "$WORK/gpu/params.bin" "$WORK/psdev/params.bin" || fail "shards on $BE differ from shards on the CPU"
+echo "ok: shards stepping on $BE give the CPU shards' bits"
+
+# Exact resume on the device (workers and shards): stop at a checkpoint, resume, compare with an
+# uninterrupted run.
 stop_resume_exact "$BE" 100 --servers 2 --workers 1 job.epochs=2 data.train_limit=12000 --checkpoint-every 100 \
-    backend.type="$BE"
+    backend.type="$BE" ps.device="$BE"
 
 "$TESSERA" datagen ctr --rows "$ROWS" --slots 8 --vocab 2000 --seed 3 --out "$WORK/data" >/dev/null
 for b in cpu "$BE" "$BE-again"; do
     run_job "ctr-$b" ctr_dlrm --servers 2 --workers 2 data.dir="$WORK/data" job.epochs=1 backend.type="${b%-again}"
 done
+run_job ctr-psdev ctr_dlrm --servers 2 --workers 2 data.dir="$WORK/data" job.epochs=1 backend.type="$BE" \
+    ps.device="$BE"
+cmp "$WORK/ctr-$BE/params.bin" "$WORK/ctr-psdev/params.bin" || fail "DLRM: shards on $BE differ from the CPU's"
 c=$(json "$WORK/ctr-cpu/summary.json" test_auc)
 g=$(json "$WORK/ctr-$BE/summary.json" test_auc)
 echo "ctr_dlrm test_auc cpu=$c $BE=$g"

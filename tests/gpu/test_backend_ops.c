@@ -23,6 +23,7 @@
 #include "expect.h"
 #include "layer.h"
 #include "model.h"
+#include "optim.h"
 #include "util.h"
 
 #define EPS      ((double)FLT_EPSILON)
@@ -145,25 +146,11 @@ static void test_vtable(void) {
     const struct {
         const char *name;
         int present;
-    } ops[] = {OP(alloc),
-               OP(free),
-               OP(to_device),
-               OP(to_host),
-               OP(sync),
-               OP(gemm),
-               OP(add_bias),
-               OP(sum_rows),
-               OP(relu_fwd),
-               OP(relu_bwd),
-               OP(softmax_xent),
-               OP(sigmoid_bce),
-               OP(axpy),
-               OP(copy_cols),
-               OP(embedding_bag_fwd),
-               OP(embedding_bag_bwd),
-               OP(interact_fwd),
-               OP(interact_bwd),
-               OP(destroy)};
+    } ops[] = {OP(alloc),        OP(free),         OP(to_device),         OP(to_host),
+               OP(sync),         OP(gemm),         OP(add_bias),          OP(sum_rows),
+               OP(relu_fwd),     OP(relu_bwd),     OP(softmax_xent),      OP(sigmoid_bce),
+               OP(axpy),         OP(copy_cols),    OP(embedding_bag_fwd), OP(embedding_bag_bwd),
+               OP(interact_fwd), OP(interact_bwd), OP(destroy),           OP(optim_step)};
 #undef OP
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         EXPECT(ops[i].present, "the CUDA backend has no %s", ops[i].name);
@@ -579,6 +566,61 @@ static void test_embedding_bag(void) {
     }
 }
 
+/* The shard's optimizer step (ps.device = cuda): every optimizer, with and without weight decay, one to
+ * 70 gradients (more than fit one kernel argument list), against optim_apply: bit for bit, since both
+ * round every operation the same way in the same order. */
+static void test_optim_step(void) {
+    static const char *kinds[] = {"sgd", "momentum", "adagrad", "adam", "adamw"};
+    static const size_t sizes[] = {1, 1000, 65537, (1u << 20) + 3};
+    static const int ngs[] = {1, 3, 70};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        for (int wd = 0; wd < 2; wd++)
+            for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+                for (size_t q = 0; q < sizeof ngs / sizeof ngs[0]; q++) {
+                    optim_t o = {.lr = 1e-3f,
+                                 .beta1 = 0.9f,
+                                 .beta2 = 0.999f,
+                                 .eps = 1e-8f,
+                                 .momentum = 0.9f,
+                                 .weight_decay = wd ? 0.01f : 0.0f};
+                    optim_parse_kind(kinds[k], &o.kind);
+                    size_t n = sizes[z], bytes = n * sizeof(float);
+                    int ng = ngs[q], slots = optim_slots(&o);
+                    if (ng > 3 && n > 65537) continue; /* 70 large gradients add time, not coverage */
+                    long t = 1 + (long)(z * 3 + q);
+                    float *p = rand_floats(n, -1, 1), *s[2] = {NULL, NULL}, *g[70];
+                    for (int j = 0; j < slots; j++)
+                        s[j] = rand_floats(n, 0, 0.01f); /* adagrad's sum, adam's second moment: >= 0 */
+                    for (int j = 0; j < ng; j++)
+                        g[j] = rand_floats(n, -0.1f, 0.1f);
+                    float *dp = dev_copy(p, bytes), *ds[2] = {NULL, NULL};
+                    const float *dg[70];
+                    for (int j = 0; j < slots; j++)
+                        ds[j] = dev_copy(s[j], bytes);
+                    for (int j = 0; j < ng; j++)
+                        dg[j] = dev_copy(g[j], bytes);
+                    optim_apply(&o, p, s[0], s[1], (const float *const *)g, ng, 1.0f / (float)ng, n, t);
+                    gpu->ops->optim_step(gpu, &o, dp, ds[0], ds[1], dg, ng, 1.0f / (float)ng, n, t);
+                    char what[96];
+                    snprintf(what, sizeof what, "optim_step %s wd=%d n=%zu grads=%d", kinds[k], wd, n, ng);
+                    float *got = dev_take(dp, bytes);
+                    check_close(what, got, p, NULL, n, 0);
+                    free(got);
+                    for (int j = 0; j < slots; j++) {
+                        got = dev_take(ds[j], bytes);
+                        check_close(what, got, s[j], NULL, n, 0);
+                        free(got);
+                        free(s[j]);
+                    }
+                    for (int j = 0; j < ng; j++) {
+                        gpu->ops->free(gpu, (void *)dg[j]);
+                        free(g[j]);
+                    }
+                    free(p);
+                }
+    op_done("optim_step");
+}
+
 static void test_interact(void) {
     /* batch, F, d, y column offset, extra columns; {2, 100, 200}: too big for shared memory */
     static const int cases[][5] = {{1, 2, 1, 0, 0},      {3, 3, 4, 0, 0},     {16, 9, 16, 16, 0},
@@ -816,6 +858,7 @@ int main(int argc, char **argv) {
     test_sigmoid_bce();
     test_embedding_bag();
     test_interact();
+    test_optim_step();
     test_models();
     backend_free(gpu);
     backend_free(cpu);

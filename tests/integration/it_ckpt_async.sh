@@ -78,3 +78,40 @@ step=$(sed -n 's/.*checkpoint requested step=\([0-9]*\) reason=SIGUSR2.*/\1/p' "
 grep -q "checkpoint committed step=$step " "$WORK/asp.log" || fail "ASP checkpoint $step not committed"
 check_cuts asp
 echo "ok: ASP on-demand checkpoint at the end of an epoch (step $step)"
+
+# 4. ASP stop: the cut is the end of worker 0's epoch. A worker whose last push of the epoch was
+# answered before the cut finishes the epoch unannounced; it must save the state every announced
+# worker saves (the epoch, all its steps, its evaluation owed), or the resumed workers would run
+# different epochs.
+start_job aspstop $ARGS job.epochs=4 job.staleness=inf
+wait_log aspstop "epoch 1 done"
+kill -USR1 "$JOB_PID"
+rc=0
+wait "$JOB_PID" || rc=$?
+[ $rc -eq 85 ] || { tail -5 "$WORK/aspstop.log" >&2; fail "ASP stop signal: exit $rc, expected 85"; }
+step=$(sed -n 's/.*checkpoint committed step=\([0-9]*\).* stop=1 .*/\1/p' "$WORK/aspstop.log")
+[ -n "$step" ] && [ $((step % 187)) -eq 0 ] || fail "ASP stop checkpoint at '$step', expected an epoch's end"
+/usr/bin/python3 - "$WORK/aspstop/checkpoints/step-$(printf %09d "$step")" $W <<'PY' || fail "ASP stop: the workers saved different positions"
+import sys, h5py
+d, W = sys.argv[1], int(sys.argv[2])
+pos = {(int(h5py.File("%s/worker-%d.h5" % (d, w)).attrs["epoch"]), int(h5py.File("%s/worker-%d.h5" % (d, w)).attrs["position"])) for w in range(W)}
+sys.exit(0 if len(pos) == 1 else "workers saved %s" % sorted(pos))
+PY
+check_cuts aspstop
+timeout 300 "$TESSERA" train --run-dir "$WORK/aspstop" $ARGS job.epochs=4 job.staleness=inf --resume auto \
+    >"$WORK/aspstop2.log" 2>&1 || { tail -5 "$WORK/aspstop2.log" >&2; fail "the ASP job did not resume to the end"; }
+pushes=$(grep -o "shard stopping pushes=[0-9]*" "$WORK/aspstop2.log" | head -1 | cut -d= -f2)
+[ "$pushes" -eq $((W * (748 - step))) ] || fail "ASP resumed from $step: $pushes pushes, expected $((W * (748 - step)))"
+echo "ok: ASP stop at the epoch's end (step $step): every worker saved the same position; resumed to the end"
+
+# 5. Cuts a step apart, 3 workers, 2 shards: each shard announces each cut once per worker (a worker
+# saves its part once, however many shards tell it), a worker that reached the next cut before
+# hearing of the last still saves both, and every checkpoint commits; the job ends at once.
+run_job every1 --servers 2 --workers 3 data.train_limit=24000 data.test_limit=2000 job.max_steps=60 \
+    job.staleness=3 --checkpoint-every 1 checkpoint.keep=100
+n=$(grep -c "checkpoint committed" "$WORK/every1.log")
+[ "$n" -eq 59 ] || fail "a checkpoint every step of 60 with 3 workers: $n committed, expected 59"
+grep -E "abandoned|in flight|no longer has" "$WORK/every1.log" && fail "a checkpoint lost a part"
+W=3
+check_cuts every1
+echo "ok: checkpoints a step apart with 3 workers: all 59 committed, each a clock cut"

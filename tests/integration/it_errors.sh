@@ -17,6 +17,10 @@ expect_error "optimizer.lr=fast" "$TESSERA" train optimizer.lr=fast
 expect_error "unknown option '--bogus'" "$TESSERA" train --bogus
 expect_error "\-\-workers needs a positive integer" "$TESSERA" train --workers 0
 expect_error "\[backend\] type 'tpu' unknown (cpu, cuda; cpu-staged for tests)" "$TESSERA" train backend.type=tpu
+expect_error "\[ps\] device 'tpu' unknown (cpu, cuda; cpu-staged for tests)" "$TESSERA" train ps.device=tpu
+# Shards asked to step on a GPU where there is none: each says why, and the job stops.
+expect_error "ps.device = cuda: backend 'cuda': no CUDA device is visible\|ps.device = cuda: backend 'cuda' is not available in this build" \
+    "$TESSERA" train --run-dir "$WORK/r1" ps.device=cuda
 # The CUDA backend without a GPU (or in a build without CUDA): every worker says why, and the job stops.
 expect_error "backend 'cuda': no CUDA device is visible\|backend 'cuda' is not available in this build" \
     "$TESSERA" train --run-dir "$WORK/r0" backend.type=cuda

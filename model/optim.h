@@ -1,4 +1,5 @@
-/* Optimizers that run on the shards, beside the parameters they update. */
+/* Optimizers that run on the shards, beside the parameters they update (on the CPU, or on a device
+ * through the backend's optim_step, which gives the same bits). */
 #ifndef TESSERA_OPTIM_H
 #define TESSERA_OPTIM_H
 
@@ -8,7 +9,7 @@
 
 typedef enum { OPT_SGD, OPT_MOMENTUM, OPT_ADAM, OPT_ADAMW, OPT_ADAGRAD } opt_kind_t;
 
-typedef struct {
+typedef struct optim {
     opt_kind_t kind;
     float lr, beta1, beta2, eps, momentum, weight_decay;
 } optim_t;
