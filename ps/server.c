@@ -354,7 +354,8 @@ static int open_device(ps_server_t *s, char *err, size_t errlen) {
         }
         if (sl->n > s->d_stride) s->d_stride = sl->n;
     }
-    size_t total = s->d_stride * (size_t)s->cfg.n_workers * sizeof(float);
+    /* BSP steps a slice with every worker's gradient at once, SSP/ASP with one */
+    size_t total = s->d_stride * (size_t)(s->cfg.staleness ? 1 : s->cfg.n_workers) * sizeof(float);
     if (!(s->d_grads = s->dev->ops->alloc(s->dev, total ? total : 4))) {
         snprintf(err, errlen, "ps.device = %s: out of device memory for %d workers' gradients", s->cfg.device,
                  s->cfg.n_workers);

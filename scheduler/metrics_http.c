@@ -1,5 +1,6 @@
 #include "metrics_http.h"
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "check.h"
 
@@ -16,7 +18,16 @@ struct metrics_http {
     char *page;
     size_t len;
     int ready;
+    double published; /* CLOCK_MONOTONIC seconds of the last publish: /healthz fails when it is old */
 };
+
+#define STALE_S 5.0 /* the router publishes every 0.1 s; a loop silent this long is stuck */
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type, const char *body,
                               size_t n) {
@@ -38,10 +49,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     static const char *text = "text/plain; charset=utf-8";
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
         return answer(c, MHD_HTTP_METHOD_NOT_ALLOWED, text, "GET only\n", 9);
-    if (!strcmp(url, "/healthz")) return answer(c, MHD_HTTP_OK, text, "ok\n", 3);
     pthread_mutex_lock(&m->lock);
     enum MHD_Result rc;
-    if (!strcmp(url, "/metrics"))
+    if (!strcmp(url, "/healthz"))
+        rc = mono_s() - m->published <= STALE_S ? answer(c, MHD_HTTP_OK, text, "ok\n", 3)
+                                                : answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, text,
+                                                         "the router's loop has not run for 5 s\n", 38);
+    else if (!strcmp(url, "/metrics"))
         rc = answer(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", m->page ? m->page : "",
                     m->len);
     else if (!strcmp(url, "/readyz"))
@@ -76,10 +90,20 @@ metrics_http_t *metrics_http_start(const char *listen, char *err, size_t errlen)
     }
     metrics_http_t *m = XCALLOC(1, sizeof *m);
     pthread_mutex_init(&m->lock, NULL);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                                 MHD_OPTION_END);
+    m->published = mono_s();
+    if (!host[0]) { /* every address, IPv6 and IPv4 alike where the host has IPv6 */
+        uint16_t port = ai->ai_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)ai->ai_addr)->sin6_port)
+                                                  : ntohs(((struct sockaddr_in *)ai->ai_addr)->sin_port);
+        m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_DUAL_STACK, port, NULL, NULL,
+                                     handle, m, MHD_OPTION_CONNECTION_LIMIT, 64u,
+                                     MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+    }
+    if (!m->daemon) {
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+        m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                     MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+                                     MHD_OPTION_END);
+    }
     freeaddrinfo(ai);
     if (!m->daemon) {
         snprintf(err, errlen,
@@ -102,6 +126,7 @@ void metrics_http_publish(metrics_http_t *m, const char *text, size_t n, int rea
     m->page = page;
     m->len = n;
     m->ready = ready;
+    m->published = mono_s();
     pthread_mutex_unlock(&m->lock);
     free(old);
 }

@@ -1,7 +1,8 @@
 /* The router's HTTP side for operators (serve.metrics_listen): GET /metrics answers the Prometheus
- * text exposition format, GET /healthz 200 while the router runs, GET /readyz 200 once it serves a
- * version (503 before). libmicrohttpd answers on its own thread from the page the router last
- * published, so the router's state is only ever touched by the router's thread. */
+ * text exposition format, GET /healthz 200 while the router's loop runs (503 once it has not
+ * published for 5 s: stuck), GET /readyz 200 once it serves a version (503 before). libmicrohttpd answers on
+ * its own thread from the page the router last published, so the router's state is only ever touched by the
+ * router's thread. */
 #ifndef TESSERA_METRICS_HTTP_H
 #define TESSERA_METRICS_HTTP_H
 

@@ -1293,7 +1293,7 @@ static void put_histogram(FILE *f, const router_t *r, const char *name, const ch
     }
     fprintf(f, "%s_sum{model=\"", name);
     put_label(f, r->model);
-    fprintf(f, "\"} %.9g\n%s_count{model=\"", h->sum, name);
+    fprintf(f, "\"} %.17g\n%s_count{model=\"", h->sum, name);
     put_label(f, r->model);
     fprintf(f, "\"} %llu\n", (unsigned long long)cum);
 }
