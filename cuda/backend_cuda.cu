@@ -30,6 +30,8 @@ typedef struct {
     uint64_t tickets;
     const float **grad_ptrs; /* optim_step: the gradients' device pointers, on the device */
     int cap_ptrs;
+    float *work; /* sum_rows: partial sums of row chunks */
+    size_t work_floats;
 } cuda_ctx_t;
 
 static cudaStream_t stream_of(backend_t *be) {
@@ -126,7 +128,16 @@ static void cuda_add_bias_op(backend_t *be, float *y, const float *bias, int row
 }
 
 static void cuda_sum_rows_op(backend_t *be, float *out, const float *x, int rows, int cols) {
-    cuda_sum_rows(stream_of(be), out, x, rows, cols);
+    cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
+    int chunks = cuda_sum_rows_chunks(rows, cols);
+    size_t need = chunks > 1 ? (size_t)chunks * (size_t)cols : 0;
+    if (need > c->work_floats) { /* the old buffer may still be read by queued kernels */
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        if (c->work) CUDA_CHECK(cudaFree(c->work));
+        CUDA_CHECK(cudaMalloc((void **)&c->work, need * sizeof(float)));
+        c->work_floats = need;
+    }
+    cuda_sum_rows(c->stream, out, x, rows, cols, c->work);
 }
 
 static void cuda_relu_fwd_op(backend_t *be, const float *x, float *y, size_t n) {
@@ -184,6 +195,7 @@ static void cuda_optim_step_op(backend_t *be, const struct optim *o, float *p, f
     if (ng > c->cap_ptrs) {
         CUDA_CHECK(cudaStreamSynchronize(c->stream)); /* the old array may still be read */
         if (c->grad_ptrs) CUDA_CHECK(cudaFree(c->grad_ptrs));
+        if (c->work) CUDA_CHECK(cudaFree(c->work));
         int cap = ng < 64 ? 64 : ng;
         CUDA_CHECK(cudaMalloc((void **)&c->grad_ptrs, (size_t)cap * sizeof *c->grad_ptrs));
         c->cap_ptrs = cap;

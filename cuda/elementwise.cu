@@ -3,7 +3,9 @@
 #include "cuda_check.h"
 #include "kernels.h"
 
-#define THREADS 256
+#define THREADS      256
+#define SUM_BLOCKS   1024 /* sum_rows: blocks wanted, all chunks together */
+#define SUM_MIN_ROWS 64   /* sum_rows: the fewest rows a chunk sums */
 
 static __device__ __forceinline__ float relu1(float x) {
     return x > 0.0f ? x : 0.0f;
@@ -59,14 +61,17 @@ template <typename T> static __global__ void add_bias_kernel(T *y, const T *bias
     }
 }
 
-/* out[c] = sum_r x[r, c]: a block sums 32 columns, its 8 thread rows taking every 8th row, then adds the
- * 8 partial sums in a fixed order (no atomics: the result does not depend on scheduling). */
-static __global__ void sum_rows_kernel(float *out, const float *x, int rows, int cols) {
+/* out[c] = sum_r x[r, c] over the rows of chunk blockIdx.y ([y * chunk, (y + 1) * chunk)) into
+ * out + y * cols: a block sums 32 columns, its 8 thread rows taking every 8th row, then adds the 8
+ * partial sums in a fixed order (no atomics: the result does not depend on scheduling). One chunk
+ * writes the result; several write partial sums that sum_chunks_kernel adds. */
+static __global__ void sum_rows_kernel(float *out, const float *x, int rows, int cols, int chunk) {
     __shared__ float part[8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * chunk, r1 = rows - r0 < chunk ? rows : r0 + chunk;
     float s = 0.0f;
     if (c < cols)
-        for (int r = threadIdx.y; r < rows; r += 8)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8)
             s += x[(size_t)r * cols + c];
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
@@ -74,6 +79,16 @@ static __global__ void sum_rows_kernel(float *out, const float *x, int rows, int
         float t = 0.0f;
         for (int k = 0; k < 8; k++)
             t += part[k][threadIdx.x];
+        out[(size_t)blockIdx.y * cols + c] = t;
+    }
+}
+
+/* out[c] = the chunks' partial sums part[0, c] + part[1, c] + ..., in chunk order. */
+static __global__ void sum_chunks_kernel(float *out, const float *part, int chunks, int cols) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+        float t = 0.0f;
+        for (int k = 0; k < chunks; k++)
+            t += part[(size_t)k * cols + c];
         out[c] = t;
     }
 }
@@ -107,9 +122,26 @@ void cuda_add_bias(cudaStream_t s, float *y, const float *bias, int rows, int co
     CUDA_CHECK_LAUNCH();
 }
 
-void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols) {
+int cuda_sum_rows_chunks(int rows, int cols) {
+    /* Enough blocks to keep every SM's loads in flight (a few per SM of an H200), but no chunk under
+     * SUM_MIN_ROWS rows: the partial sums then cost at most 1/SUM_MIN_ROWS of the input's traffic. */
+    if (cols <= 0 || rows <= 0) return 1;
+    long col_blocks = (cols + 31) / 32, want = (SUM_BLOCKS + col_blocks - 1) / col_blocks;
+    long most = rows / SUM_MIN_ROWS;
+    long chunks = want < most ? want : most;
+    return chunks < 1 ? 1 : chunks > 65535 ? 65535 : (int)chunks;
+}
+
+void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols, float *work) {
     if (cols <= 0) return;
-    sum_rows_kernel<<<(unsigned)((cols + 31) / 32), dim3(32, 8), 0, s>>>(out, x, rows < 0 ? 0 : rows, cols);
+    if (rows < 0) rows = 0;
+    int chunks = cuda_sum_rows_chunks(rows, cols);
+    int chunk = (rows + chunks - 1) / chunks;
+    dim3 grid((unsigned)((cols + 31) / 32), (unsigned)chunks);
+    sum_rows_kernel<<<grid, dim3(32, 8), 0, s>>>(chunks == 1 ? out : work, x, rows, cols, chunk ? chunk : 1);
+    CUDA_CHECK_LAUNCH();
+    if (chunks == 1) return;
+    sum_chunks_kernel<<<cuda_blocks((size_t)cols, THREADS), THREADS, 0, s>>>(out, work, chunks, cols);
     CUDA_CHECK_LAUNCH();
 }
 

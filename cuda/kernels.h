@@ -45,7 +45,10 @@ static __device__ __forceinline__ bool aligned16(const void *p) {
 
 /* elementwise.cu */
 void cuda_add_bias(cudaStream_t s, float *y, const float *bias, int rows, int cols);
-void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols);
+/* sum_rows in chunks of rows for parallelism, then the chunks' partial sums in chunk order (the same
+ * bits run after run): work holds cuda_sum_rows_chunks(rows, cols) * cols floats (unused for one). */
+int cuda_sum_rows_chunks(int rows, int cols);
+void cuda_sum_rows(cudaStream_t s, float *out, const float *x, int rows, int cols, float *work);
 void cuda_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n);
 void cuda_relu_bwd(cudaStream_t s, const float *y, const float *dy, float *dx, size_t n);
 void cuda_axpy(cudaStream_t s, float *y, const float *x, float a, size_t n);
