@@ -30,6 +30,7 @@ static const field_t fields[] = {
     F("job", "epochs", T_INT, epochs, 1, 100000),
     F("job", "batch_size", T_INT, batch_size, 1, 1 << 20),
     F("job", "staleness", T_STALENESS, staleness, 0, 1 << 30),
+    F("job", "metrics_listen", T_STR, metrics_listen, 0, 0),
     F("job", "max_steps", T_LONG, max_steps, 0, 1e15),
     F("job", "progress_interval_s", T_DOUBLE, progress_interval_s, 0.05, 3600),
     F("job", "save_test_logits", T_INT, save_test_logits, 0, 1),

@@ -87,9 +87,10 @@ typedef struct {
     char serve_listen[CFG_STR];         /* the router's client endpoint */
     char serve_metrics_listen[CFG_STR]; /* HOST:PORT of the router's HTTP /metrics, /healthz, /readyz ("" =
                                            none) */
-    char serve_model[64];               /* the served model's name (default: [job] name) */
-    char serve_versions[CFG_STR];       /* policy: latest, latest:K, or a list of steps N,M */
-    int serve_max_batch;                /* rows per batch */
+    char metrics_listen[CFG_STR]; /* job.metrics_listen: HOST:PORT of the scheduler's training /metrics */
+    char serve_model[64];         /* the served model's name (default: [job] name) */
+    char serve_versions[CFG_STR]; /* policy: latest, latest:K, or a list of steps N,M */
+    int serve_max_batch;          /* rows per batch */
     int serve_max_delay_us;       /* longest a request waits for a batch to fill (0: run what is queued) */
     int serve_max_queue;          /* requests queued at the router; more get RESOURCE_EXHAUSTED */
     int serve_deadline_ms;        /* a request's deadline when it sets none */

@@ -138,3 +138,24 @@ void metrics_http_stop(metrics_http_t *m) {
     free(m->page);
     free(m);
 }
+
+void metrics_put_family(FILE *f, const char *name, const char *type, const char *help) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_put_label(FILE *f, const char *v) {
+    for (; *v; v++)
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+}
+
+void metrics_put_sample(FILE *f, const char *key, const char *value, const char *name, const char *extra,
+                        double v) {
+    fprintf(f, "%s{%s=\"", name, key);
+    metrics_put_label(f, value);
+    fprintf(f, "\"%s%s} %.17g\n", extra ? "," : "", extra ? extra : "", v);
+}

@@ -7,6 +7,7 @@
 #define TESSERA_METRICS_HTTP_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct metrics_http metrics_http_t;
 
@@ -17,5 +18,13 @@ metrics_http_t *metrics_http_start(const char *listen, char *err, size_t errlen)
 void metrics_http_publish(metrics_http_t *m, const char *text, size_t n, int ready);
 /* Stops the server (NULL is a no-op). */
 void metrics_http_stop(metrics_http_t *m);
+
+/* Writing a page: a family's HELP and TYPE lines, then its samples. */
+void metrics_put_family(FILE *f, const char *name, const char *type, const char *help);
+/* name{KEY="VALUE"[,extra]} v: VALUE escaped, extra ready-made labels (k="v",...) or NULL. */
+void metrics_put_sample(FILE *f, const char *key, const char *value, const char *name, const char *extra,
+                        double v);
+/* A label value as the exposition format wants it: backslash, quote and newline escaped. */
+void metrics_put_label(FILE *f, const char *v);
 
 #endif

@@ -1263,46 +1263,24 @@ static int batch_due(router_t *r, double *wait_s) {
 
 /* ---- metrics (serve.metrics_listen) ---- */
 
-/* A label value as the exposition format wants it: backslash, quote and newline escaped. */
-static void put_label(FILE *f, const char *v) {
-    for (; *v; v++)
-        if (*v == '\\' || *v == '"')
-            fprintf(f, "\\%c", *v);
-        else if (*v == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*v, f);
-}
-
-static void put_family(FILE *f, const char *name, const char *type, const char *help) {
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
 static void put_histogram(FILE *f, const router_t *r, const char *name, const char *help,
                           const histogram_t *h) {
-    put_family(f, name, "histogram", help);
+    metrics_put_family(f, name, "histogram", help);
     uint64_t cum = 0;
     for (int i = 0; i <= h->n; i++) {
         cum += h->count[i];
         fprintf(f, "%s_bucket{model=\"", name);
-        put_label(f, r->model);
+        metrics_put_label(f, r->model);
         if (i < h->n)
             fprintf(f, "\",le=\"%g\"} %llu\n", h->le[i], (unsigned long long)cum);
         else
             fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     }
     fprintf(f, "%s_sum{model=\"", name);
-    put_label(f, r->model);
+    metrics_put_label(f, r->model);
     fprintf(f, "\"} %.17g\n%s_count{model=\"", h->sum, name);
-    put_label(f, r->model);
+    metrics_put_label(f, r->model);
     fprintf(f, "\"} %llu\n", (unsigned long long)cum);
-}
-
-/* One gauge or counter sample with the model label and optional extra labels ("k=\"v\"", ...). */
-static void put_sample(FILE *f, const router_t *r, const char *name, const char *extra, double v) {
-    fprintf(f, "%s{model=\"", name);
-    put_label(f, r->model);
-    fprintf(f, "\"%s%s} %.17g\n", extra ? "," : "", extra ? extra : "", v);
 }
 
 /* Rebuilds the page /metrics serves from the router's counters and state. */
@@ -1311,42 +1289,47 @@ static void publish_metrics(router_t *r) {
     size_t len = 0;
     FILE *f = open_memstream(&page, &len);
     if (!f) return;
-    put_family(f, "tessera_serve_requests_total", "counter", "Predict requests answered with predictions.");
-    put_sample(f, r, "tessera_serve_requests_total", NULL, (double)r->requests);
-    put_family(f, "tessera_serve_errors_total", "counter", "Requests answered with an error, by error code.");
+    metrics_put_family(f, "tessera_serve_requests_total", "counter",
+                       "Predict requests answered with predictions.");
+    metrics_put_sample(f, "model", r->model, "tessera_serve_requests_total", NULL, (double)r->requests);
+    metrics_put_family(f, "tessera_serve_errors_total", "counter",
+                       "Requests answered with an error, by error code.");
     for (int c = 1; c < N_CODES; c++) {
         const char *name = wire_error_name(c);
         if (!strcmp(name, "ERR_INVALID")) continue;
         snprintf(extra, sizeof extra, "code=\"%s\"", name + 4); /* without ERR_ */
-        put_sample(f, r, "tessera_serve_errors_total", extra, (double)r->errors_by_code[c]);
+        metrics_put_sample(f, "model", r->model, "tessera_serve_errors_total", extra,
+                           (double)r->errors_by_code[c]);
     }
     put_histogram(f, r, "tessera_serve_request_duration_seconds",
                   "Time from a predict request's arrival to its prediction being sent.", &r->latency);
-    put_family(f, "tessera_serve_batches_total", "counter", "Batches evaluated.");
-    put_sample(f, r, "tessera_serve_batches_total", NULL, (double)r->batches);
+    metrics_put_family(f, "tessera_serve_batches_total", "counter", "Batches evaluated.");
+    metrics_put_sample(f, "model", r->model, "tessera_serve_batches_total", NULL, (double)r->batches);
     put_histogram(f, r, "tessera_serve_batch_rows", "Rows per evaluated batch.", &r->batch_rows);
-    put_family(f, "tessera_serve_queue_depth", "gauge", "Requests waiting to run.");
-    put_sample(f, r, "tessera_serve_queue_depth", NULL, r->q_len);
-    put_family(f, "tessera_serve_queue_capacity", "gauge",
-               "serve.max_queue: beyond it requests are refused.");
-    put_sample(f, r, "tessera_serve_queue_capacity", NULL, r->o->serve_max_queue);
-    put_family(f, "tessera_serve_default_version", "gauge",
-               "The version requests without one get (0: none available yet).");
-    put_sample(f, r, "tessera_serve_default_version", NULL, (double)r->default_version);
-    put_family(f, "tessera_serve_version_info", "gauge", "Each known version and its state (value 1).");
+    metrics_put_family(f, "tessera_serve_queue_depth", "gauge", "Requests waiting to run.");
+    metrics_put_sample(f, "model", r->model, "tessera_serve_queue_depth", NULL, r->q_len);
+    metrics_put_family(f, "tessera_serve_queue_capacity", "gauge",
+                       "serve.max_queue: beyond it requests are refused.");
+    metrics_put_sample(f, "model", r->model, "tessera_serve_queue_capacity", NULL, r->o->serve_max_queue);
+    metrics_put_family(f, "tessera_serve_default_version", "gauge",
+                       "The version requests without one get (0: none available yet).");
+    metrics_put_sample(f, "model", r->model, "tessera_serve_default_version", NULL,
+                       (double)r->default_version);
+    metrics_put_family(f, "tessera_serve_version_info", "gauge",
+                       "Each known version and its state (value 1).");
     for (rversion_t *v = r->versions; v; v = v->next) {
         snprintf(extra, sizeof extra, "version=\"%llu\",state=\"%s\"", (unsigned long long)v->number,
                  vstate_names[v->state]);
-        put_sample(f, r, "tessera_serve_version_info", extra, 1);
+        metrics_put_sample(f, "model", r->model, "tessera_serve_version_info", extra, 1);
     }
-    put_family(f, "tessera_serve_replica_up", "gauge",
-               "Whether each shard replica answers the router's pings.");
+    metrics_put_family(f, "tessera_serve_replica_up", "gauge",
+                       "Whether each shard replica answers the router's pings.");
     for (int i = 0; i < r->n_rep; i++) {
         snprintf(extra, sizeof extra, "shard=\"%d\",replica=\"%d\"", r->rep[i].shard, r->rep[i].replica);
-        put_sample(f, r, "tessera_serve_replica_up", extra, r->rep[i].up);
+        metrics_put_sample(f, "model", r->model, "tessera_serve_replica_up", extra, r->rep[i].up);
     }
-    put_family(f, "process_start_time_seconds", "gauge",
-               "When the router started, in seconds since the epoch.");
+    metrics_put_family(f, "process_start_time_seconds", "gauge",
+                       "When the router started, in seconds since the epoch.");
     fprintf(f, "process_start_time_seconds %.3f\n", r->started);
     fclose(f);
     metrics_http_publish(r->http, page, len, servable(r, 0) != NULL);

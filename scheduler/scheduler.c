@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "metrics_http.h"
 #include "program.h"
 #include "router.h"
 #include "util.h"
@@ -64,7 +65,13 @@ typedef struct {
     int64_t last_ckpt;        /* the newest committed */
     int64_t newest_abandoned; /* the newest abandoned */
     double ckpt_bytes, ckpt_write_s, ckpt_stall_s;
+    /* job.metrics_listen: the page it serves is rebuilt every METRICS_EVERY_S */
+    metrics_http_t *http;
+    double next_publish, started_unix;
+    double last_loss, last_acc, last_rate; /* the last progress window's */
 } sched_t;
+
+#define METRICS_EVERY_S 0.5
 
 static void fmt_duration(double s, char *out, size_t n) {
     if (s < 0 || s > 1e7) {
@@ -99,6 +106,11 @@ static void print_progress(sched_t *s) {
     char eta[32];
     fmt_duration(steps_rate > 0 ? (double)((int64_t)s->steps_total - step) / steps_rate : -1, eta,
                  sizeof eta);
+    if (s->win_count > 0) {
+        s->last_loss = s->win_loss / (double)s->win_count;
+        s->last_acc = (double)s->win_correct / (double)s->win_count;
+    }
+    s->last_rate = rate;
     if (s->win_count > 0)
         log_info("progress epoch=%d/%d step=%lld/%llu loss=%.4f acc=%.4f examples_per_s=%.0f eta=%s",
                  s->epochs_done + 1, s->cfg->epochs, (long long)step, (unsigned long long)s->steps_total,
@@ -108,6 +120,46 @@ static void print_progress(sched_t *s) {
     s->win_correct = s->win_count = 0;
     s->examples_at_print = ex;
     s->last_print = t;
+}
+
+/* The page job.metrics_listen serves: the job's progress, last evaluation and checkpoints. */
+static void publish_metrics(sched_t *s) {
+    char *page = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&page, &len);
+    if (!f) return;
+    const char *job = s->cfg->name;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"tessera_train_step", "gauge", "Training steps every worker has completed."},
+        {"tessera_train_steps_planned", "gauge", "Steps the job will run."},
+        {"tessera_train_examples_total", "counter", "Training examples processed, all workers."},
+        {"tessera_train_epochs_done", "gauge", "Epochs completed (and evaluated)."},
+        {"tessera_train_loss", "gauge", "Mean training loss of the last progress window."},
+        {"tessera_train_accuracy", "gauge", "Training accuracy of the last progress window."},
+        {"tessera_train_examples_per_second", "gauge", "Training examples per second, the last window."},
+        {"tessera_test_accuracy", "gauge", "Test accuracy of the last evaluation."},
+        {"tessera_test_loss", "gauge", "Test loss of the last evaluation."},
+        {"tessera_train_workers_done", "gauge", "Workers that have finished."},
+        {"tessera_checkpoints_total", "counter", "Checkpoints committed by this run."},
+        {"tessera_checkpoint_last_step", "gauge", "Step of the newest committed checkpoint (0: none)."},
+        {"tessera_checkpoint_bytes_total", "counter", "Bytes of the checkpoints committed."},
+        {"tessera_checkpoint_stall_seconds_total", "counter", "Training stalls for checkpoint snapshots."},
+        {"process_start_time_seconds", "gauge",
+         "When the job's scheduler started, seconds since the epoch."}};
+    double v[] = {(double)min_step(s), (double)s->steps_total, (double)total_examples(s),
+                  s->epochs_done,      s->last_loss,           s->last_acc,
+                  s->last_rate,        s->test_accuracy,       s->test_loss,
+                  s->n_done,           s->ckpts_written,       (double)s->last_ckpt,
+                  s->ckpt_bytes,       s->ckpt_stall_s,        s->started_unix};
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        metrics_put_family(f, fam[i].name, fam[i].type, fam[i].help);
+        metrics_put_sample(f, "job", job, fam[i].name, NULL, v[i]);
+    }
+    fclose(f);
+    metrics_http_publish(s->http, page, len, 1);
+    free(page);
 }
 
 static void record_epoch(sched_t *s, const Tessera__Report *r) {
@@ -437,6 +489,16 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
                            "epoch_train_s,wall_s\n");
     log_info("job started job=%s workers=%d servers=%d staleness=%d run_dir=%s", cfg->name, cl->n_workers,
              cl->n_ps, cfg->staleness, run_dir);
+    if (cfg->metrics_listen[0]) {
+        char err[512];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s.started_unix = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+        if (!(s.http = metrics_http_start(cfg->metrics_listen, err, sizeof err)))
+            log_warn("%s; training goes on without it", err); /* a busy port must not cost the job */
+        else
+            log_info("job metrics endpoint=http://%s/metrics", cfg->metrics_listen);
+    }
 
     double done_at = 0;
     for (;;) {
@@ -460,6 +522,10 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
         }
         if (it.revents & ZMQ_POLLIN) handle(&s);
         if (now_s() - s.last_print >= cfg->progress_interval_s) print_progress(&s);
+        if (s.http && now_s() >= s.next_publish) {
+            publish_metrics(&s);
+            s.next_publish = now_s() + METRICS_EVERY_S;
+        }
         check_liveness(&s);
         expire_checkpoints(&s);
     }
@@ -467,6 +533,7 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     /* tessera train --serve: a job that ran to the end keeps its shards, which serve what it trained. */
     int serve = cfg->serve_enabled && !s.stopped && !s.stop_failed && !program_stop_requested;
     uint64_t version = (uint64_t)(min_step(&s) > 0 ? min_step(&s) : 1);
+    if (s.http) publish_metrics(&s); /* the final figures, until the scheduler exits */
     stop_shards(&s, zctx, serve ? version : 0);
     int rc = write_summary(&s, wall);
     for (int i = 1; i < cl->n_workers; i++)
@@ -476,6 +543,7 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
     log_info("training finished test_accuracy=%.4f epochs=%d steps=%lld wall_s=%.1f summary=%s/summary.json",
              s.test_accuracy, s.epochs_done, (long long)min_step(&s), wall, run_dir);
     if (s.metrics) fclose(s.metrics);
+    metrics_http_stop(s.http);
     free(s.workers);
     free(s.shards);
     if (!rc && s.stop_failed && !s.stopped) {
