@@ -7,6 +7,8 @@
 
 /* Monotonic seconds. */
 double now_s(void);
+/* Wall-clock seconds since the epoch (for timestamps others read, such as process_start_time_seconds). */
+double unix_s(void);
 
 /* xoshiro256** seeded through splitmix64: fast, good, and reproducible across platforms. */
 typedef struct {

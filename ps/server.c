@@ -521,6 +521,14 @@ static int64_t min_clock(const ps_server_t *s) {
     return m;
 }
 
+/* The clock of the worker furthest ahead. */
+static int64_t max_clock(const ps_server_t *s) {
+    int64_t m = s->clock[0];
+    for (int w = 1; w < s->cfg.n_workers; w++)
+        if (s->clock[w] > m) m = s->clock[w];
+    return m;
+}
+
 /* Sends this shard's parameter slices as the reply to `request_id`, zero-copy from the current
  * snapshot (each frame holds a reference). `worker` (or -1) learns of a checkpoint just taken. */
 /* PARAMS with local slices [0, n) (remote weights never leave the shard). */
@@ -635,8 +643,6 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, in
     return 0;
 }
 
-/* BSP: every worker's gradient of slice i for the open clock is in: sum them in worker order and step
- * the slice once. The frames stay (they mark what each worker sent) until the clock completes. */
 /* One optimizer step of slice sl with the mean of ng gradients (host memory, gscale = 1 / ng): here, or
  * on the shard's device (ps.device), which gives the same bits, with the parameters copied back. */
 static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, int ng, float gscale) {
@@ -665,6 +671,8 @@ static void state_to_host(ps_server_t *s) {
     }
 }
 
+/* BSP: every worker's gradient of slice i for the open clock is in: sum them in worker order and step
+ * the slice once. The frames stay (they mark what each worker sent) until the clock completes. */
 static void apply_slice(ps_server_t *s, int i) {
     int W = s->cfg.n_workers;
     const float *g[W];
@@ -1241,9 +1249,7 @@ static void want_checkpoint(ps_server_t *s, int w, int64_t c, int stop) {
         s->ckpt_want_stop = stop;
         return;
     }
-    int64_t newest = s->clock[0];
-    for (int k = 1; k < s->cfg.n_workers; k++)
-        if (s->clock[k] > newest) newest = s->clock[k];
+    int64_t newest = max_clock(s);
     if (c < newest) {
         log_error("worker %d asked for a checkpoint of clock %lld, but a worker is at clock %lld already: "
                   "not taken",
@@ -1340,9 +1346,7 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
         return;
     }
     /* A pull no worker will ever make possible would wait forever and fill the waiting list. */
-    int64_t newest = s->clock[0];
-    for (int w = 1; w < s->cfg.n_workers; w++)
-        if (s->clock[w] > newest) newest = s->clock[w];
+    int64_t newest = max_clock(s);
     if (h->clock > newest + 1) {
         char err[160];
         snprintf(err, sizeof err, "pull for clock %lld, but no worker is past clock %lld",

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "check.h"
+#include "util.h"
 
 struct metrics_http {
     struct MHD_Daemon *daemon;
@@ -18,16 +18,10 @@ struct metrics_http {
     char *page;
     size_t len;
     int ready;
-    double published; /* CLOCK_MONOTONIC seconds of the last publish: /healthz fails when it is old */
+    double published; /* now_s() of the last publish: /healthz fails when it is old */
 };
 
 #define STALE_S 5.0 /* the router publishes every 0.1 s; a loop silent this long is stuck */
-
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *type, const char *body,
                               size_t n) {
@@ -52,9 +46,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     pthread_mutex_lock(&m->lock);
     enum MHD_Result rc;
     if (!strcmp(url, "/healthz"))
-        rc = mono_s() - m->published <= STALE_S ? answer(c, MHD_HTTP_OK, text, "ok\n", 3)
-                                                : answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, text,
-                                                         "the router's loop has not run for 5 s\n", 38);
+        rc = now_s() - m->published <= STALE_S ? answer(c, MHD_HTTP_OK, text, "ok\n", 3)
+                                               : answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, text,
+                                                        "the router's loop has not run for 5 s\n", 38);
     else if (!strcmp(url, "/metrics"))
         rc = answer(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", m->page ? m->page : "",
                     m->len);
@@ -90,7 +84,7 @@ metrics_http_t *metrics_http_start(const char *listen, char *err, size_t errlen)
     }
     metrics_http_t *m = XCALLOC(1, sizeof *m);
     pthread_mutex_init(&m->lock, NULL);
-    m->published = mono_s();
+    m->published = now_s();
     if (!host[0]) { /* every address, IPv6 and IPv4 alike where the host has IPv6 */
         uint16_t port = ai->ai_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)ai->ai_addr)->sin6_port)
                                                   : ntohs(((struct sockaddr_in *)ai->ai_addr)->sin_port);
@@ -126,7 +120,7 @@ void metrics_http_publish(metrics_http_t *m, const char *text, size_t n, int rea
     m->page = page;
     m->len = n;
     m->ready = ready;
-    m->published = mono_s();
+    m->published = now_s();
     pthread_mutex_unlock(&m->lock);
     free(old);
 }

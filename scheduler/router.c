@@ -1345,9 +1345,7 @@ static void metrics_init(router_t *r) {
     for (double b = 1; b < r->o->serve_max_batch && r->batch_rows.n < MAX_BUCKETS - 1; b *= 2)
         r->batch_rows.le[r->batch_rows.n++] = b;
     r->batch_rows.le[r->batch_rows.n++] = r->o->serve_max_batch;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    r->started = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    r->started = unix_s();
 }
 
 /* ---- setup and loop ---- */

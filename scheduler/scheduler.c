@@ -491,9 +491,7 @@ int scheduler_run(const job_config_t *cfg, const cluster_t *cl, void *zctx, void
              cl->n_ps, cfg->staleness, run_dir);
     if (cfg->metrics_listen[0]) {
         char err[512];
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        s.started_unix = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+        s.started_unix = unix_s();
         if (!(s.http = metrics_http_start(cfg->metrics_listen, err, sizeof err)))
             log_warn("%s; training goes on without it", err); /* a busy port must not cost the job */
         else

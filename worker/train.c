@@ -695,8 +695,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             ckpt_worker_state_t after = {.clock = clock + 1,
                                          .epoch = epoch,
                                          .position = (int64_t)s + 1,
-                                         .examples = examples + (uint64_t)B,
-                                         .train_seconds = train_seconds + (now_s() - t0)};
+                                         .examples = examples + (uint64_t)B};
             rc = push_pull(&pc, &nr, &nrows, clock, grads, &sb, params, err, sizeof err);
             pc.ckpt_request = 0;
             pc.ckpt_request_stop = 0;
