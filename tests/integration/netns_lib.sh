@@ -29,6 +29,18 @@ netns_up() {
         fi
     done
     A="$NET.11" B="$NET.12"
+    # Links come up asynchronously: an mpirun started before both ends are up cannot reach its daemons
+    # (Open MPI then fails at once with a "routed" error). Wait for every end, at most 10 s.
+    for _ in $(seq 100); do
+        up=1
+        for ns in $NA $NB; do
+            [ "$(cat "/sys/class/net/v$ns/operstate" 2>/dev/null)" = up ] || up=0
+            [ "$(ip netns exec "$ns" cat /sys/class/net/eth0/operstate 2>/dev/null)" = up ] || up=0
+        done
+        [ "$(cat "/sys/class/net/$BR/operstate" 2>/dev/null)" = up ] || up=0
+        [ $up -eq 1 ] && break
+        sleep 0.1
+    done
     AGENT="$1/agent.sh"
     cat >"$AGENT" <<AG
 #!/bin/sh
