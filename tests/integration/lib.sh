@@ -50,6 +50,11 @@ start_job() {
 wait_log() {
     for _ in $(seq $((${3:-60} * 20))); do
         grep -qE "$2" "$WORK/$1.log" && return 0
+        if [ -n "${JOB_PID:-}" ] && ! kill -0 "$JOB_PID" 2>/dev/null; then # died: say so now
+            grep -qE "$2" "$WORK/$1.log" && return 0
+            tail -20 "$WORK/$1.log" >&2
+            fail "$1's job exited before its log showed '$2'"
+        fi
         sleep 0.05
     done
     tail -20 "$WORK/$1.log" >&2
