@@ -53,7 +53,7 @@ echo "ok: SSP scheduled checkpoints, $h pushes held back for their cuts"
 # resumed run makes exactly the pushes the checkpoint does not hold.
 start_job sspstop $ARGS job.epochs=2 job.staleness=2
 wait_log sspstop "worker 3 training"
-sleep 0.5
+sleep 0.2
 kill -USR1 "$JOB_PID"
 rc=0
 wait "$JOB_PID" || rc=$?

@@ -18,7 +18,7 @@ echo "ok: $n time-based checkpoints, $kept kept"
 
 start_job usr2 $ARGS
 wait_log usr2 "worker 3 training"
-sleep 0.5
+sleep 0.2
 kill -USR2 $JOB_PID
 wait $JOB_PID || fail "SIGUSR2 should not stop the job"
 grep -q "checkpoint committed step=" "$WORK/usr2.log" || fail "no checkpoint after SIGUSR2"
@@ -33,10 +33,10 @@ rank_pid() {
 for who in tessera-ps tessera-scheduler tessera-worker; do
     name=usr2-$(echo $who | cut -d- -f2)
     # Frequent reports: a request relayed through the scheduler's acknowledgements reaches worker 0
-    # well before the job ends, even on a loaded machine.
-    start_job "$name" $ARGS job.progress_interval_s=0.5
+    # well before the job ends (about 1 s of training in a Release build), even on a loaded machine.
+    start_job "$name" $ARGS job.progress_interval_s=0.2
     wait_log "$name" "worker 3 training"
-    sleep 0.4
+    sleep 0.2
     kill -USR2 "$(rank_pid "$name" $who)"
     wait $JOB_PID || fail "SIGUSR2 to one $who should not stop the job"
     grep -q "checkpoint committed step=" "$WORK/$name.log" || fail "no checkpoint after SIGUSR2 to one $who"
@@ -45,9 +45,9 @@ done
 
 for who in tessera-ps tessera-scheduler tessera-worker; do
     name=stop-$(echo $who | cut -d- -f2)
-    start_job "$name" $ARGS
+    start_job "$name" $ARGS job.progress_interval_s=0.2 # as above
     wait_log "$name" "worker 3 training"
-    sleep 0.4
+    sleep 0.2
     pid=$(rank_pid "$name" $who)
     [ -n "$pid" ] || fail "no $who rank found"
     kill -TERM "$pid"
