@@ -39,6 +39,7 @@ typedef struct {
     int64_t want; /* the clock the parameters must reflect */
     int worker;   /* sender, or -1 for a non-worker */
     int n_reply;  /* the local slices [0, n_reply) to send: the rest went back in part replies */
+    int f32;      /* float32 even with net.param_dtype = bf16 */
 } waiting_pull_t;
 
 /* A BSP PUSH_PART waiting for its slices' updates: answered with them (PARAMS) once every worker's
@@ -531,9 +532,10 @@ static int64_t max_clock(const ps_server_t *s) {
 
 /* Sends this shard's parameter slices as the reply to `request_id`, zero-copy from the current
  * snapshot (each frame holds a reference). `worker` (or -1) learns of a checkpoint just taken. */
-/* PARAMS with local slices [0, n) (remote weights never leave the shard). */
+/* PARAMS with local slices [0, n) (remote weights never leave the shard); bfloat16 with
+ * net.param_dtype = bf16 unless `f32` (or not a worker's). */
 static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker,
-                        int n) {
+                        int n, int f32) {
     Tessera__Header h;
     wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
     h.request_id = request_id;
@@ -549,7 +551,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         if (s->ckpt_told[worker] < s->ckpt_prev) h.missed_checkpoint_clock = s->ckpt_prev;
         s->ckpt_told[worker] = s->ckpt_last;
     }
-    int bf16 = worker >= 0 && s->cfg.params_bf16; /* serving's pulls get float32 */
+    int bf16 = worker >= 0 && !f32 && s->cfg.params_bf16; /* serving's pulls get float32 */
     snapshot_t *snap = current_snapshot(s, n, bf16);
     wire_buf_t bufs[n ? n : 1];
     snapshot_frames(s, snap, 0, n, bufs);
@@ -567,7 +569,7 @@ static void serve_waiting(ps_server_t *s) {
         waiting_pull_t *wp = &s->waiting[i];
         int ready = s->cfg.staleness == CFG_STALENESS_INF || mc >= wp->want - s->cfg.staleness;
         if (ready) {
-            send_params(s, &wp->identity, wp->request_id, wp->want, wp->worker, wp->n_reply);
+            send_params(s, &wp->identity, wp->request_id, wp->want, wp->worker, wp->n_reply, wp->f32);
             zmq_msg_close(&wp->identity);
         } else {
             s->waiting[keep++] = *wp;
@@ -577,7 +579,7 @@ static void serve_waiting(ps_server_t *s) {
 }
 
 static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t want, int worker,
-                       int n_reply) {
+                       int n_reply, int f32) {
     if (s->n_waiting == s->max_waiting) return -TS_ESTATE;
     waiting_pull_t *wp = &s->waiting[s->n_waiting++];
     zmq_msg_init(&wp->identity);
@@ -589,6 +591,7 @@ static int add_waiting(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id,
     wp->request_id = request_id;
     wp->want = want;
     wp->n_reply = n_reply;
+    wp->f32 = f32;
     wp->worker = worker >= 0 && worker < s->cfg.n_workers ? worker : -1;
     return 0;
 }
@@ -1292,7 +1295,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         return;
     }
     int n_reply = s->cfg.staleness == 0 ? s->n_local - s->parts_held[w] : s->n_local;
-    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w, n_reply)) {
+    if (add_waiting(s, &m->identity, h->request_id, h->clock + 1, w, n_reply, 0)) {
         sparse_pending_clear(&s->sp_pending[w]);
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
@@ -1354,7 +1357,7 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
         return;
     }
-    if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender, s->n_local)) {
+    if (add_waiting(s, &m->identity, h->request_id, h->clock, h->sender, s->n_local, h->full_precision)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }

@@ -75,6 +75,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         h.checkpoint_requested = c->ckpt_asked;
     }
     if (kind == TESSERA__KIND__KIND_SPARSE_PULL) h.read_only = c->read_only;
+    if (kind == TESSERA__KIND__KIND_PULL) h.full_precision = c->full_precision;
     int nt = 0, cap = (grads ? s->n_tensors : 0) + (sb ? 2 * sb->n_tables : 0) + 1;
     Tessera__TensorDesc descs[cap], *dptr[cap];
     uint64_t shapes[2 * cap];

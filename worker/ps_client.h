@@ -48,6 +48,7 @@ typedef struct {
     int peer_ckpt;      /* a reply said another rank was asked for a checkpoint */
     int64_t ckpt_seen;  /* the newest checkpoint announced to this worker */
     int read_only;      /* the sparse pull being sent must not create rows */
+    int full_precision; /* pulls ask for float32 even with net.param_dtype = bf16 */
     const int *only;    /* when not NULL: push_pull and pull talk to the shards k with only[k] */
     /* Optional: called once shard k's parameter slices of tensors [t_lo, t_hi) are in the host buffer
      * (a reply to a pull, push or part), so they can go on to the device while other replies come. */

@@ -812,6 +812,18 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
 
     char digest[17];
     if (!be->host_memory) be->ops->to_host(be, params, model.params, n_floats * sizeof(float));
+    if (me == 0 && !stopping && !strcmp(cfg->param_dtype, "bf16")) {
+        /* The model trained on bfloat16 copies; params.bin and the digest are the shards' float32
+         * masters, which checkpoints and serving hold too. */
+        pc.params_taken = NULL;
+        pc.only = NULL;
+        pc.full_precision = 1;
+        rc = ps_client_pull(&pc, clock, params, err, sizeof err);
+        if (rc) {
+            log_error("final float32 pull failed: %s", err);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    }
     digest_hex(params, n_floats * sizeof(float), digest);
     if (me == 0 && !stopping) {
         char path[4096];

@@ -37,6 +37,9 @@ ap=$(json "$WORK/p16/summary.json" test_accuracy)
 close "bf16 parameters: test_accuracy" "$ap" "$a32"
 ratio=$(half "bf16 parameters: bytes received" "$(mb p16 received)" "$(mb f32 received)")
 cmp "$WORK/f32/params.bin" "$WORK/p16/params.bin" >/dev/null && fail "bf16 parameters left the result unchanged"
+# params.bin holds the shards' float32 masters, not the rounded copies the workers trained on.
+exact=$(/usr/bin/python3 -c "import numpy as n; p = n.fromfile('$WORK/p16/params.bin', n.uint32); print(round(float(n.mean(p & 0xffff != 0)), 3))")
+at_least "$exact" 0.9 "bf16 parameters: params.bin values with float32 bits below bfloat16's"
 echo "ok: bf16 parameters: test_accuracy $ap (f32 $a32), workers received $ratio of the bytes"
 
 cmp "$WORK/f32/params.bin" "$WORK/bf16/params.bin" >/dev/null && fail "bf16 left the result unchanged: not rounded?"
