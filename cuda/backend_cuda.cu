@@ -84,10 +84,13 @@ static uint64_t cuda_to_host_async(backend_t *be, void *dst, const void *src, si
     return t;
 }
 
-/* Host to device on the copy stream; the compute stream's later work waits for it. */
+/* Host to device on the copy stream, after what the compute stream holds so far (kernels still reading
+ * dst, alloc's zeroing of it), as cpu-staged lands it; the compute stream's later work waits for it. */
 static uint64_t cuda_to_device_async(backend_t *be, void *dst, const void *src, size_t bytes) {
     cuda_ctx_t *c = (cuda_ctx_t *)be->ctx;
     uint64_t t = ++c->tickets;
+    CUDA_CHECK(cudaEventRecord(c->compute_mark, c->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(c->copy, c->compute_mark, 0));
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy));
     CUDA_CHECK(cudaEventRecord(c->copied[t % COPY_EVENTS], c->copy));
     CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->copied[t % COPY_EVENTS], 0));
@@ -195,7 +198,6 @@ static void cuda_optim_step_op(backend_t *be, const struct optim *o, float *p, f
     if (ng > c->cap_ptrs) {
         CUDA_CHECK(cudaStreamSynchronize(c->stream)); /* the old array may still be read */
         if (c->grad_ptrs) CUDA_CHECK(cudaFree(c->grad_ptrs));
-        if (c->work) CUDA_CHECK(cudaFree(c->work));
         int cap = ng < 64 ? 64 : ng;
         CUDA_CHECK(cudaMalloc((void **)&c->grad_ptrs, (size_t)cap * sizeof *c->grad_ptrs));
         c->cap_ptrs = cap;
@@ -267,6 +269,7 @@ static void cuda_destroy(backend_t *be) {
     CUDA_CHECK(cudaStreamSynchronize(c->copy));
     CUBLAS_CHECK(cublasDestroy(c->blas));
     if (c->grad_ptrs) CUDA_CHECK(cudaFree(c->grad_ptrs));
+    if (c->work) CUDA_CHECK(cudaFree(c->work));
     destroy_copy_side(c);
     CUDA_CHECK(cudaStreamDestroy(c->stream));
 }
