@@ -530,10 +530,10 @@ static int64_t max_clock(const ps_server_t *s) {
     return m;
 }
 
-/* Sends this shard's parameter slices as the reply to `request_id`, zero-copy from the current
- * snapshot (each frame holds a reference). `worker` (or -1) learns of a checkpoint just taken. */
-/* PARAMS with local slices [0, n) (remote weights never leave the shard); bfloat16 with
- * net.param_dtype = bf16 unless `f32` (or not a worker's). */
+/* Sends this shard's local parameter slices [0, n) (remote weights never leave the shard) as the
+ * PARAMS reply to `request_id`, zero-copy from the current snapshot (each frame holds a reference):
+ * bfloat16 with net.param_dtype = bf16, unless `f32` or the pull is not a worker's. `worker` (or -1)
+ * learns of a checkpoint just taken. */
 static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker,
                         int n, int f32) {
     Tessera__Header h;
