@@ -228,8 +228,7 @@ HWLOC_PLUGINS_PATH=$L/hwloc
 FI_PROVIDER_PATH=$L/libfabric
 # mpirun starts orted on other nodes through ssh or srun; this wrapper sources this file first.
 OMPI_MCA_orte_launch_agent=$PREFIX/libexec/tessera-offline/orted
-# Open MPI 4.1.4's orted segfaults at start-up in about 1 launch in 14 when it shares its hwloc
-# topology through shared memory (README, "By hand with mpirun").
+# For a hand-run mpirun, as tessera train passes it (README, "By hand with mpirun").
 OMPI_MCA_rtc_hwloc_vmhole=none
 export OPAL_PREFIX OPAL_SYSCONFDIR PMIX_PREFIX PMIX_MCA_mca_base_component_path HWLOC_PLUGINS_PATH \\
     FI_PROVIDER_PATH OMPI_MCA_orte_launch_agent OMPI_MCA_rtc_hwloc_vmhole

@@ -73,9 +73,7 @@ netns_down() {
 netns_launch() {
     log=$1 bin=$2 job=$3
     shift 3
-    # rtc_hwloc_vmhole none: without it one orted launch in about 14 segfaults in
-    # hwloc_shmem_topology_write (Open MPI 4.1.4: 7 of 100 two-node launches failed, 0 of 450 with
-    # it), which mpirun reports as "unable to reliably start one or more daemons" or a "routed" error.
+    # rtc_hwloc_vmhole none, as tessera train passes it (why: client/tessera.c, cmd_train).
     mpirun --allow-run-as-root --oversubscribe --bind-to none --mca plm_rsh_agent "$AGENT" \
         --mca rtc_hwloc_vmhole none --mca oob_tcp_if_include "$NET.0/24" \
         --mca btl self,tcp --mca btl_tcp_if_include "$NET.0/24" \
