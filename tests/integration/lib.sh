@@ -92,7 +92,11 @@ ranks() {
 # kill_random_rank NAME: SIGKILL one rank of the job, chosen at random (a node failure in small).
 kill_random_rank() {
     victim=$(ranks "$1" | shuf -n 1)
-    [ -n "$victim" ] || fail "no rank of $1 to kill"
+    if [ -z "$victim" ]; then # say whether the job had ended or was between two launches
+        tail -8 "$WORK/$1.log" >&2
+        kill -0 "$JOB_PID" 2>/dev/null && echo "(tessera pid $JOB_PID is still running)" >&2
+        fail "no rank of $1 to kill"
+    fi
     echo "killing $(tr '\0' ' ' </proc/"$victim"/cmdline | cut -d' ' -f1 | xargs basename) pid $victim"
     kill -9 "$victim" 2>/dev/null || true
 }
