@@ -85,7 +85,8 @@ static __global__ void sum_rows_kernel(float *out, const float *x, int rows, int
 
 /* out[c] = the chunks' partial sums part[0, c] + part[1, c] + ..., in chunk order. */
 static __global__ void sum_chunks_kernel(float *out, const float *part, int chunks, int cols) {
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+    for (size_t c = (size_t)blockIdx.x * blockDim.x + threadIdx.x; c < (size_t)cols;
+         c += (size_t)gridDim.x * blockDim.x) {
         float t = 0.0f;
         for (int k = 0; k < chunks; k++)
             t += part[(size_t)k * cols + c];

@@ -16,7 +16,8 @@ template <typename T>
 static __global__ void embedding_bag_fwd_kernel(const T *rows, int dimv, const int32_t *off,
                                                 const int32_t *idx, const float *wts, int batch, int mean,
                                                 T *y, int ldyv) {
-    for (int b = blockIdx.x * blockDim.y + threadIdx.y; b < batch; b += gridDim.x * blockDim.y) {
+    for (size_t b = (size_t)blockIdx.x * blockDim.y + threadIdx.y; b < (size_t)batch;
+         b += (size_t)gridDim.x * blockDim.y) {
         int begin = off[b], end = off[b + 1], n = end - begin;
         for (int c = threadIdx.x; c < dimv; c += blockDim.x) {
             T acc = vec_zero<T>();
@@ -33,7 +34,8 @@ static __global__ void embedding_bag_fwd_kernel(const T *rows, int dimv, const i
 static __global__ void embedding_bag_bwd_kernel(const float *dy, int ldy, int dim, const int32_t *off,
                                                 const int32_t *idx, const float *wts, int batch, int mean,
                                                 float *grad) {
-    for (int b = blockIdx.x * blockDim.y + threadIdx.y; b < batch; b += gridDim.x * blockDim.y) {
+    for (size_t b = (size_t)blockIdx.x * blockDim.y + threadIdx.y; b < (size_t)batch;
+         b += (size_t)gridDim.x * blockDim.y) {
         int begin = off[b], end = off[b + 1], n = end - begin;
         float scale = mean && n > 1 ? 1.0f / (float)n : 1.0f;
         for (int c = threadIdx.x; c < dim; c += blockDim.x) {
@@ -50,7 +52,8 @@ static __global__ void embedding_bag_bwd_kernel(const float *dy, int ldy, int di
 static __global__ void embedding_bag_bwd_rows_kernel(const float *dy, int ldy, int dim, const int32_t *roff,
                                                      const int32_t *rbag, const float *rw, int n_rows,
                                                      float *grad) {
-    for (int r = blockIdx.x * blockDim.y + threadIdx.y; r < n_rows; r += gridDim.x * blockDim.y) {
+    for (size_t r = (size_t)blockIdx.x * blockDim.y + threadIdx.y; r < (size_t)n_rows;
+         r += (size_t)gridDim.x * blockDim.y) {
         int begin = roff[r], end = roff[r + 1];
         for (int c = threadIdx.x; c < dim; c += blockDim.x) {
             /* A hot row has thousands of entries: their products are loaded ROWS_AHEAD at a time, all

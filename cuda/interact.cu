@@ -23,7 +23,7 @@ static __global__ void interact_fwd_kernel(const float *t, int batch, int f, int
                                            int smem) {
     extern __shared__ float sh[];
     int fd = f * d, pairs = f * (f - 1) / 2;
-    for (int b = blockIdx.x; b < batch; b += gridDim.x) {
+    for (size_t b = blockIdx.x; b < (size_t)batch; b += gridDim.x) {
         const float *v = t + (size_t)b * fd;
         if (smem) {
             __syncthreads(); /* the previous example's readers are done */
@@ -47,7 +47,7 @@ static __global__ void interact_bwd_kernel(const float *t, const float *dy, int 
                                            float *dt, int smem) {
     extern __shared__ float sh[];
     int fd = f * d, pairs = f * (f - 1) / 2;
-    for (int b = blockIdx.x; b < batch; b += gridDim.x) {
+    for (size_t b = blockIdx.x; b < (size_t)batch; b += gridDim.x) {
         const float *v = t + (size_t)b * fd, *g = dy + (size_t)b * ldy;
         if (smem) {
             __syncthreads();

@@ -15,9 +15,9 @@
 static __global__ void softmax_xent_kernel(const float *logits, const int32_t *labels, int rows, int classes,
                                            float scale, float *loss, int32_t *pred, float *dlogits) {
     int lane = threadIdx.x & 31;
-    int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5),
-        warps = (int)((gridDim.x * blockDim.x) >> 5);
-    for (int r = warp; r < rows; r += warps) {
+    size_t warp = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5,
+           warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    for (size_t r = warp; r < (size_t)rows; r += warps) {
         const float *x = logits + (size_t)r * classes;
         float mx = -INFINITY;
         int arg = INT_MAX;
@@ -57,7 +57,8 @@ static __global__ void softmax_xent_kernel(const float *logits, const int32_t *l
 
 static __global__ void sigmoid_bce_kernel(const float *logits, const int32_t *labels, int rows, float scale,
                                           float *loss, int32_t *pred, float *dlogits) {
-    for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += gridDim.x * blockDim.x) {
+    for (size_t r = (size_t)blockIdx.x * blockDim.x + threadIdx.x; r < (size_t)rows;
+         r += (size_t)gridDim.x * blockDim.x) {
         float x = logits[r], y = (float)labels[r];
         loss[r] = fmaxf(x, 0.0f) - x * y + log1pf(expf(-fabsf(x)));
         pred[r] = x > 0.0f;
