@@ -15,8 +15,9 @@
 #      default of deploy/slurm/train.sbatch; target <= 5%) and at --every, and the end-to-end
 #      slowdown (training time with checkpoints vs without, same steps);
 #   d) (unless --no-diag) a diagnosis of the write path with Python, after the runs: one shard's
-#      bytes written with a plain write() + fsync, with h5py (the same libhdf5) + fsync, S writers at
-#      once, with every core spinning, and again (plain, 1 and S writers) while a baseline job trains;
+#      bytes written with a plain write() + fsync, with O_DIRECT + fsync (as checkpoint.direct_io
+#      writes the large datasets), with h5py (the same libhdf5) + fsync, S writers at once, with every
+#      core spinning, and again (plain, O_DIRECT, S writers) while a baseline job trains;
 #      and the snapshot copy into freshly mapped memory (as a large malloc gives) vs mapped memory.
 #
 # Results go to bench/results/ckpt_bench.json.
@@ -167,7 +168,7 @@ for r in $(seq 1 "$DD_RUNS"); do
     rm -f "$TMP"/ddp*.bin "$TMP"/ddp*.s
 done
 # For reference only: without a sync the figure is the page cache's, not the disk's; O_DIRECT
-# bypasses the page cache (the checkpoint path does not).
+# bypasses the page cache (as checkpoint.direct_io = 1 does for the large datasets).
 sync; s="$(dd_one "$TMP/dd.bin")"; rm -f "$TMP/dd.bin"
 printf 'dd\tnosync\t1\t%s\t%s\n' "$DD_BYTES" "$s" >> "$RAW"
 sync; s="$(dd_one "$TMP/dd.bin" oflag=direct 2>/dev/null || true)"; rm -f "$TMP/dd.bin"
@@ -227,6 +228,23 @@ def plain(path):
     os.remove(path)
     return tw, ts
 
+# O_DIRECT from page-aligned memory, as ckpt.c writes the large datasets (checkpoint.direct_io = 1).
+aligned = mmap.mmap(-1, (n * 4 + 4095) // 4096 * 4096)
+aligned[:n * 4] = memoryview(data).cast("B")
+
+def direct(path):
+    t0 = time.perf_counter()
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT)
+    mv = memoryview(aligned)
+    off = 0
+    while off < len(mv):
+        off += os.pwrite(fd, mv[off:off + (64 << 20)], off)
+    os.close(fd)
+    tw = time.perf_counter() - t0
+    ts = fsync_rename(path + ".tmp", path)
+    os.remove(path)
+    return tw, ts
+
 def hdf5(path):
     import h5py
     t0 = time.perf_counter()
@@ -276,11 +294,13 @@ def parallel(reps=3, gap=0.0):
 if mode == "loaded":
     # Run while a training job runs: the conditions a checkpoint is written in.
     res["plain_write_fsync"] = series(plain, "diag-load.bin", gap=0.5)
+    res["direct_write_fsync"] = series(direct, "diag-load-direct.bin", gap=0.5)
     res["plain_parallel"] = parallel(gap=0.5)
     json.dump(res, open(out, "w"))
     sys.exit(0)
 
 res["plain_write_fsync"] = series(plain, "diag-plain.bin")
+res["direct_write_fsync"] = series(direct, "diag-direct.bin")
 try:
     import h5py  # noqa: F401
     res["h5py_write_fsync"] = series(hdf5, "diag-h5.h5")
@@ -545,6 +565,9 @@ print("  (%.0f%% to %.0f%% against the slowest and fastest dd run)" % (100 * agg
                                                                      100 * agg_mb / min(dd["fdatasync"])))
 if disk_par:
     print("  vs %d dd writers at once (%.0f MB/s): %.0f%%" % (servers, disk_par, 100 * agg_mb / disk_par))
+if res["disk"]["dd_odirect_mb_per_s"]:
+    print("  vs one dd oflag=direct (%.0f MB/s; checkpoint.direct_io writes that way): %.0f%%"
+          % (res["disk"]["dd_odirect_mb_per_s"], 100 * agg_mb / res["disk"]["dd_odirect_mb_per_s"]))
 print("stall per checkpoint: %.1f ms = %.2f steps of %.0f ms; training time lost: %.3f%% every %d steps (target <= 5%%: %s), %.2f%% every %d steps"
       % (stall_ms, stall_ms / step_base, step_base, 100 * frac(stall_s, dflt), dflt,
          "ok" if frac(stall_s, dflt) <= 0.05 else "MISSED", 100 * frac(stall_s, every), every))
@@ -561,6 +584,8 @@ if diag:
     print()
     print("diagnosis, one shard's %.0f MB from Python (reopen + fsync + rename as ckpt.c):" % (diag["bytes"] / MB))
     wf("idle, write()+fsync:", diag["plain_write_fsync"])
+    if diag.get("direct_write_fsync"):
+        wf("idle, O_DIRECT+fsync:", diag["direct_write_fsync"])
     if diag.get("h5py_write_fsync"):
         wf("idle, h5py (same libhdf5)+fsync:", diag["h5py_write_fsync"])
     print("  %-34s %.0f MB/s aggregate, %.0f MB/s per writer" % ("idle, %d writers at once:" % servers,
@@ -568,6 +593,8 @@ if diag:
     wf("idle, all cores spinning:", diag["plain_write_fsync_cores_busy"])
     if diag_loaded:
         wf("while training, write()+fsync:", diag_loaded["plain_write_fsync"])
+        if diag_loaded.get("direct_write_fsync"):
+            wf("while training, O_DIRECT+fsync:", diag_loaded["direct_write_fsync"])
         print("  %-34s %.0f MB/s aggregate, %.0f MB/s per writer%s" % ("while training, %d at once:" % servers,
               diag_loaded["plain_parallel"]["aggregate_mb_per_s"], diag_loaded["plain_parallel"]["per_writer_mb_per_s"],
               "  (WARNING: %s)" % diag_loaded["warning"] if diag_loaded.get("warning") else ""))

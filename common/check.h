@@ -59,6 +59,18 @@ static inline void *xmalloc_at(size_t n, const char *file, int line) {
     return p;
 }
 
+/* XMALLOC with the block aligned to `align` (a power of two, a multiple of sizeof(void *)); free()d. */
+#define XMALLOC_ALIGNED(align, n) xmalloc_aligned_at((align), (n), __FILE__, __LINE__)
+
+static inline void *xmalloc_aligned_at(size_t align, size_t n, const char *file, int line) {
+    void *p = NULL;
+    if (posix_memalign(&p, align, n ? n : 1)) {
+        log_error("out of memory bytes=%zu align=%zu file=%s line=%d", n, align, file, line);
+        abort();
+    }
+    return p;
+}
+
 static inline void *xcalloc_at(size_t n, size_t sz, const char *file, int line) {
     void *p = calloc(n ? n : 1, sz ? sz : 1);
     if (!p) {

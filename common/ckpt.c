@@ -1,9 +1,11 @@
+#define _GNU_SOURCE /* O_DIRECT */
 #include "ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,19 +123,139 @@ static int commit_file(const char *tmp, const char *final_path) {
     return 0;
 }
 
-/* Creates `path`.tmp (into `tmp`) for writing. Returns the file, or -1 with a message. */
-static hid_t h5_create_tmp(const char *path, char *tmp, size_t n, char *err, size_t errlen) {
+/* Shard files' large datasets bypass HDF5's write path and the page cache (checkpoint.direct_io = 1,
+ * the default): HDF5 allocates them (contiguous, at 4 KiB-aligned offsets, never filled) while it
+ * writes the file's structure, and once it has closed the file their bytes go from the caller's memory
+ * to the disk with O_DIRECT. A shard's writer then costs the training next to no CPU or memory
+ * bandwidth, where copying into the page cache and writing it back competes with it for both. Each
+ * extent's last partial 4 KiB block, data not 4 KiB-aligned in memory, and filesystems that refuse
+ * O_DIRECT (tmpfs) take ordinary writes to the same offsets; the fsync before the rename covers all. */
+#define RAW_ALIGN     4096
+#define RAW_MIN_BYTES ((size_t)64 << 10)
+#define RAW_CHUNK     ((size_t)64 << 20)
+
+typedef struct {
+    haddr_t off;
+    const char *data;
+    size_t bytes;
+} raw_extent_t;
+
+typedef struct {
+    hid_t dcpl; /* early allocation, no fill; H5P_DEFAULT when direct I/O is off */
+    raw_extent_t *ext;
+    int n, cap;
+    uint64_t direct_bytes; /* written with O_DIRECT (raw_flush) */
+} raw_plan_t;
+
+static void raw_plan_init(raw_plan_t *p, int direct) {
+    memset(p, 0, sizeof *p);
+    p->dcpl = H5P_DEFAULT;
+    if (!direct) return;
+    hid_t d = H5Pcreate(H5P_DATASET_CREATE);
+    if (d < 0) return;
+    if (H5Pset_layout(d, H5D_CONTIGUOUS) < 0 || H5Pset_alloc_time(d, H5D_ALLOC_TIME_EARLY) < 0 ||
+        H5Pset_fill_time(d, H5D_FILL_TIME_NEVER) < 0) {
+        H5Pclose(d);
+        return;
+    }
+    p->dcpl = d;
+}
+
+static void raw_plan_free(raw_plan_t *p) {
+    if (p->dcpl != H5P_DEFAULT) H5Pclose(p->dcpl);
+    free(p->ext);
+    memset(p, 0, sizeof *p);
+}
+
+/* The file access list of a file written through `p`: large datasets at aligned offsets. */
+static hid_t raw_fapl(const raw_plan_t *p) {
+    if (!p || p->dcpl == H5P_DEFAULT) return H5P_DEFAULT;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_alignment(fapl, RAW_MIN_BYTES, RAW_ALIGN) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+static int pwrite_all(int fd, const char *data, size_t n, off_t off) {
+    while (n) {
+        ssize_t w = pwrite(fd, data, n < RAW_CHUNK ? n : RAW_CHUNK, off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (!w) errno = EIO;
+            return -1;
+        }
+        data += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+/* Writes the extents `p` deferred into `tmp` (closed by HDF5). 0, or -1 with a message. */
+static int raw_flush(raw_plan_t *p, const char *tmp, char *err, size_t errlen) {
+    if (!p->n) return 0;
+    int fd = open(tmp, O_WRONLY | O_CLOEXEC), dfd = open(tmp, O_WRONLY | O_DIRECT | O_CLOEXEC), rc = -1;
+    int refused = dfd < 0 ? errno : 0;
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot reopen %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    for (int i = 0; i < p->n; i++) {
+        const raw_extent_t *e = &p->ext[i];
+        size_t direct = 0;
+        if (dfd >= 0 && (uintptr_t)e->data % RAW_ALIGN == 0) direct = e->bytes & ~(size_t)(RAW_ALIGN - 1);
+        if (direct && pwrite_all(dfd, e->data, direct, (off_t)e->off)) {
+            if (errno != EINVAL) {
+                snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+                goto out;
+            }
+            refused = EINVAL; /* opened, then refused: the whole extent again, through the page cache */
+            close(dfd);
+            dfd = -1;
+            direct = 0;
+        }
+        p->direct_bytes += direct;
+        if (pwrite_all(fd, e->data + direct, e->bytes - direct, (off_t)(e->off + direct))) {
+            snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+            goto out;
+        }
+    }
+    rc = 0;
+    static int told;
+    if (refused && !told) {
+        told = 1;
+        log_info("checkpoint direct I/O refused by the filesystem of %s (%s): writing through the page cache",
+                 tmp, strerror(refused));
+    }
+out:
+    if (fd >= 0) close(fd);
+    if (dfd >= 0) close(dfd);
+    return rc;
+}
+
+/* Creates `path`.tmp (into `tmp`) for writing, laid out for `raw` (NULL: an ordinary file). Returns the
+ * file, or -1 with a message. */
+static hid_t h5_create_tmp(const char *path, const raw_plan_t *raw, char *tmp, size_t n, char *err,
+                           size_t errlen) {
     snprintf(tmp, n, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = raw_fapl(raw);
+    hid_t f = fapl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl > 0) H5Pclose(fapl);
     if (f < 0) snprintf(err, errlen, "cannot create %s", tmp);
     return f;
 }
 
-/* Closes `f` (written to `tmp`) and commits it under `path` (fsync, then rename); on any failure
- * removes the .tmp. 0 or -TS_EIO with a message. */
-static int h5_commit(hid_t f, const char *tmp, const char *path, char *err, size_t errlen) {
+/* Closes `f` (written to `tmp`), writes what `raw` deferred (NULL: nothing) and commits the file under
+ * `path` (fsync, then rename); on any failure removes the .tmp. 0 or -TS_EIO with a message. */
+static int h5_commit(hid_t f, raw_plan_t *raw, const char *tmp, const char *path, char *err, size_t errlen) {
     if (H5Fclose(f) < 0) {
         snprintf(err, errlen, "%s: HDF5 could not finish the file", tmp);
+        unlink(tmp);
+        return -TS_EIO;
+    }
+    if (raw && raw_flush(raw, tmp, err, errlen)) {
         unlink(tmp);
         return -TS_EIO;
     }
@@ -155,20 +277,41 @@ static herr_t write_common_attrs(hid_t f, const job_config_t *cfg, int64_t step)
     return 0;
 }
 
-/* A dataset `name` under `loc` of `type` with the given shape, written from `data`. < 0 on failure. */
-static herr_t write_dataset(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
-                            const hsize_t *dims, const void *data) {
+/* A dataset `name` under `loc` of `type` with the given shape, written from `data`; through `raw`
+ * (deferred: `data` must stay valid until h5_commit) when it is large and stored as it is in memory.
+ * < 0 on failure. */
+static herr_t write_dataset(hid_t loc, raw_plan_t *raw, const char *name, hid_t file_type, hid_t mem_type,
+                            int rank, const hsize_t *dims, const void *data) {
+    size_t bytes = H5Tget_size(mem_type);
+    for (int i = 0; i < rank; i++)
+        bytes *= (size_t)dims[i];
+    int defer =
+        raw && raw->dcpl != H5P_DEFAULT && bytes >= RAW_MIN_BYTES && H5Tequal(file_type, mem_type) > 0;
     hid_t sp = H5Screate_simple(rank, dims, NULL);
     if (sp < 0) return -1;
-    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, defer ? raw->dcpl : H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : 0;
+    haddr_t off = defer && d >= 0 ? H5Dget_offset(d) : HADDR_UNDEF;
+    if (off != HADDR_UNDEF && off % RAW_ALIGN == 0) {
+        if (raw->n == raw->cap) {
+            raw->cap = raw->cap ? 2 * raw->cap : 16;
+            raw->ext = realloc(raw->ext, (size_t)raw->cap * sizeof *raw->ext);
+            if (!raw->ext) {
+                log_error("out of memory bytes=%zu", (size_t)raw->cap * sizeof *raw->ext);
+                abort();
+            }
+        }
+        raw->ext[raw->n++] = (raw_extent_t){off, data, bytes};
+    } else if (!rc) {
+        rc = H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    }
     if (d >= 0) H5Dclose(d);
     H5Sclose(sp);
     return rc;
 }
 
 /* Writes table `t` as group NAME under `tables` (layout in ckpt.h); *bytes gets its size. */
-static herr_t write_table(hid_t tables, const ckpt_table_t *t, uint64_t *bytes) {
+static herr_t write_table(hid_t tables, raw_plan_t *raw, const ckpt_table_t *t, uint64_t *bytes) {
     const char *names[3] = {"param", NULL, NULL};
     int n_slots = 1 + ckpt_slot_names(t->optimizer, names + 1);
     hid_t g = H5Gcreate2(tables, t->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -183,11 +326,14 @@ static herr_t write_table(hid_t tables, const ckpt_table_t *t, uint64_t *bytes) 
     static const int64_t no_step = 0;
     static const float no_row = 0;
     hsize_t n[1] = {t->n}, nd[2] = {t->n, (hsize_t)t->dim};
-    if (!rc) rc = write_dataset(g, "ids", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, n, t->n ? t->ids : &no_id);
     if (!rc)
-        rc = write_dataset(g, "steps", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, n, t->n ? t->steps : &no_step);
+        rc = write_dataset(g, raw, "ids", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, n, t->n ? t->ids : &no_id);
+    if (!rc)
+        rc =
+            write_dataset(g, raw, "steps", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, n, t->n ? t->steps : &no_step);
     for (int k = 0; !rc && k < n_slots; k++)
-        rc = write_dataset(g, names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, nd, t->n ? t->slot[k] : &no_row);
+        rc = write_dataset(g, raw, names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, nd,
+                           t->n ? t->slot[k] : &no_row);
     H5Gclose(g);
     *bytes = t->n * (16 + (uint64_t)n_slots * (uint64_t)t->dim * sizeof(float));
     return rc < 0 ? -1 : 0;
@@ -303,14 +449,19 @@ fail:
 
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
                      const ckpt_slice_t *slices, int n_slices, const ckpt_table_t *tables, int n_tables,
-                     uint64_t *bytes, char *err, size_t errlen) {
+                     uint64_t *bytes, uint64_t *direct_bytes, char *err, size_t errlen) {
     h5_quiet();
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/shard-%d.h5", step_dir, shard);
     const char *slot_names[3] = {"param", NULL, NULL};
     int n_slots = 1 + ckpt_slot_names(cfg->opt_type, slot_names + 1);
-    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen), g = -1, sp = -1, d = -1;
-    if (f < 0) return -TS_EIO;
+    raw_plan_t raw;
+    raw_plan_init(&raw, cfg->ckpt_direct_io);
+    hid_t f = h5_create_tmp(path, &raw, tmp, sizeof tmp, err, errlen), g = -1;
+    if (f < 0) {
+        raw_plan_free(&raw);
+        return -TS_EIO;
+    }
     H5_CHECK(write_common_attrs(f, cfg, step));
     H5_CHECK(attr_i64(f, "shard", shard));
     H5_CHECK(attr_i64(f, "n_shards", n_shards));
@@ -325,25 +476,20 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
         H5_CHECK(attr_write(g, "row_end", H5T_NATIVE_UINT64, 1, &s->row_end));
         H5_CHECK(attr_i64(g, "optimizer_steps", s->steps));
         hsize_t dims[2] = {s->row_end - s->row_begin, s->cols};
-        sp = H5Screate_simple(2, dims, NULL);
         for (int k = 0; k < n_slots; k++) {
-            d = H5Dcreate2(g, slot_names[k], H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-            H5_CHECK(d);
-            H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->slot[k]));
-            H5Dclose(d);
-            d = -1;
+            H5_CHECK(
+                write_dataset(g, &raw, slot_names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, s->slot[k]));
             total += dims[0] * dims[1] * sizeof(float);
         }
-        H5Sclose(sp);
         H5Gclose(g);
-        sp = g = -1;
+        g = -1;
     }
     if (n_tables > 0) {
         g = H5Gcreate2(f, "tables", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         H5_CHECK(g);
         for (int i = 0; i < n_tables; i++) {
             uint64_t tb = 0;
-            H5_CHECK(write_table(g, &tables[i], &tb));
+            H5_CHECK(write_table(g, &raw, &tables[i], &tb));
             total += tb;
         }
         H5Gclose(g);
@@ -354,14 +500,17 @@ int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step
     const char *delay = getenv("TESSERA_TEST_CKPT_WRITE_DELAY_MS");
     long delay_ms = delay ? strtol(delay, NULL, 10) : 0;
     if (delay_ms > 0 && delay_ms < 600000) usleep((useconds_t)delay_ms * 1000);
-    if (h5_commit(f, tmp, path, err, errlen)) return -TS_EIO;
+    int rc = h5_commit(f, &raw, tmp, path, err, errlen);
+    uint64_t direct = raw.direct_bytes;
+    raw_plan_free(&raw);
+    if (rc) return -TS_EIO;
     if (bytes) *bytes = total;
+    if (direct_bytes) *direct_bytes = direct;
     return 0;
 fail:
-    if (d >= 0) H5Dclose(d);
-    if (sp >= 0) H5Sclose(sp);
     if (g >= 0) H5Gclose(g);
     if (f >= 0) H5Fclose(f);
+    raw_plan_free(&raw);
     unlink(tmp);
     return -TS_EIO;
 }
@@ -371,7 +520,7 @@ int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_
     h5_quiet();
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/worker-%d.h5", step_dir, worker);
-    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen);
+    hid_t f = h5_create_tmp(path, NULL, tmp, sizeof tmp, err, errlen);
     if (f < 0) return -TS_EIO;
     H5_CHECK(attr_str(f, "tessera_version", TESSERA_VERSION));
     H5_CHECK(attr_i64(f, "worker", worker));
@@ -380,7 +529,7 @@ int ckpt_write_worker(const char *step_dir, int worker, const ckpt_worker_state_
     H5_CHECK(attr_i64(f, "position", st->position));
     H5_CHECK(attr_i64(f, "examples", (int64_t)st->examples));
     H5_CHECK(attr_f64(f, "train_seconds", st->train_seconds));
-    return h5_commit(f, tmp, path, err, errlen);
+    return h5_commit(f, NULL, tmp, path, err, errlen);
 fail:
     H5Fclose(f);
     unlink(tmp);
@@ -420,7 +569,7 @@ int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_co
     char dir[4096], path[4200], tmp[4210];
     ckpt_step_dir(root, m->step, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/manifest.h5", dir);
-    hid_t f = h5_create_tmp(path, tmp, sizeof tmp, err, errlen);
+    hid_t f = h5_create_tmp(path, NULL, tmp, sizeof tmp, err, errlen);
     if (f < 0) return -TS_EIO;
     H5_CHECK(write_common_attrs(f, cfg, m->step));
     H5_CHECK(attr_i64(f, "n_shards", m->n_shards));
@@ -428,7 +577,7 @@ int ckpt_write_manifest(const char *root, const ckpt_manifest_t *m, const job_co
     H5_CHECK(attr_i64(f, "unix_time", m->unix_time));
     H5_CHECK(attr_i64(f, "stopped", m->stopped));
     H5_CHECK(attr_str(f, "complete", "true"));
-    if (h5_commit(f, tmp, path, err, errlen)) return -TS_EIO;
+    if (h5_commit(f, NULL, tmp, path, err, errlen)) return -TS_EIO;
     /* The step directory's entry must be durable before `latest` names it. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {

@@ -76,12 +76,13 @@ void ckpt_root(const char *run_dir, const job_config_t *cfg, char *out, size_t n
 /* ROOT/step-NNNNNNNNN, the directory of checkpoint `step`. */
 void ckpt_step_dir(const char *root, int64_t step, char *out, size_t n);
 
-/* Writes shard `shard`'s slices to STEP_DIR/shard-K.h5 (through a .tmp file, fsync'd). Returns 0 or
- * -TS_EIO with a message. Safe to call from a background thread (HDF5 is used by one thread at a
- * time in a process). */
+/* Writes shard `shard`'s slices to STEP_DIR/shard-K.h5 (through a .tmp file, fsync'd); *bytes gets the
+ * tensor bytes written and *direct_bytes (either may be NULL) those that went with O_DIRECT
+ * (checkpoint.direct_io: it needs the slots' data 4 KiB-aligned). Returns 0 or -TS_EIO with a message.
+ * Safe to call from a background thread (HDF5 is used by one thread at a time in a process). */
 int ckpt_write_shard(const char *step_dir, int shard, int n_shards, int64_t step, const job_config_t *cfg,
                      const ckpt_slice_t *slices, int n_slices, const ckpt_table_t *tables, int n_tables,
-                     uint64_t *bytes, char *err, size_t errlen);
+                     uint64_t *bytes, uint64_t *direct_bytes, char *err, size_t errlen);
 
 /* Reads the rows of table `name` held in STEP_DIR/shard-FILE.h5 into *out (arrays malloc'd: free with
  * ckpt_table_free; out->name is set to `name`). The file must hold the table with `dim` floats per row

@@ -71,6 +71,7 @@ static const field_t fields[] = {
     F("checkpoint", "every_seconds", T_DOUBLE, ckpt_every_seconds, 0, 1e9),
     F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
     F("checkpoint", "dir", T_STR, ckpt_dir, 0, 0),
+    F("checkpoint", "direct_io", T_INT, ckpt_direct_io, 0, 1),
     F("model", "input", T_INT, input_dim, 1, 1 << 28),
     F("serve", "enabled", T_INT, serve_enabled, 0, 1),
     F("serve", "listen", T_STR, serve_listen, 0, 0),
@@ -125,6 +126,7 @@ void config_defaults(job_config_t *cfg) {
     snprintf(cfg->grad_dtype, sizeof cfg->grad_dtype, "f32");
     snprintf(cfg->param_dtype, sizeof cfg->param_dtype, "f32");
     cfg->ckpt_keep = 3;
+    cfg->ckpt_direct_io = 1;
     snprintf(cfg->serve_listen, sizeof cfg->serve_listen, "tcp://127.0.0.1:5555");
     snprintf(cfg->serve_versions, sizeof cfg->serve_versions, "latest");
     cfg->serve_max_batch = 64;

@@ -81,6 +81,7 @@ typedef struct {
     double ckpt_every_seconds; /* 0 = off */
     int ckpt_keep;             /* complete checkpoints kept */
     char ckpt_dir[CFG_STR];    /* empty = RUN_DIR/checkpoints */
+    int ckpt_direct_io;        /* shard files' large datasets skip the page cache (O_DIRECT) */
 
     /* [serve]: serving (tessera serve, tessera train --serve) */
     int serve_enabled;                  /* train --serve: the shards serve after training */
