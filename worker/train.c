@@ -162,8 +162,8 @@ static int push_pull(ps_client_t *pc, node_reduce_t *nr, node_rows_t *rows, int6
     return 0;
 }
 
-/* The first pull, shared out the same way. */
-static int first_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *params, char *err,
+/* A whole pull (the first; SSP/ASP's last), shared out the same way. */
+static int whole_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *params, char *err,
                       size_t errlen) {
     int rc = ps_client_pull(pc, clock, params, err, errlen);
     if (!nr->mine) return rc;
@@ -630,7 +630,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     layer_remote_t remote = {.ctx = &rctx, .fwd = remote_fwd, .bwd = remote_bwd};
     for (int i = 0; i < model.spec.n_layers; i++)
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
-    rc = first_pull(&pc, &nr, clock, params, err, sizeof err);
+    rc = whole_pull(&pc, &nr, clock, params, err, sizeof err);
     if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     overlap_t ov;
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
@@ -747,6 +747,22 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         if (rc) break;
         double ep_seconds = now_s() - t0;
         train_seconds += ep_seconds;
+
+        /* SSP/ASP: a worker's parameters are its last view, which may lack the others' last pushes. Once
+         * every worker's last push is in (this reduction: every worker reaches it once per epoch it
+         * entered, stopping or not), each pulls the shards' final state, so that the last evaluation,
+         * params.bin and the digest are of the model the shards hold, checkpoint and serve. */
+        if (cfg->staleness != 0) {
+            int st = stopping, any_stop = 0;
+            MPI_CHECK(MPI_Allreduce(&st, &any_stop, 1, MPI_INT, MPI_MAX, cl->role_comm));
+            if (!any_stop && (epoch + 1 >= cfg->epochs || clock >= total_steps)) {
+                if (whole_pull(&pc, &nr, clock, params, err, sizeof err)) {
+                    log_error("final pull failed: %s", err);
+                    MPI_Abort(MPI_COMM_WORLD, 1);
+                }
+                if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+            }
+        }
 
         /* Every worker joins this reduction once per epoch it entered, stopping or not, so a stop that
          * reaches workers at different points (SSP/ASP) cannot leave one waiting here forever. It
