@@ -8,6 +8,8 @@ partition / normalization / batch size as Tessera's default job:
     pixels -> ((p / 255) - 0.2860) / 0.3530
   * MLP 784-256-128-10 with ReLU, softmax cross-entropy
   * Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8
+  (--hidden, --lr and --max-steps give other MLPs: bench/wide_mlp.ini is
+  --hidden 4096,4096 --lr 1e-4)
   * batch 64 per process, rank r trains on examples [r*30000, (r+1)*30000),
     reshuffled every epoch, last partial batch dropped (468 steps/epoch/rank)
 
@@ -67,12 +69,12 @@ def load_split(data_dir, images, labels):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def make_model():
-    return nn.Sequential(
-        nn.Linear(784, 256), nn.ReLU(),
-        nn.Linear(256, 128), nn.ReLU(),
-        nn.Linear(128, 10),
-    )
+def make_model(hidden=(256, 128)):
+    layers, prev = [], 784
+    for h in hidden:
+        layers += [nn.Linear(prev, h), nn.ReLU()]
+        prev = h
+    return nn.Sequential(*layers, nn.Linear(prev, 10))
 
 
 def worker(rank, args, port):
@@ -93,19 +95,23 @@ def worker(rank, args, port):
 
     # --- model / optimizer ------------------------------------------------
     torch.manual_seed(SEED)
-    model = DDP(make_model())  # DDP broadcasts rank 0's initial parameters
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
+    model = DDP(make_model(args.hidden))  # DDP broadcasts rank 0's initial parameters
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(SEED + rank)
 
     # --- training (timed: the step loops only) ----------------------------
     train_s = 0.0
+    steps_done = 0
     model.train()
     for _epoch in range(args.epochs):
         dist.barrier()
         t0 = time.perf_counter()
         perm = torch.randperm(per_rank, generator=gen)
         for s in range(steps_per_epoch):
+            if args.max_steps and steps_done == args.max_steps:
+                break
+            steps_done += 1
             idx = perm[s * BATCH:(s + 1) * BATCH]
             xb, yb = x_part[idx], y_part[idx]
             opt.zero_grad(set_to_none=True)
@@ -118,7 +124,7 @@ def worker(rank, args, port):
     t = torch.tensor([train_s], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     train_s = t.item()
-    examples = WORLD * steps_per_epoch * BATCH * args.epochs
+    examples = WORLD * steps_done * BATCH
 
     # --- evaluation (not timed), rank 0 only ------------------------------
     if rank == 0:
@@ -133,6 +139,8 @@ def worker(rank, args, port):
             "examples_per_sec": examples / train_s,
             "test_accuracy": round(acc, 4),
             "epochs": args.epochs,
+            "hidden": list(args.hidden),
+            "steps": steps_done,
             "threads": args.threads,
             "train_examples": examples,
             "train_seconds": train_s,
@@ -167,6 +175,12 @@ def main():
                     help="torch.set_num_threads per process (default 1)")
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     ap.add_argument("--data-dir", default=DATA_DIR)
+    ap.add_argument("--hidden", default="256,128",
+                    help="hidden layer widths, comma-separated (default 256,128: the default job; "
+                         "4096,4096 is bench/wide_mlp.ini)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="stop after this many steps per process (0 = every epoch's steps)")
     ap.add_argument("--omp-wait-policy", default="auto", choices=["auto", "active", "passive"],
                     help="OMP_WAIT_POLICY for the workers; auto = passive when "
                          "processes x threads exceed the cores (libgomp's default "
@@ -175,6 +189,13 @@ def main():
     args = ap.parse_args()
     if args.epochs < 1 or args.threads < 1:
         ap.error("--epochs and --threads must be >= 1")
+    try:
+        args.hidden = tuple(int(v) for v in args.hidden.split(","))
+        assert all(v > 0 for v in args.hidden)
+    except (ValueError, AssertionError):
+        ap.error(f"--hidden {args.hidden!r}: expected positive widths, comma-separated")
+    if args.max_steps < 0:
+        ap.error("--max-steps must be >= 0")
     # Also cap the OpenMP / OpenBLAS pools of the spawned processes (they inherit
     # this environment and initialise their runtimes after the spawn).
     os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -7,34 +7,57 @@
 # examples/s is reported.  PyTorch runs with 1 and 2 threads per process; the
 # better median is the peer figure.  Results go to bench/results/train_throughput.json.
 #
-# usage: bench/train_throughput.sh [--epochs N] [--runs R]
+# --model wide runs bench/wide_mlp.ini instead (784-4096-4096-10, 20M parameters: the
+# gradients and parameters crossing each step, 80 MB each way per worker, dominate)
+# for --steps steps (default 60); results go to bench/results/train_throughput_wide.json.
+#
+# usage: bench/train_throughput.sh [--epochs N] [--runs R] [--model default|wide] [--steps N]
 #        BUILD_DIR=path/to/build bench/train_throughput.sh ...
 set -euo pipefail
 
 EPOCHS=3
 RUNS=3
-usage() { echo "usage: $0 [--epochs N (default 3)] [--runs R (default 3, >= 2)]   (env BUILD_DIR, default build)"; }
+MODEL=default
+STEPS=60
+usage() { echo "usage: $0 [--epochs N (default 3)] [--runs R (default 3, >= 2)] [--model default|wide] [--steps N (wide: default 60)]   (env BUILD_DIR, default build)"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --epochs) EPOCHS="${2:?--epochs needs a value}"; shift 2 ;;
         --epochs=*) EPOCHS="${1#*=}"; shift ;;
         --runs) RUNS="${2:?--runs needs a value}"; shift 2 ;;
         --runs=*) RUNS="${1#*=}"; shift ;;
+        --model) MODEL="${2:?--model needs a value}"; shift 2 ;;
+        --model=*) MODEL="${1#*=}"; shift ;;
+        --steps) STEPS="${2:?--steps needs a value}"; shift 2 ;;
+        --steps=*) STEPS="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "train_throughput.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
 case "$EPOCHS" in ''|*[!0-9]*|0) echo "train_throughput.sh: --epochs must be a positive integer" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0|1) echo "train_throughput.sh: --runs must be an integer >= 2" >&2; exit 2 ;; esac
+case "$STEPS" in ''|*[!0-9]*|0) echo "train_throughput.sh: --steps must be a positive integer" >&2; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PY=/usr/bin/python3
 BUILD_DIR="${BUILD_DIR:-build}"
 B="$BUILD_DIR/bin"
-JOB=examples/fashion_mlp.ini
 OUT_DIR=bench/results
-OUT_JSON="$OUT_DIR/train_throughput.json"
+case "$MODEL" in
+    default)
+        JOB=examples/fashion_mlp.ini
+        TESSERA_ARGS=("job.epochs=$EPOCHS")
+        TORCH_ARGS=(--epochs "$EPOCHS")
+        OUT_JSON="$OUT_DIR/train_throughput.json" ;;
+    wide)
+        JOB=bench/wide_mlp.ini
+        EPOCHS=1
+        TESSERA_ARGS=("job.max_steps=$STEPS")
+        TORCH_ARGS=(--epochs 1 --max-steps "$STEPS" --hidden 4096,4096 --lr 1e-4)
+        OUT_JSON="$OUT_DIR/train_throughput_wide.json" ;;
+    *) echo "train_throughput.sh: --model must be default or wide, not '$MODEL'" >&2; exit 2 ;;
+esac
 
 die() { echo "train_throughput.sh: $*" >&2; exit 1; }
 
@@ -62,9 +85,9 @@ run_tessera() {  # $1 = run index
     local dir="$TMP/tessera-run$1" log="$TMP/tessera-run$1.log"
     mkdir -p "$dir"
     if ! mpirun --oversubscribe \
-            -np 1 "$B/tessera-scheduler" "$JOB" --run-dir "$dir" "job.epochs=$EPOCHS" : \
-            -np 2 "$B/tessera-ps"        "$JOB" --run-dir "$dir" "job.epochs=$EPOCHS" : \
-            -np 2 "$B/tessera-worker"    "$JOB" --run-dir "$dir" "job.epochs=$EPOCHS" \
+            -np 1 "$B/tessera-scheduler" "$JOB" --run-dir "$dir" "${TESSERA_ARGS[@]}" : \
+            -np 2 "$B/tessera-ps"        "$JOB" --run-dir "$dir" "${TESSERA_ARGS[@]}" : \
+            -np 2 "$B/tessera-worker"    "$JOB" --run-dir "$dir" "${TESSERA_ARGS[@]}" \
             > "$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "Tessera run $1 failed (log above)"
@@ -78,7 +101,7 @@ print("tessera\t0\t%s\t%r\t%r" % (sys.argv[2], float(s["train_examples_per_sec"]
 
 run_torch() {  # $1 = threads, $2 = run index
     local log="$TMP/torch-t$1-run$2.log" line
-    if ! "$PY" bench/ddp_baseline.py --epochs "$EPOCHS" --threads "$1" --json > "$log" 2>&1; then
+    if ! "$PY" bench/ddp_baseline.py "${TORCH_ARGS[@]}" --threads "$1" --json > "$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "PyTorch DDP run (threads=$1, run $2) failed (log above)"
     fi
@@ -90,7 +113,7 @@ print("pytorch\t%d\t%s\t%r\t%r" % (r["threads"], sys.argv[1], float(r["examples_
         "$2" >> "$RAW"
 }
 
-echo "train_throughput: job=$JOB epochs=$EPOCHS runs=$RUNS (interleaved) cores=$(nproc) build=$BUILD_DIR"
+echo "train_throughput: job=$JOB ${TESSERA_ARGS[*]} runs=$RUNS (interleaved) cores=$(nproc) build=$BUILD_DIR"
 for r in $(seq 1 "$RUNS"); do
     echo "  run $r/$RUNS: tessera";            run_tessera "$r"
     echo "  run $r/$RUNS: pytorch threads=1";  run_torch 1 "$r"
@@ -102,9 +125,9 @@ COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"
 TORCH_VER="$("$PY" -c 'import torch; print(torch.__version__)')"
 
-"$PY" - "$RAW" "$OUT_JSON" "$EPOCHS" "$RUNS" "$COMMIT" "$CPU" "$(nproc)" "$TORCH_VER" <<'EOF'
+"$PY" - "$RAW" "$OUT_JSON" "$EPOCHS" "$RUNS" "$COMMIT" "$CPU" "$(nproc)" "$TORCH_VER" "$JOB" "${TESSERA_ARGS[*]}" <<'EOF'
 import json, statistics, sys, time
-raw, out, epochs, runs, commit, cpu, cores, torch_ver = sys.argv[1:9]
+raw, out, epochs, runs, commit, cpu, cores, torch_ver, job, job_args = sys.argv[1:11]
 rows = [l.rstrip("\n").split("\t") for l in open(raw) if l.strip()]
 
 def collect(system, threads):
@@ -124,7 +147,7 @@ ratio = tess["median_examples_per_sec"] / best["median_examples_per_sec"]
 
 res = {
     "benchmark": "train_throughput",
-    "job": "examples/fashion_mlp.ini",
+    "job": job, "job_overrides": job_args,
     "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "commit": commit, "cpu": cpu, "cores": int(cores),
     "epochs": int(epochs), "runs_per_config": int(runs), "statistic": "median",
@@ -144,7 +167,7 @@ with open(out, "w") as f:
     f.write("\n")
 
 print()
-print("Training throughput, %s epoch(s), median of %s runs each (%s cores, %s)" % (epochs, runs, cores, cpu or "cpu?"))
+print("Training throughput, %s %s, median of %s runs each (%s cores, %s)" % (job, job_args, runs, cores, cpu or "cpu?"))
 print("%-30s %14s %10s   %s" % ("system", "examples/s", "test_acc", "runs (examples/s)"))
 def line(name, d):
     print("%-30s %14.0f %10.4f   %s" % (name, d["median_examples_per_sec"], d["median_test_accuracy"],
