@@ -111,6 +111,8 @@ struct ps_server {
     double last_heartbeat;
     /* checkpoints */
     int64_t ckpt_want; /* take a checkpoint when min_clock reaches this (0 = none) */
+    int64_t fence;     /* SSP/ASP, after worker 0's CUT_QUERY: others' pushes of clock >= this wait for its
+                          next push (0 = none) */
     int ckpt_want_stop;
     /* SSP/ASP: pushes of clock ckpt_want or later, held until the checkpoint is taken (at most one per
      * worker: a worker waits for its push's reply) */
@@ -1239,7 +1241,9 @@ static void release_held(ps_server_t *s) {
  * of a clock below it in, none at or past it. Returns 1 if held (m is emptied), 0 to go on. */
 static int hold_push(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
-    if (!s->cfg.staleness || !s->ckpt_want || h->clock < s->ckpt_want) return 0;
+    int fenced = s->fence && h->sender != 0 && h->clock >= s->fence;
+    int past_cut = s->ckpt_want && h->clock >= s->ckpt_want;
+    if (!s->cfg.staleness || !(fenced || past_cut)) return 0;
     for (int i = 0; i < s->n_held; i++)
         if (s->held[i].hdr->sender == h->sender) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
@@ -1280,11 +1284,30 @@ static void want_checkpoint(ps_server_t *s, int w, int64_t c, int stop) {
     s->ckpt_want = c;
 }
 
+/* SSP/ASP: worker 0's CUT_QUERY (proto/tessera.proto). Its next push lifts the fence and carries the
+ * cut, if it places one; pushes the fence held are then taken again, those before the cut applied. */
+static void handle_cut_query(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    if (!s->cfg.staleness || h->sender != 0 || h->clock < 1 || h->clock > 1000000 || h->n_tensors) {
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+                    "CUT_QUERY is worker 0's, in an SSP/ASP job, with a grace of 1 to 1000000 clocks");
+        return;
+    }
+    s->fence = max_clock(s) + h->clock;
+    Tessera__Header r;
+    wire_header_init(&r, TESSERA__KIND__KIND_OK);
+    r.request_id = h->request_id;
+    r.clock = s->fence;
+    wire_send(s->router, &m->identity, &r, NULL, 0);
+}
+
 static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     char err[512];
     int w = h->sender;
     if (check_push_sender(s, m, "push")) return;
+    int lift = s->fence && w == 0;
+    if (lift) s->fence = 0;
     if (hold_push(s, m)) return;
     if (check_push_tensors(s, h, w, err, sizeof err)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
@@ -1352,7 +1375,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     }
     if (s->ckpt_want > 0 && min_clock(s) >= s->ckpt_want) take_checkpoint(s);
     serve_waiting(s);
-    if (s->n_held && !s->ckpt_want) release_held(s);
+    if (s->n_held && (lift || (!s->ckpt_want && !s->fence))) release_held(s);
 }
 
 static void handle_pull(ps_server_t *s, wire_msg_t *m) {
@@ -1398,6 +1421,7 @@ static void handle_message(ps_server_t *s) {
     case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
     case TESSERA__KIND__KIND_PUSH_PART: handle_push_part(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
+    case TESSERA__KIND__KIND_CUT_QUERY: handle_cut_query(s, &m); break;
     case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
     case TESSERA__KIND__KIND_LAYER_FWD:
     case TESSERA__KIND__KIND_LAYER_BWD:

@@ -338,6 +338,26 @@ int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size
     return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
 }
 
+static int take_fence(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+    (void)c;
+    (void)k;
+    (void)err;
+    (void)errlen;
+    int64_t *cut = ctx;
+    if (m->hdr->clock > *cut) *cut = m->hdr->clock;
+    return 0;
+}
+
+int ps_client_cut_query(ps_client_t *c, int64_t grace, int64_t *cut, char *err, size_t errlen) {
+    *cut = 0;
+    for (int k = 0; k < c->n_shards; k++) /* every shard: a node_reduce worker's own shards are not all */
+        if (send_request(c, k, TESSERA__KIND__KIND_CUT_QUERY, grace, NULL, 0, 0, NULL)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_fence, cut, err, errlen);
+}
+
 /* ---- model-parallel linear layers: the products that need the weight, computed by its shards ---- */
 
 typedef struct {

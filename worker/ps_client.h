@@ -88,6 +88,11 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
 /* Writes the parameters for `clock` into `params`. Same returns. */
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen);
 
+/* SSP/ASP, worker 0 only: fences every shard (KIND_CUT_QUERY with grace `grace`) and sets *cut to the
+ * furthest fence: a checkpoint of that clock, asked for by this worker's next push (which lifts the
+ * fences), lies where no worker is yet. Same returns. */
+int ps_client_cut_query(ps_client_t *c, int64_t grace, int64_t *cut, char *err, size_t errlen);
+
 /* Model-parallel linear layers (tensor t is a remote weight W [out, in], rows on the shards):
  * layer_fwd writes y[batch, out] = x W^T, one LAYER_FWD to each shard with rows of W; layer_bwd hands
  * x and dy[batch, out] to those shards, who keep dW for this worker's step `clock` (its PUSH_PULL of

@@ -357,6 +357,10 @@ typedef struct {
     int pending_stop;
 } ckpt_plan_t;
 
+/* ASP cuts on demand lie this many clocks past the furthest worker (ps_client_cut_query): workers that
+ * reach the fence before worker 0's next push wait for it (one round trip). */
+#define CUT_GRACE 2
+
 /* Sets pc's request for this push. Returns 1 when a request (asked, stop) is served by it. */
 static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int me, int64_t clock, int64_t epoch_end,
                            long total_steps, ckpt_plan_t *plan, int asked, int stop) {
@@ -386,6 +390,15 @@ static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int me, int
     if (!(timed || asked || stop)) return 0;
     int64_t cut = epoch_end;
     if (cfg->staleness > 0 && next + cfg->staleness < cut) cut = next + cfg->staleness;
+    if (cfg->staleness == CFG_STALENESS_INF) {
+        /* ASP has no bound but the epoch's end: fence the shards, and cut just past the furthest worker. */
+        int64_t fence = 0;
+        char err[512];
+        if (ps_client_cut_query(pc, CUT_GRACE, &fence, err, sizeof err))
+            log_warn("checkpoint: the shards' fences are unknown (%s); the cut is the end of the epoch", err);
+        else if (fence < cut)
+            cut = fence;
+    }
     if (every > 0 && (clock / every + 1) * every < cut) cut = (clock / every + 1) * every;
     plan->last = now_s();
     if (cut >= total_steps) {
@@ -399,7 +412,7 @@ static int plan_checkpoint(ps_client_t *pc, const job_config_t *cfg, int me, int
     pc->ckpt_request_stop = stop;
     plan->pending = cut;
     plan->pending_stop = stop;
-    log_info("checkpoint requested step=%lld reason=%s", (long long)cut, why);
+    log_info("checkpoint requested step=%lld reason=%s at=%lld", (long long)cut, why, (long long)next);
     return 1;
 }
 
