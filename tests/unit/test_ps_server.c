@@ -299,6 +299,61 @@ static void test_ssp(void) {
     stop(&s);
 }
 
+/* ASP: worker 0's CUT_QUERY fences the shard at its furthest worker's clock + the grace, and the fence
+ * holds only other workers' pushes at or past it, until worker 0's next push. Only worker 0, in SSP/ASP,
+ * may ask. */
+static void test_cut_fence(void) {
+    shard_t s;
+    shard_start(&s, 0, 2, CFG_STALENESS_INF);
+    void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
+    int code;
+    float g = 1.0f;
+    for (int c = 0; c < 3; c++) {
+        request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, c, 0, &g, 0, 0);
+        EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "ASP: worker 1 runs ahead");
+    }
+    request(w1, TESSERA__KIND__KIND_CUT_QUERY, 1, 2, 0, NULL, 0, 0);
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "CUT_QUERY from worker 1 refused");
+    request(w0, TESSERA__KIND__KIND_CUT_QUERY, 0, 0, 0, NULL, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR,
+           "CUT_QUERY with no grace refused");
+    request(w0, TESSERA__KIND__KIND_CUT_QUERY, 0, 2, 0, NULL, 0, 0);
+    zmq_pollitem_t it = {w0, 0, ZMQ_POLLIN, 0};
+    EXPECT(zmq_poll(&it, 1, 2000) == 1, "CUT_QUERY answered");
+    wire_msg_t m;
+    Tessera__ErrorCode c;
+    char err[256];
+    EXPECT(wire_recv(w0, 0, 1 << 20, &m, &c, err, sizeof err) == 0 && m.hdr->kind == TESSERA__KIND__KIND_OK &&
+               m.hdr->clock == 5,
+           "the fence is the furthest clock (3) + the grace (2)");
+    wire_msg_free(&m);
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 3, 0, &g, 0, 0);
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+           "a push below the fence goes on");
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 4, 0, &g, 0, 0);
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+           "the last push below the fence too");
+    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 5, 0, &g, 0, 0);
+    EXPECT(reply(w1, 300, &code, NULL, NULL) == -1, "a push at the fence waits");
+    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &g, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+           "worker 0's push is never fenced");
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+           "worker 0's push lifts the fence: the held push is answered");
+    zmq_close(w0);
+    zmq_close(w1);
+    stop(&s);
+
+    shard_start(&s, 0, 2, 0);
+    w0 = client(s.endpoint);
+    request(w0, TESSERA__KIND__KIND_CUT_QUERY, 0, 2, 0, NULL, 0, 0);
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR, "BSP: CUT_QUERY refused");
+    zmq_close(w0);
+    stop(&s);
+}
+
 static int answered(void *d, int kind, int code_want, const char *what) {
     int code;
     int got = reply(d, 2000, &code, NULL, NULL);
@@ -670,6 +725,7 @@ int main(void) {
     test_robustness();
     test_bsp();
     test_ssp();
+    test_cut_fence();
     test_push_parts();
     test_sparse();
     test_model_parallel();
