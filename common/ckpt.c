@@ -207,11 +207,11 @@ static int raw_flush(raw_plan_t *p, const char *tmp, char *err, size_t errlen) {
         size_t direct = 0;
         if (dfd >= 0 && (uintptr_t)e->data % RAW_ALIGN == 0) direct = e->bytes & ~(size_t)(RAW_ALIGN - 1);
         if (direct && pwrite_all(dfd, e->data, direct, (off_t)e->off)) {
-            if (errno != EINVAL) {
+            if (errno != EINVAL && errno != EOPNOTSUPP && errno != ENOTSUP) {
                 snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
                 goto out;
             }
-            refused = EINVAL; /* opened, then refused: the whole extent again, through the page cache */
+            refused = errno; /* opened, then refused: the whole extent again, through the page cache */
             close(dfd);
             dfd = -1;
             direct = 0;
@@ -226,8 +226,8 @@ static int raw_flush(raw_plan_t *p, const char *tmp, char *err, size_t errlen) {
     static int told;
     if (refused && !told) {
         told = 1;
-        log_info("checkpoint direct I/O refused by the filesystem of %s (%s): writing through the page cache",
-                 tmp, strerror(refused));
+        log_info("checkpoint direct I/O not usable for %s (%s): writing through the page cache", tmp,
+                 strerror(refused));
     }
 out:
     if (fd >= 0) close(fd);

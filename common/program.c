@@ -24,10 +24,14 @@ static void on_signal(int sig) {
  * serves such blocks (over 32 MB always, smaller ones often) with a fresh mmap that faults in and zeroes
  * one 4 KiB page at a time and is unmapped again on free: receiving a 40 MB slice cost more in page
  * faults than in copying. From the heap, never trimmed, the same blocks are reused step after step
- * (wide_mlp: 382 -> 542 examples/s). A user's GLIBC_TUNABLES with glibc.malloc settings is left alone. */
+ * (wide_mlp: 382 -> 542 examples/s; messages over 64 MB, received on ZeroMQ's I/O thread, still get
+ * an mmap). The worker trims once when training starts (setup's temporaries). A user's malloc settings
+ * (GLIBC_TUNABLES glibc.malloc.*, MALLOC_*_ variables) are left alone. */
 static void malloc_for_messages(void) {
     const char *t = getenv("GLIBC_TUNABLES");
-    if (t && strstr(t, "glibc.malloc.")) return;
+    if ((t && strstr(t, "glibc.malloc.")) || getenv("MALLOC_MMAP_MAX_") || getenv("MALLOC_TRIM_THRESHOLD_") ||
+        getenv("MALLOC_MMAP_THRESHOLD_"))
+        return;
     if (!mallopt(M_MMAP_MAX, 0) || !mallopt(M_TRIM_THRESHOLD, INT_MAX))
         fprintf(stderr, "tessera: mallopt refused; large messages will be slower\n");
 }

@@ -1306,9 +1306,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
     char err[512];
     int w = h->sender;
     if (check_push_sender(s, m, "push")) return;
-    int lift = s->fence && w == 0;
-    if (lift) s->fence = 0;
-    if (hold_push(s, m)) return;
+    if (hold_push(s, m)) return; /* never worker 0's for a fence (hold_push) */
     if (check_push_tensors(s, h, w, err, sizeof err)) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
         return;
@@ -1336,6 +1334,8 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "too many waiting pulls");
         return;
     }
+    int lift = s->fence && w == 0; /* worker 0's push after its CUT_QUERY: the cut, if any, is in it */
+    if (lift) s->fence = 0;
     s->pushes++;
     s->clock[w]++;
     s->stop_seen |= h->stop_requested;

@@ -1,6 +1,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +171,7 @@ static int whole_pull(ps_client_t *pc, node_reduce_t *nr, int64_t clock, float *
     int64_t failed = rc != 0;
     node_reduce_max(nr, &failed, 1);
     if (failed) {
-        if (!rc) snprintf(err, errlen, "another worker of this node failed its first pull");
+        if (!rc) snprintf(err, errlen, "another worker of this node failed its pull");
         return rc ? rc : -TS_EREMOTE;
     }
     node_reduce_params(nr, params);
@@ -664,6 +665,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     uint64_t examples = start.examples;
     int stopping = 0, stop_planned = 0;
     int64_t stop_step = 0;
+    malloc_trim(0); /* setup's temporaries: the heap is not trimmed on its own (common/program.c) */
     /* The resumed epoch always runs: it may have no steps left but still owe its evaluation. */
     for (int epoch = start.epoch;
          !rc && !stopping && epoch < cfg->epochs && (clock < total_steps || epoch == start.epoch); epoch++) {
@@ -769,6 +771,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             int st = stopping, any_stop = 0;
             MPI_CHECK(MPI_Allreduce(&st, &any_stop, 1, MPI_INT, MPI_MAX, cl->role_comm));
             if (!any_stop && (epoch + 1 >= cfg->epochs || clock >= total_steps)) {
+                pc.params_taken = NULL; /* no step follows: one copy to the device below, not per reply */
                 if (whole_pull(&pc, &nr, clock, params, err, sizeof err)) {
                     log_error("final pull failed: %s", err);
                     MPI_Abort(MPI_COMM_WORLD, 1);
