@@ -16,9 +16,14 @@ assert len(lines) == 3, f"expected 3 shards' 'checkpoint slice written' lines, g
 direct = [int(re.search(r"direct_bytes=(\d+)", l).group(1)) for l in lines]
 total = [int(re.search(r" bytes=(\d+)", l).group(1)) for l in lines]
 refused = "direct I/O refused" in open(log).read()
-try:  # does this filesystem take O_DIRECT at all? (tmpfs before Linux 6.6 does not)
+try:  # does this filesystem take O_DIRECT writes at all? (tmpfs before Linux 6.6 does not)
+    import mmap
+    block = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
     fd = os.open(f"{run}/probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
-    os.close(fd)
+    try:
+        os.pwrite(fd, block, 0)
+    finally:
+        os.close(fd)
     takes_direct = True
 except OSError:
     takes_direct = False
