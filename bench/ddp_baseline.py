@@ -8,10 +8,11 @@ partition / normalization / batch size as Tessera's default job:
     pixels -> ((p / 255) - 0.2860) / 0.3530
   * MLP 784-256-128-10 with ReLU, softmax cross-entropy
   * Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8
-  (--hidden, --lr and --max-steps give other MLPs: bench/wide_mlp.ini is
-  --hidden 4096,4096 --lr 1e-4)
   * batch 64 per process, rank r trains on examples [r*30000, (r+1)*30000),
     reshuffled every epoch, last partial batch dropped (468 steps/epoch/rank)
+
+--hidden, --lr and --max-steps give other MLPs and run lengths: bench/wide_mlp.ini
+is --hidden 4096,4096 --lr 1e-4 (bench/train_throughput.sh --model wide).
 
 Throughput is measured the way Tessera reports train_examples_per_sec: training
 examples over all processes divided by the wall time of the training step loops
