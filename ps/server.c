@@ -106,7 +106,7 @@ struct ps_server {
     snapshot_t *snap, *snap16; /* the current parameters as replies send them (float32, bfloat16); NULL
                                   once they change */
     int stop;
-    uint64_t pushes, push_parts, part_replies, pushes_held, errors, heartbeat_id;
+    uint64_t pushes, push_parts, part_replies, pushes_held, pushes_fenced, errors, heartbeat_id;
     double apply_s, busy_s; /* time in optimizer steps, and handling messages */
     double last_heartbeat;
     /* checkpoints */
@@ -1251,7 +1251,10 @@ static int hold_push(ps_server_t *s, wire_msg_t *m) {
             return 1;
         }
     s->held[s->n_held++] = *m;
-    s->pushes_held++;
+    if (past_cut)
+        s->pushes_held++;
+    else
+        s->pushes_fenced++;
     memset(m, 0, sizeof *m);
     return 1;
 }
@@ -1519,15 +1522,16 @@ int ps_server_run(ps_server_t *s) {
     size_t rows = 0;
     for (int t = 0; t < s->n_tables; t++)
         rows += sparse_table_size(s->tables[t]);
-    log_info("shard stopping pushes=%llu push_parts=%llu part_replies=%llu held_for_cut=%llu rejected=%llu "
-             "slices=%d "
-             "busy_s=%.2f apply_s=%.2f "
-             "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
-             (unsigned long long)s->pushes, (unsigned long long)s->push_parts,
-             (unsigned long long)s->part_replies, (unsigned long long)s->pushes_held,
-             (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s, rows,
-             (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
-             (double)s->budget.used_bytes / 1048576.0);
+    log_info(
+        "shard stopping pushes=%llu push_parts=%llu part_replies=%llu held_for_cut=%llu held_for_fence=%llu "
+        "rejected=%llu slices=%d "
+        "busy_s=%.2f apply_s=%.2f "
+        "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
+        (unsigned long long)s->pushes, (unsigned long long)s->push_parts, (unsigned long long)s->part_replies,
+        (unsigned long long)s->pushes_held, (unsigned long long)s->pushes_fenced,
+        (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s, rows,
+        (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
+        (double)s->budget.used_bytes / 1048576.0);
     return 0;
 }
 

@@ -77,11 +77,14 @@ line=$(grep "checkpoint requested step=[0-9]* reason=SIGUSR2" "$WORK/asp.log" | 
 step=$(echo "$line" | sed -n 's/.*step=\([0-9]*\) .*/\1/p')
 at=$(echo "$line" | sed -n 's/.* at=\([0-9]*\).*/\1/p')
 [ -n "$step" ] && [ -n "$at" ] || fail "ASP: no checkpoint requested after SIGUSR2"
-[ "$step" -le $((at + 40)) ] ||
-    fail "ASP on-demand cut at step $step, asked for at step $at: not placed by the shards' fences"
+ee=$(((at / 187 + 1) * 187)) # the end of worker 0's epoch: the cut without fences
+# Near the furthest worker (how far ASP workers drift apart varies), and before the epoch's end unless
+# the request came within a few steps of it.
+{ [ "$step" -le $((at + 100)) ] && { [ "$step" -lt "$ee" ] || [ $((ee - at)) -le 10 ]; }; } ||
+    fail "ASP on-demand cut at step $step, asked for at step $at (epoch end $ee): not placed by the fences"
 grep -q "checkpoint committed step=$step " "$WORK/asp.log" || fail "ASP checkpoint $step not committed"
 check_cuts asp
-echo "ok: ASP on-demand checkpoint at step $step, asked for at step $at (the epoch ends at $(((at / 187 + 1) * 187)))"
+echo "ok: ASP on-demand checkpoint at step $step, asked for at step $at (the epoch ends at $ee)"
 
 # 4. ASP stop: the fenced cut, the job exits 85, every worker saved the same position (a worker that
 # finished the epoch before hearing of a cut at its end saves the state every announced worker saves:
