@@ -59,6 +59,18 @@ static inline void *xmalloc_at(size_t n, const char *file, int line) {
     return p;
 }
 
+/* realloc that cannot fail (as XMALLOC). */
+#define XREALLOC(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
+
+static inline void *xrealloc_at(void *p, size_t n, const char *file, int line) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        log_error("out of memory bytes=%zu file=%s line=%d", n, file, line);
+        abort();
+    }
+    return q;
+}
+
 /* XMALLOC with the block aligned to `align` (a power of two, a multiple of sizeof(void *)); free()d. */
 #define XMALLOC_ALIGNED(align, n) xmalloc_aligned_at((align), (n), __FILE__, __LINE__)
 

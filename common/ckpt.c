@@ -295,11 +295,7 @@ static herr_t write_dataset(hid_t loc, raw_plan_t *raw, const char *name, hid_t 
     if (off != HADDR_UNDEF && off % RAW_ALIGN == 0) {
         if (raw->n == raw->cap) {
             raw->cap = raw->cap ? 2 * raw->cap : 16;
-            raw->ext = realloc(raw->ext, (size_t)raw->cap * sizeof *raw->ext);
-            if (!raw->ext) {
-                log_error("out of memory bytes=%zu", (size_t)raw->cap * sizeof *raw->ext);
-                abort();
-            }
+            raw->ext = XREALLOC(raw->ext, (size_t)raw->cap * sizeof *raw->ext);
         }
         raw->ext[raw->n++] = (raw_extent_t){off, data, bytes};
     } else if (!rc) {

@@ -57,9 +57,7 @@ static uint64_t queue_copy(backend_t *be, void *dst, const void *src, size_t byt
     staged_t *s = st(be);
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 64;
-        pending_copy_t *q = realloc(s->q, s->cap * sizeof *q);
-        if (!q) abort(); /* the op API has no error path */
-        s->q = q;
+        s->q = XREALLOC(s->q, s->cap * sizeof *s->q); /* the op API has no error path */
     }
     s->q[s->n++] = (pending_copy_t){dst, src, bytes, to_device};
     return s->next++;

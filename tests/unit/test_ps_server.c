@@ -280,20 +280,25 @@ static void test_bsp(void) {
 }
 
 /* SSP with bound 1: a worker may run one clock ahead of the slowest, not two. */
+/* Worker `sender`'s push of `clock` (every gradient 1) on shard 0's slices; the reply's kind within `ms`
+ * (-1: none yet; it may still come, to reply()). */
+static int pushed(void *d, int sender, int64_t clock, long ms) {
+    float g = 1.0f;
+    int code;
+    request(d, TESSERA__KIND__KIND_PUSH_PULL, sender, clock, 0, &g, 0, 0);
+    return reply(d, ms, &code, NULL, NULL);
+}
+
 static void test_ssp(void) {
     shard_t s;
     shard_start(&s, 0, 2, 1);
     void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
     int code;
-    float g = 1.0f;
-    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &g, 0, 0);
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
-           "SSP: clock 1 allowed (slowest at 0)");
-    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 0, &g, 0, 0);
-    EXPECT(reply(w0, 300, &code, NULL, NULL) == -1, "SSP: clock 2 waits while the slowest is at 0");
-    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 0, 0, &g, 0, 0);
-    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "worker 1 answered");
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "SSP: worker 0 released");
+    const int params = TESSERA__KIND__KIND_PARAMS;
+    EXPECT(pushed(w0, 0, 0, 2000) == params, "SSP: clock 1 allowed (slowest at 0)");
+    EXPECT(pushed(w0, 0, 1, 300) == -1, "SSP: clock 2 waits while the slowest is at 0");
+    EXPECT(pushed(w1, 1, 0, 2000) == params, "worker 1 answered");
+    EXPECT(reply(w0, 2000, &code, NULL, NULL) == params, "SSP: worker 0 released");
     zmq_close(w0);
     zmq_close(w1);
     stop(&s);
@@ -307,11 +312,9 @@ static void test_cut_fence(void) {
     shard_start(&s, 0, 2, CFG_STALENESS_INF);
     void *w0 = client(s.endpoint), *w1 = client(s.endpoint);
     int code;
-    float g = 1.0f;
-    for (int c = 0; c < 3; c++) {
-        request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, c, 0, &g, 0, 0);
-        EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS, "ASP: worker 1 runs ahead");
-    }
+    const int params = TESSERA__KIND__KIND_PARAMS;
+    for (int c = 0; c < 3; c++)
+        EXPECT(pushed(w1, 1, c, 2000) == params, "ASP: worker 1 runs ahead");
     request(w1, TESSERA__KIND__KIND_CUT_QUERY, 1, 2, 0, NULL, 0, 0);
     EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
                code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
@@ -329,18 +332,11 @@ static void test_cut_fence(void) {
                m.hdr->clock == 5,
            "the fence is the furthest clock (3) + the grace (2)");
     wire_msg_free(&m);
-    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 3, 0, &g, 0, 0);
-    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
-           "a push below the fence goes on");
-    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 4, 0, &g, 0, 0);
-    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
-           "the last push below the fence too");
-    request(w1, TESSERA__KIND__KIND_PUSH_PULL, 1, 5, 0, &g, 0, 0);
-    EXPECT(reply(w1, 300, &code, NULL, NULL) == -1, "a push at the fence waits");
-    request(w0, TESSERA__KIND__KIND_PUSH_PULL, 0, 0, 0, &g, 0, 0);
-    EXPECT(reply(w0, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
-           "worker 0's push is never fenced");
-    EXPECT(reply(w1, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_PARAMS,
+    EXPECT(pushed(w1, 1, 3, 2000) == params, "a push below the fence goes on");
+    EXPECT(pushed(w1, 1, 4, 2000) == params, "the last push below the fence too");
+    EXPECT(pushed(w1, 1, 5, 300) == -1, "a push at the fence waits");
+    EXPECT(pushed(w0, 0, 0, 2000) == params, "worker 0's push is never fenced");
+    EXPECT(reply(w1, 2000, &code, NULL, NULL) == params,
            "worker 0's push lifts the fence: the held push is answered");
     zmq_close(w0);
     zmq_close(w1);
