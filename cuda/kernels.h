@@ -19,7 +19,7 @@ static inline unsigned cuda_blocks(size_t n, unsigned threads) {
     return b < 1 ? 1u : b > 4096 ? 4096u : (unsigned)b;
 }
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(TESSERA_CUDA_EMU) /* nvcc, or the host emulator (tests/cuda_emu) */
 /* float4 arithmetic for the vectorised paths (component-wise, as the scalar code does it). */
 static __device__ __forceinline__ float4 operator+(float4 a, float4 b) {
     return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);

@@ -23,7 +23,7 @@ PKGS="build-essential cmake pkg-config ca-certificates iproute2
       openmpi-bin libopenmpi-dev
       libzmq3-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
       libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
-      libinih-dev libcjson-dev libxxhash-dev libmicrohttpd-dev
+      libinih-dev libcjson-dev libxxhash-dev libmicrohttpd-dev libboost-context-dev
       dataset-fashion-mnist
       python3 python3-numpy python3-h5py python3-zmq python3-protobuf python3-prometheus-client
       slurmctld slurmd slurm-client munge"
