@@ -11,10 +11,12 @@
  *   at different barriers, stop the program with a message. Blocks run last to first.
  * - Launches are checked as the driver checks them (block and grid limits, 48 KiB of dynamic shared
  *   memory) and fail through cudaGetLastError; pointer arguments must point into device or pinned memory.
- * - Work queued on a stream runs only when the host must see it: at cudaStreamSynchronize,
- *   cudaEventSynchronize, cudaFree, a copy to pageable memory, or a cudaEventQuery asked twice; a stream
- *   waiting on an event runs the other stream up to it first. So a host that reads a result, or reuses
- *   a pinned buffer, before the copy that writes or reads it was waited for sees stale data.
+ * - Work queued on a stream runs late or early, never in between: each operation, by a seeded coin,
+ *   runs either as it is queued or only when the host must see it (cudaStreamSynchronize,
+ *   cudaEventSynchronize, cudaFree, a copy into pageable memory, a cudaEventQuery asked twice, another
+ *   stream's wait on an event after it). A host that reads a result or reuses a pinned buffer before
+ *   waiting for the copy, or a stream that does not wait for another's work, then sees stale data.
+ *   TESSERA_CUDA_EMU_SCHEDULE=lazy makes every operation late; TESSERA_CUDA_EMU_SEED picks other coins.
  * - Copies and memsets must stay inside their allocations. Fresh device and pinned memory is NaN-filled.
  * - cuBLAS SGEMM (cublas_v2.h) runs on the host's CBLAS in column-major order.
  * What it cannot show: timing, real concurrency between threads or streams (races), device memory

@@ -23,6 +23,7 @@ struct ts_emu_stream {
     std::deque<std::function<void()>> queue;
     uint64_t queued = 0, done = 0; /* operations ever queued, and run */
     bool destroyed = false;        /* kept, drained, so that waits on its events still resolve */
+    bool running = false;          /* drain_to is running its operations */
 };
 struct ts_emu_event {
     ts_emu_stream *stream = nullptr; /* of the last record; NULL: never recorded (complete) */
@@ -133,20 +134,57 @@ ts_emu_stream *stream_of(cudaStream_t s) {
     return s ? s : &g_legacy;
 }
 
+void drain(ts_emu_stream *s);
+
+/* When queued work runs: TESSERA_CUDA_EMU_SCHEDULE=lazy runs it only when the host waits for it; random
+ * (the default) runs each operation either at once (with what is queued before it on its stream) or
+ * then, by a coin of seed TESSERA_CUDA_EMU_SEED. Lazy shows a host that reads results too early; random
+ * also shows a stream that does not wait for another (its work then often runs before the other's). */
+bool g_random = true, g_eager;
+uint64_t g_coin;
+
+void schedule_init() {
+    static bool done;
+    if (done) return;
+    done = true;
+    const char *m = getenv("TESSERA_CUDA_EMU_SCHEDULE"), *seed = getenv("TESSERA_CUDA_EMU_SEED");
+    if (m && strcmp(m, "lazy") && strcmp(m, "random") && strcmp(m, "eager"))
+        fatal("TESSERA_CUDA_EMU_SCHEDULE='%s': lazy, random or eager", m);
+    g_random = !m || !strcmp(m, "random");
+    g_eager = m && !strcmp(m, "eager");
+    g_coin = seed && *seed ? strtoull(seed, nullptr, 10) : 20261203;
+    if (!g_coin) g_coin = 1;
+}
+
+bool coin() {
+    g_coin ^= g_coin << 13; /* xorshift64 */
+    g_coin ^= g_coin >> 7;
+    g_coin ^= g_coin << 17;
+    return g_coin >> 63;
+}
+
 void enqueue(cudaStream_t s, std::function<void()> op) {
     ts_emu_stream *st = stream_of(s);
     if (st->destroyed) fatal("work queued on a destroyed stream");
     st->queue.push_back(std::move(op));
     st->queued++;
+    schedule_init();
+    if (g_eager || (g_random && coin())) drain(st);
 }
 
 void drain_to(ts_emu_stream *s, uint64_t seq) {
+    if (s->running) { /* a wait inside one of s's own operations: only what precedes it may be needed */
+        if (seq > s->done) fatal("a stream waits, through events, for its own later work (cyclic wait)");
+        return;
+    }
+    s->running = true;
     while (s->done < seq) {
         std::function<void()> op = std::move(s->queue.front());
         s->queue.pop_front();
         op();
         s->done++;
     }
+    s->running = false;
 }
 
 void drain(ts_emu_stream *s) {

@@ -16,7 +16,9 @@ BE=${TESSERA_GPU_TEST_BACKEND:-cuda}
 ROWS=${TESSERA_GPU_TEST_CTR_ROWS:-200000}
 [ "$BE" != cuda ] || require_gpus 1 "training on the GPU"
 
-A="--servers 1 --workers 1 job.epochs=2 data.train_limit=30000"
+# Buckets of 100 KiB: the MLP's gradient leaves in parts (copied to pinned memory on the copy stream
+# while the backward pass runs), which the default 1 MiB would not split (one part: layers 2 and 3).
+A="--servers 1 --workers 1 job.epochs=2 data.train_limit=30000 net.push_bucket_mb=0.1"
 # shellcheck disable=SC2086
 run_job cpu $A
 # shellcheck disable=SC2086
@@ -31,13 +33,14 @@ echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/s
 # shellcheck disable=SC2086
 run_job psdev $A backend.type=$BE ps.device=$BE
 grep -q "device=$BE" "$WORK/psdev.log" || fail "the shards do not report device=$BE"
+grep -q "parts_per_step=[1-9]" "$WORK/gpu.log" || fail "the $BE run sent no gradient parts"
 cmp "$WORK/gpu/params.bin" "$WORK/psdev/params.bin" || fail "shards on $BE differ from shards on the CPU"
 echo "ok: shards stepping on $BE give the CPU shards' bits"
 
 # Exact resume on the device (workers and shards): stop at a checkpoint, resume, compare with an
 # uninterrupted run.
 stop_resume_exact "$BE" 100 --servers 2 --workers 1 job.epochs=2 data.train_limit=12000 --checkpoint-every 100 \
-    backend.type="$BE" ps.device="$BE"
+    net.push_bucket_mb=0.1 backend.type="$BE" ps.device="$BE"
 
 "$TESSERA" datagen ctr --rows "$ROWS" --slots 8 --vocab 2000 --seed 3 --out "$WORK/data" >/dev/null
 for b in cpu "$BE" "$BE-again"; do
