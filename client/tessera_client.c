@@ -231,7 +231,7 @@ static int call(tsc_client_t *c, Tessera__Header *h, const float *x, size_t rows
                 const uint64_t *ids, size_t slots, Tessera__Kind want, wire_msg_t *m) {
     memset(m, 0, sizeof *m);
     double deadline = now_s() + c->timeout_ms / 1000.0;
-    uint64_t id;
+    uint64_t id = 0;
     int rc = send_request(c, h, x, rows, cols, ids, slots, c->timeout_ms, &id);
     if (rc) return rc;
     for (;;) {
