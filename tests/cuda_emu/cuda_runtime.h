@@ -184,6 +184,11 @@ bool launch_ok(const launch_cfg &c);
 void check_kernel_pointer(const launch_cfg &c, int arg, const void *p);
 /* Queues a grid of `body` on the launch's stream. */
 void enqueue_grid(const launch_cfg &c, std::function<void()> body);
+/* For the other emulated libraries (nccl.h): queues an operation on stream s; whether [p, p + bytes) lies
+ * inside one device allocation; the current device. */
+void enqueue_op(cudaStream_t s, std::function<void()> op);
+bool device_range(const void *p, size_t bytes);
+int current_device(void);
 /* A thread of a block waits for its block (kind 0) or for the lanes of `mask` in its warp (kind 1). */
 void barrier(int kind, unsigned mask);
 uint64_t shuffle(unsigned mask, uint64_t v, int src_lane);

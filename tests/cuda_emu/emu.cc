@@ -352,6 +352,20 @@ void ts_emu::enqueue_grid(const launch_cfg &c, std::function<void()> body) {
     enqueue(c.stream, [c, body]() { run_grid(c, body); });
 }
 
+void ts_emu::enqueue_op(cudaStream_t s, std::function<void()> op) {
+    LOCKED;
+    enqueue(s, std::move(op));
+}
+
+bool ts_emu::device_range(const void *p, size_t bytes) {
+    LOCKED;
+    return inside(p, bytes, MEM_DEVICE);
+}
+
+int ts_emu::current_device(void) {
+    return g_device;
+}
+
 void ts_emu::barrier(int kind, unsigned mask) {
     if (!g_fibers)
         grid_fatal(
