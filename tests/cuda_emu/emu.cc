@@ -520,6 +520,15 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s) {
 }
 
 namespace {
+/* What is wrong with one side of a copy (span bytes at p, of memory kind k, device memory wanted or
+ * not), or NULL. */
+const char *side_problem(const void *p, size_t span, int k, bool want_device) {
+    if (want_device && k != MEM_DEVICE) return "the copy's kind wants device memory; this is host memory";
+    if (!want_device && k == MEM_DEVICE) return "the copy's kind wants host memory; this is device memory";
+    if (k != MEM_PAGEABLE && !inside(p, span, k)) return "runs past the end of its allocation";
+    return nullptr;
+}
+
 /* Checks a copy of `rows` rows of `width` bytes (pitches dpitch, spitch) against its kind and the
  * allocations; returns the source and destination memory kinds through sk and dk. */
 cudaError_t check_copy(const char *call, void *dst, size_t dpitch, const void *src, size_t spitch,
@@ -535,22 +544,10 @@ cudaError_t check_copy(const char *call, void *dst, size_t dpitch, const void *s
         return fail(cudaErrorInvalidMemcpyDirection, "%s: copy kind %d", call, (int)kind);
     }
     size_t dspan = (rows - 1) * dpitch + width, sspan = (rows - 1) * spitch + width;
-    if (dst_dev != (*dk == MEM_DEVICE) || (dst_dev && !inside(dst, dspan, MEM_DEVICE)))
-        return fail(
-            cudaErrorInvalidValue, "%s: destination %p (+%zu bytes) is %s memory, the copy's kind wants %s",
-            call, dst, dspan,
-            dst_dev && *dk == MEM_DEVICE ? "not inside one device allocation: partly" : kind_name(*dk),
-            dst_dev ? "device" : "host");
-    if (src_dev != (*sk == MEM_DEVICE) || (src_dev && !inside(src, sspan, MEM_DEVICE)))
-        return fail(cudaErrorInvalidValue,
-                    "%s: source %p (+%zu bytes) is %s memory, the copy's kind wants %s", call, src, sspan,
-                    src_dev && *sk == MEM_DEVICE ? "not inside one device allocation: partly"
-                                                 : kind_name(*sk),
-                    src_dev ? "device" : "host");
-    if (*dk == MEM_PINNED && !inside(dst, dspan, MEM_PINNED))
-        return fail(cudaErrorInvalidValue, "%s: destination runs past its pinned allocation", call);
-    if (*sk == MEM_PINNED && !inside(src, sspan, MEM_PINNED))
-        return fail(cudaErrorInvalidValue, "%s: source runs past its pinned allocation", call);
+    const char *why = side_problem(dst, dspan, *dk, dst_dev);
+    if (why) return fail(cudaErrorInvalidValue, "%s: destination %p (%zu bytes): %s", call, dst, dspan, why);
+    why = side_problem(src, sspan, *sk, src_dev);
+    if (why) return fail(cudaErrorInvalidValue, "%s: source %p (%zu bytes): %s", call, src, sspan, why);
     return cudaSuccess;
 }
 
