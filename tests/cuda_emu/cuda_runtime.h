@@ -24,6 +24,10 @@
 #ifndef TESSERA_CUDA_EMU_RUNTIME_H
 #define TESSERA_CUDA_EMU_RUNTIME_H
 
+#define TESSERA_CUDA_EMU 1
+
+/* The runtime API is also C's (bench/src/cuda_bandwidth.c); kernels and launches are C++ only. */
+#ifdef __cplusplus
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -32,8 +36,18 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#define TS_EMU_DEFAULT(v) = v
+#define TS_EMU_C_BEGIN    extern "C" {
+#define TS_EMU_C_END      }
+#else
+#include <stddef.h>
+#include <stdint.h>
+#define TS_EMU_DEFAULT(v)
+#define TS_EMU_C_BEGIN
+#define TS_EMU_C_END
+#endif
 
-#define TESSERA_CUDA_EMU 1
+#ifdef __cplusplus
 
 #define __global__
 #define __device__
@@ -84,6 +98,8 @@ static inline float atomicAdd(float *p, float v) {
     return old;
 }
 
+#endif /* __cplusplus */
+
 enum cudaError_t {
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
@@ -96,7 +112,8 @@ enum cudaError_t {
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
 };
-typedef cudaError_t cudaError;
+typedef enum cudaError_t cudaError_t;
+typedef enum cudaError_t cudaError;
 
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
@@ -105,25 +122,30 @@ enum cudaMemcpyKind {
     cudaMemcpyDeviceToDevice = 3,
     cudaMemcpyDefault = 4,
 };
+typedef enum cudaMemcpyKind cudaMemcpyKind;
 enum cudaMemoryType {
     cudaMemoryTypeUnregistered = 0,
     cudaMemoryTypeHost = 1,
     cudaMemoryTypeDevice = 2,
 };
+typedef enum cudaMemoryType cudaMemoryType;
 struct cudaPointerAttributes {
     cudaMemoryType type;
     int device;
     void *devicePointer, *hostPointer;
 };
+typedef struct cudaPointerAttributes cudaPointerAttributes;
 struct cudaDeviceProp {
     char name[256];
     size_t totalGlobalMem, sharedMemPerBlock;
     int major, minor, multiProcessorCount, maxThreadsPerBlock, warpSize;
 };
+typedef struct cudaDeviceProp cudaDeviceProp;
 struct cudaFuncAttributes {
     size_t sharedSizeBytes;
     int maxThreadsPerBlock, numRegs, ptxVersion, binaryVersion;
 };
+typedef struct cudaFuncAttributes cudaFuncAttributes;
 
 typedef struct ts_emu_stream *cudaStream_t;
 typedef struct ts_emu_event *cudaEvent_t;
@@ -132,6 +154,7 @@ typedef struct ts_emu_event *cudaEvent_t;
 #define cudaEventDefault       0x00
 #define cudaEventDisableTiming 0x02
 
+TS_EMU_C_BEGIN
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDevice(int *d);
@@ -145,22 +168,25 @@ cudaError_t cudaFree(void *p);
 cudaError_t cudaMallocHost(void **p, size_t bytes);
 cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *p);
-cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s = 0);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s TS_EMU_DEFAULT(0));
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t s = 0);
+                            cudaStream_t s TS_EMU_DEFAULT(0));
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                              size_t height, cudaMemcpyKind kind, cudaStream_t s = 0);
+                              size_t height, cudaMemcpyKind kind, cudaStream_t s TS_EMU_DEFAULT(0));
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags = 0);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags TS_EMU_DEFAULT(0));
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s TS_EMU_DEFAULT(0));
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaDeviceSynchronize(void);
+TS_EMU_C_END
+
+#ifdef __cplusplus
 template <class T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
     return cudaMalloc(reinterpret_cast<void **>(p), bytes);
 }
@@ -252,5 +278,7 @@ template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int 
     return ts_emu_shfl(mask, v,
                        (int)((l & ~(unsigned)(width - 1)) + ((unsigned)src & (unsigned)(width - 1))));
 }
+
+#endif /* __cplusplus */
 
 #endif
