@@ -8,7 +8,8 @@
  * - Kernels run every thread of every block: barrier-free blocks as plain calls, and blocks that reach
  *   __syncthreads or a warp shuffle as one fiber per thread (Boost.Context), switched at each barrier.
  *   A shuffle whose mask names a lane that has exited or does not exist, or threads of one block waiting
- *   at different barriers, stop the program with a message. Blocks run last to first.
+ *   at different barriers, stop the program with a message. Blocks run last to first, the threads of a
+ *   block first to last or last to first (the coin below).
  * - Launches are checked as the driver checks them (block and grid limits, 48 KiB of dynamic shared
  *   memory) and fail through cudaGetLastError; pointer arguments must point into device or pinned memory.
  * - Work queued on a stream runs late or early, never in between: each operation, by a seeded coin,

@@ -157,6 +157,7 @@ void schedule_init() {
 }
 
 bool coin() {
+    schedule_init();
     g_coin ^= g_coin << 13; /* xorshift64 */
     g_coin ^= g_coin >> 7;
     g_coin ^= g_coin << 17;
@@ -263,8 +264,10 @@ void run_block_fibers(const std::function<void()> &body) {
         });
     }
     g_fibers = true;
+    bool down = coin(); /* threads that run between two barriers: first to last, or last to first */
     for (;;) {
-        for (unsigned i = 0; i < n; i++) {
+        for (unsigned k = 0; k < n; k++) {
+            unsigned i = down ? n - 1 - k : k;
             if (g_threads[i].state != T_RUN) continue;
             g_cur = (int)i;
             threadIdx = g_threads[i].idx;
@@ -291,8 +294,10 @@ void run_block_fibers(const std::function<void()> &body) {
     g_cur = -1;
 }
 
-/* Blocks from the last to the first. The first block run tells whether the kernel reaches barriers; if it
- * does not, the others run as plain calls, thread after thread. */
+/* Blocks from the last to the first, the threads of each in one direction or the other (a coin), so
+ * that code which counts on an order among threads without a barrier sees the order it did not expect.
+ * The first block run tells whether the kernel reaches barriers; if it does not, the others run as
+ * plain calls, thread after thread. */
 void run_grid(const ts_emu::launch_cfg &c, const std::function<void()> &body) {
     std::vector<unsigned char> smem(c.smem, 0xff);
     g_cfg = &c;
@@ -311,8 +316,9 @@ void run_grid(const ts_emu::launch_cfg &c, const std::function<void()> &body) {
             fibers = g_saw_barrier;
             continue;
         }
-        for (unsigned i = 0; i < nt; i++) {
-            threadIdx = thread_coords(i, c.block);
+        bool down = coin();
+        for (unsigned k = 0; k < nt; k++) {
+            threadIdx = thread_coords(down ? nt - 1 - k : k, c.block);
             body();
         }
     }
