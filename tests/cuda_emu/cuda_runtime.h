@@ -18,7 +18,9 @@
  *   stream's wait on an event after it). A host that reads a result or reuses a pinned buffer before
  *   waiting for the copy, or a stream that does not wait for another's work, then sees stale data.
  *   TESSERA_CUDA_EMU_SCHEDULE=lazy makes every operation late; TESSERA_CUDA_EMU_SEED picks other coins.
- * - Copies and memsets must stay inside their allocations. Fresh device and pinned memory is NaN-filled.
+ * - Device memory is its own arena, mapped without access except while device work runs: host code that
+ *   dereferences a device pointer faults, with a message. Copies and memsets must stay inside their
+ *   allocations. Fresh device and pinned memory is NaN-filled.
  * - cuBLAS SGEMM (cublas_v2.h) runs on the host's CBLAS in column-major order.
  * What it cannot show: timing, real concurrency between threads or streams (races), device memory
  * limits, and the device's math library (expf, logf, ...: the host's libm runs instead). */

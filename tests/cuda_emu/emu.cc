@@ -2,9 +2,14 @@
  * streams, events, copies, kernel grids and SGEMM. One host thread at a time (a global lock); queued work
  * runs on the thread that makes the host wait for it. See cuda_runtime.h for what it checks. */
 #include <cblas.h>
+#include <errno.h>
+#include <sanitizer/asan_interface.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <boost/context/fiber.hpp>
 #include <boost/context/pooled_fixedsize_stack.hpp>
@@ -102,14 +107,91 @@ const char *kind_name(int k) {
     return k == MEM_DEVICE ? "device" : k == MEM_PINNED ? "pinned host" : "pageable host";
 }
 
+/* Device memory is an arena of its own that host code cannot touch: it is mapped PROT_NONE except while
+ * the emulator itself runs device work (kernels, copies, memsets, GEMMs, collectives), so a host that
+ * dereferences a device pointer faults, and the handler below says so before the usual report. The
+ * addresses are never reused (a freed allocation's pages are given back and, under ASan, poisoned), and
+ * ASan poisons each allocation's tail up to the next page and a page after it. */
+constexpr size_t ARENA_BYTES = (size_t)1 << 40;   /* address space over the process's life */
+constexpr size_t DEVICE_BYTES = (size_t)16 << 30; /* what may be allocated at once (the "device") */
+constexpr size_t PAGE = 4096;
+char *g_arena;
+size_t g_arena_used, g_device_live;
+int g_open_depth;
+struct sigaction g_old_segv;
+
+void segv_handler(int sig, siginfo_t *si, void *uc) {
+    char *a = (char *)si->si_addr;
+    if (g_arena && a >= g_arena && a < g_arena + ARENA_BYTES) {
+        char msg[256];
+        auto it = region_of(a);
+        int n = snprintf(msg, sizeof msg,
+                         "cuda-emu: FATAL: host code touched device memory at %p (%s): device pointers are "
+                         "for kernels and cudaMemcpy; the stack of the access follows\n",
+                         (void *)a, it != g_mem.end() ? "inside a live allocation" : "not allocated");
+        if (n > 0 && write(2, msg, (size_t)n) < 0) { /* nothing more to do about it */
+        }
+    }
+    sigaction(SIGSEGV, &g_old_segv, nullptr); /* the previous handler (ASan's report) or the default */
+    if ((g_old_segv.sa_flags & SA_SIGINFO) && g_old_segv.sa_sigaction) g_old_segv.sa_sigaction(sig, si, uc);
+}
+
+void arena_protect(int prot) {
+    if (g_arena_used && mprotect(g_arena, g_arena_used, prot))
+        fatal("mprotect of device memory: %s", strerror(errno));
+}
+
+/* While one lives, device memory is readable and writable (the emulator is running device work). */
+struct device_access {
+    device_access() {
+        if (!g_open_depth++) arena_protect(PROT_READ | PROT_WRITE);
+    }
+    ~device_access() {
+        if (!--g_open_depth) arena_protect(PROT_NONE);
+    }
+};
+
+void *device_alloc(size_t bytes) {
+    if (!g_arena) {
+        void *a = mmap(nullptr, ARENA_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (a == MAP_FAILED) fatal("cannot reserve the device arena: %s", strerror(errno));
+        g_arena = (char *)a; /* beyond g_arena_used it is never opened: no poisoning needed there */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = segv_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_old_segv);
+    }
+    size_t span = (bytes + PAGE - 1) / PAGE * PAGE + PAGE; /* and one page of poisoned gap */
+    if (bytes > DEVICE_BYTES - g_device_live || span > ARENA_BYTES - g_arena_used) return nullptr;
+    char *p = g_arena + g_arena_used;
+    g_arena_used += span;
+    g_device_live += bytes;
+    ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+    ASAN_POISON_MEMORY_REGION(p + bytes, span - bytes); /* the tail of the last page, and the gap */
+    return p;
+}
+
+void device_release(void *p, size_t bytes) {
+    size_t span = (bytes + PAGE - 1) / PAGE * PAGE;
+    ASAN_POISON_MEMORY_REGION(p, bytes);
+    madvise(p, span, MADV_DONTNEED); /* the pages go back; the addresses are not reused */
+    g_device_live -= bytes;
+}
+
 cudaError_t allocate(void **p, size_t bytes, int kind) {
     void *m = nullptr;
-    if (posix_memalign(&m, 256, bytes ? bytes : 1)) {
+    if (kind == MEM_DEVICE ? !(m = device_alloc(bytes ? bytes : 1))
+                           : posix_memalign(&m, 256, bytes ? bytes : 1)) {
         *p = nullptr;
         return fail(cudaErrorMemoryAllocation, "cannot allocate %zu bytes of %s memory", bytes,
                     kind_name(kind));
     }
-    memset(m, 0xff, bytes); /* NaN floats: what a kernel reads before anything wrote it */
+    {
+        device_access open;
+        memset(m, 0xff, bytes); /* NaN floats: what a kernel reads before anything wrote it */
+    }
     g_mem[(uintptr_t)m] = region{bytes ? bytes : 1, kind};
     *p = m;
     return cudaSuccess;
@@ -121,8 +203,12 @@ cudaError_t release(void *p, int kind, const char *call) {
     if (it == g_mem.end() || it->second.kind != kind)
         return fail(cudaErrorInvalidValue, "%s(%p): not the start of a %s allocation", call, p,
                     kind_name(kind));
+    size_t bytes = it->second.bytes;
     g_mem.erase(it);
-    free(p);
+    if (kind == MEM_DEVICE)
+        device_release(p, bytes);
+    else
+        free(p);
     return cudaSuccess;
 }
 
@@ -179,6 +265,7 @@ void drain_to(ts_emu_stream *s, uint64_t seq) {
         return;
     }
     s->running = true;
+    device_access open;
     while (s->done < seq) {
         std::function<void()> op = std::move(s->queue.front());
         s->queue.pop_front();
@@ -577,6 +664,7 @@ cudaError_t copy_async(const char *call, void *dst, size_t dpitch, const void *s
         enqueue(s, [=]() { copy_rows(dst, dpitch, staged->data(), width, width, rows); });
     } else if (dk == MEM_PAGEABLE) {
         drain(stream_of(s));
+        device_access open;
         copy_rows(dst, dpitch, src, spitch, width, rows);
     } else {
         enqueue(s, [=]() { copy_rows(dst, dpitch, src, spitch, width, rows); });
