@@ -29,6 +29,14 @@ echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/s
 /usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$c" "$g" ||
     fail "$BE accuracy $g is not within 0.01 of the CPU's $c"
 
+# bfloat16 on the wire both ways from a device worker: learns what float32 learns.
+# shellcheck disable=SC2086
+run_job bf16 $A backend.type=$BE net.grad_dtype=bf16 net.param_dtype=bf16
+b=$(json "$WORK/bf16/summary.json" test_accuracy)
+echo "fashion_mlp test_accuracy $BE f32=$g bf16=$b"
+/usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$g" "$b" ||
+    fail "$BE with bfloat16 on the wire reached $b, float32 $g"
+
 # Shards stepping on the device: the optimizer kernel rounds like the CPU, so the bits are the same.
 # shellcheck disable=SC2086
 run_job psdev $A backend.type=$BE ps.device=$BE
