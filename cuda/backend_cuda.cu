@@ -229,6 +229,10 @@ static void cuda_optim_step_op(backend_t *be, const struct optim *o, float *p, f
     cuda_optim_step(c->stream, &a, p, s0, s1, c->grad_ptrs, ng, gscale, n);
 }
 
+static void cuda_to_bf16_op(backend_t *be, uint16_t *dst, const float *src, size_t n) {
+    cuda_bf16_from_f32(stream_of(be), dst, src, n);
+}
+
 /* Pinned host memory: device copies from and to it run at full PCIe/NVLink speed and asynchronously. NULL
  * when it cannot be had (the caller falls back to malloc). */
 static void *cuda_alloc_host(backend_t *be, size_t bytes) {
@@ -302,6 +306,7 @@ static const backend_ops_t cuda_ops = {
     .copy_wait = cuda_copy_wait,
     .copy_done = cuda_copy_done,
     .optim_step = cuda_optim_step_op,
+    .to_bf16 = cuda_to_bf16_op,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {

@@ -94,6 +94,25 @@ static __global__ void sum_chunks_kernel(float *out, const float *part, int chun
     }
 }
 
+/* bf16_from_f32's rounding (common/util.c), bit for bit: to nearest, ties to even; a NaN keeps its sign
+ * and top payload bits and becomes quiet. */
+static __device__ __forceinline__ uint16_t bf16_1(float x) {
+    uint32_t u = __float_as_uint(x);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+
+static __global__ void bf16_kernel(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = bf16_1(src[i]);
+}
+
+void cuda_bf16_from_f32(cudaStream_t s, uint16_t *dst, const float *src, size_t n) {
+    if (!n) return;
+    bf16_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(dst, src, n);
+    CUDA_CHECK_LAUNCH();
+}
+
 void cuda_relu_fwd(cudaStream_t s, const float *x, float *y, size_t n) {
     if (!n) return;
     relu_fwd_kernel<<<cuda_blocks((n + 3) / 4, THREADS), THREADS, 0, s>>>(x, y, n);

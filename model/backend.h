@@ -88,6 +88,10 @@ typedef struct {
      * step. The same bits as optim_apply (model/optim.h). */
     void (*optim_step)(backend_t *be, const struct optim *o, float *p, float *s0, float *s1,
                        const float *const *g, int ng, float gscale, size_t n, long t);
+    /* Optional: dst[i] = src[i] rounded to bfloat16 as bf16_from_f32 (common/util.h) rounds it (to
+     * nearest, ties to even; NaN stays NaN), both in device memory: net.grad_dtype = bf16 gradients then
+     * leave a device at half the bytes, converted where they are. */
+    void (*to_bf16)(backend_t *be, uint16_t *dst, const float *src, size_t n);
 } backend_ops_t;
 
 /* Transposes bags (off [batch + 1], idx and wts (or NULL) [off[batch]], indices < n_rows) into the host

@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "optim.h"
+#include "util.h" /* bf16_from_f32 */
 
 static void *cpu_alloc(backend_t *be, size_t bytes) {
     (void)be;
@@ -197,6 +198,11 @@ static void cpu_optim_step(backend_t *be, const optim_t *o, float *p, float *s0,
     optim_apply(o, p, s0, s1, g, ng, gscale, n, t);
 }
 
+static void cpu_to_bf16(backend_t *be, uint16_t *dst, const float *src, size_t n) {
+    (void)be;
+    bf16_from_f32(dst, src, n);
+}
+
 static const backend_ops_t cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -218,6 +224,7 @@ static const backend_ops_t cpu_ops = {
     .interact_fwd = cpu_interact_fwd,
     .interact_bwd = cpu_interact_bwd,
     .optim_step = cpu_optim_step,
+    .to_bf16 = cpu_to_bf16,
 };
 
 backend_t *backend_cpu_create(int threads) {

@@ -208,6 +208,11 @@ static void staged_destroy(backend_t *be) {
     backend_free(s->cpu);
 }
 
+static void staged_to_bf16(backend_t *be, uint16_t *dst, const float *src, size_t n) {
+    backend_t *cpu = INNER(be);
+    cpu->ops->to_bf16(cpu, dst, src, n);
+}
+
 static const backend_ops_t staged_ops = {
     .name = "cpu-staged",
     .alloc = staged_alloc,
@@ -229,6 +234,7 @@ static const backend_ops_t staged_ops = {
     .interact_fwd = staged_interact_fwd,
     .interact_bwd = staged_interact_bwd,
     .optim_step = staged_optim_step,
+    .to_bf16 = staged_to_bf16,
     .destroy = staged_destroy,
     .to_host_async = staged_to_host_async,
     .to_device_async = staged_to_device_async,

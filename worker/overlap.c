@@ -53,8 +53,14 @@ static void grads_ready(void *ctx, int first) {
         }
         int at = (o->head + o->count++) % OVERLAP_MAX_BUCKETS;
         o->copying[at] = first;
-        o->ticket[at] =
-            be->ops->to_host_async(be, o->grads_host + lo, o->m->grads + lo, (hi - lo) * sizeof(float));
+        if (o->dev16) { /* rounded where they are: half the bytes cross */
+            be->ops->to_bf16(be, o->dev16 + lo, o->m->grads + lo, hi - lo);
+            o->ticket[at] =
+                be->ops->to_host_async(be, o->stage16 + lo, o->dev16 + lo, (hi - lo) * sizeof(uint16_t));
+        } else {
+            o->ticket[at] =
+                be->ops->to_host_async(be, o->grads_host + lo, o->m->grads + lo, (hi - lo) * sizeof(float));
+        }
         send_copied(o, 0);
     } else {
         send_part(o, first);
@@ -98,6 +104,29 @@ void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, 
         pc->params_taken = params_taken;
         pc->params_taken_ctx = o;
     }
+    if (staged && pc->grad_bf16 && !node_reduce && ops->to_bf16) {
+        size_t n = (m->spec.n_floats ? m->spec.n_floats : 1) * sizeof(uint16_t);
+        o->dev16 = ops->alloc(m->be, n);
+        o->stage16 = o->dev16 ? backend_host_alloc(m->be, n) : NULL;
+        if (o->stage16) {
+            pc->stage = o->stage16;
+            pc->stage_filled = 1;
+        } else { /* no room on the device: the PS client rounds on the host */
+            overlap_free(o);
+        }
+    }
+}
+
+void overlap_free(overlap_t *o) {
+    backend_t *be = o->m->be;
+    if (o->pc->stage == o->stage16 && o->stage16) {
+        o->pc->stage = NULL;
+        o->pc->stage_filled = 0;
+    }
+    if (o->dev16) be->ops->free(be, o->dev16);
+    if (o->stage16) backend_host_free(be, o->stage16);
+    o->dev16 = NULL;
+    o->stage16 = NULL;
 }
 
 void overlap_begin(overlap_t *o, int64_t clock) {
@@ -109,8 +138,15 @@ void overlap_begin(overlap_t *o, int64_t clock) {
 int overlap_finish(overlap_t *o, char *err, size_t errlen) {
     model_t *m = o->m;
     send_copied(o, 1);
-    if (o->grads_host != m->grads) /* the rest: what the push itself carries */
-        m->be->ops->to_host(m->be, o->grads_host, m->grads, offset_from(&m->spec, o->handed) * sizeof(float));
+    if (o->grads_host != m->grads) { /* the rest: what the push itself carries */
+        size_t n = offset_from(&m->spec, o->handed);
+        if (o->dev16) {
+            m->be->ops->to_bf16(m->be, o->dev16, m->grads, n);
+            m->be->ops->to_host(m->be, o->stage16, o->dev16, n * sizeof(uint16_t));
+        } else {
+            m->be->ops->to_host(m->be, o->grads_host, m->grads, n * sizeof(float));
+        }
+    }
     /* The push's replies overwrite params_host: the last step's copies from it must have landed. */
     if (o->params_ticket) m->be->ops->copy_wait(m->be, o->params_ticket);
     if (o->rc) snprintf(err, errlen, "%s", o->err);

@@ -28,6 +28,9 @@ typedef struct {
     uint64_t ticket[OVERLAP_MAX_BUCKETS];
     int head, count;
     uint64_t params_ticket; /* the newest parameter copy to the device */
+    /* net.grad_dtype = bf16 on a device backend with to_bf16: gradients are rounded on the device into
+     * dev16 and copied, at half the bytes, into stage16 (pinned), which is the PS client's stage */
+    uint16_t *dev16, *stage16;
     int rc;
     char err[256];
 } overlap_t;
@@ -37,6 +40,9 @@ typedef struct {
  * node reduces the whole gradient before any push, and all-gathers parameters after the replies. */
 void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, float *params_host,
                   double bucket_mb, int node_reduce);
+
+/* Releases what overlap_init allocated (the bfloat16 buffers), before the PS client is freed. */
+void overlap_free(overlap_t *o);
 
 /* Before a training step's model_run at `clock`. */
 void overlap_begin(overlap_t *o, int64_t clock);

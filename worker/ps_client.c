@@ -48,7 +48,7 @@ void ps_client_free(ps_client_t *c) {
     free(c->request_of);
     free(c->parts_out);
     free(c->parts_sent);
-    free(c->stage);
+    if (!c->stage_filled) free(c->stage);
     memset(c, 0, sizeof *c);
 }
 
@@ -91,7 +91,7 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
         if (c->grad_bf16) { /* a tensor's slice goes out once per clock: its stage is free again */
             if (!c->stage) c->stage = XMALLOC((s->n_floats ? s->n_floats : 1) * sizeof *c->stage);
             size_t n = (size_t)(r.row_end - r.row_begin) * ti->cols, at = (size_t)(g - grads);
-            bf16_from_f32(c->stage + at, g, n);
+            if (!c->stage_filled) bf16_from_f32(c->stage + at, g, n);
             descs[nt].dtype = TESSERA__DTYPE__DTYPE_BF16;
             descs[nt].nbytes = n * sizeof *c->stage;
             bufs[nt] = (wire_buf_t){c->stage + at, descs[nt].nbytes, NULL, NULL};

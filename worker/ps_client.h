@@ -36,6 +36,8 @@ typedef struct {
      * flat layout, [spec->n_floats]; allocated on first use) */
     int grad_bf16;
     uint16_t *stage;
+    int stage_filled; /* stage already holds the step's rounded gradients (worker/overlap.c rounds them on
+                         the device and copies them there; it owns stage then) */
     /* Checkpoints: set ckpt_request (the clock to cut at) before a push to ask the shards for one;
      * ckpt_announced is set when a reply says the parameters are those of a checkpoint. */
     int64_t ckpt_request;

@@ -650,12 +650,16 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
                  cfg->push_bucket_mb, nr.mine != NULL);
     if (me == 0)
-        log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s grad_dtype=%s param_dtype=%s",
+        log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s grad_dtype=%s param_dtype=%s "
+                 "grad_rounding=%s",
                  nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
                  !stage                 ? "none"
                  : ov.async && !nr.mine ? "async"
                                         : "sync",
-                 cfg->grad_dtype, cfg->param_dtype);
+                 cfg->grad_dtype, cfg->param_dtype,
+                 !pc.grad_bf16 ? "none"
+                 : ov.dev16    ? "device"
+                               : "host");
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     ckpt_plan_t plan = {.last = now_s()};
     ckpt_worker_state_t state_now = {.clock = -1}, state_prev = {.clock = -1};
@@ -878,6 +882,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
              (long long)clock, (unsigned long long)examples, train_seconds, compute_s, sync_s,
              (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6, (double)ru.ru_maxrss / 1024.0);
 
+    overlap_free(&ov);
     ps_client_free(&pc);
     node_reduce_free(&nr);
     node_rows_free(&nrows);

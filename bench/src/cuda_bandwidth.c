@@ -54,6 +54,7 @@ enum {
     OP_BAG_BWD_ROWS,
     OP_SGD,
     OP_ADAM,
+    OP_BF16,
     OP_COUNT
 };
 
@@ -68,7 +69,8 @@ static const char *const op_names[OP_COUNT] = {"cudaMemcpy D2D",
                                                "embedding_bag_bwd",
                                                "embedding_bag_bwd rows",
                                                "optim_step sgd",
-                                               "optim_step adam"};
+                                               "optim_step adam",
+                                               "to_bf16 (f32 -> bf16)"};
 
 #define BIAS_COLS 1024
 
@@ -109,6 +111,7 @@ static void run_op(bench_t *t, int op) {
         o->optim_step(be, &opt, t->b, t->c, t->grad, g, 1, 1.0f, t->n, 1);
         break;
     }
+    case OP_BF16: o->to_bf16(be, (uint16_t *)(void *)t->c, t->a, t->n); break;
     }
 }
 
@@ -131,6 +134,7 @@ static double op_bytes(const bench_t *t, int op) {
                (t->n_rows + 1.0) * sizeof(int32_t);
     case OP_SGD: return 3 * n * f;  /* p and g read, p written */
     case OP_ADAM: return 7 * n * f; /* p, m, v, g read; p, m, v written */
+    case OP_BF16: return n * f + n * sizeof(uint16_t);
     }
     return 0;
 }

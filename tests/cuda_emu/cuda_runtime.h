@@ -94,6 +94,11 @@ static inline float __fdiv_rn(float a, float b) {
 static inline float __fsqrt_rn(float a) {
     return std::sqrt(a);
 }
+static inline unsigned __float_as_uint(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
 /* Threads of a block never run at the same time here, so a read-modify-write is atomic. */
 static inline float atomicAdd(float *p, float v) {
     float old = *p;

@@ -150,7 +150,8 @@ static void test_vtable(void) {
                OP(sync),         OP(gemm),         OP(add_bias),          OP(sum_rows),
                OP(relu_fwd),     OP(relu_bwd),     OP(softmax_xent),      OP(sigmoid_bce),
                OP(axpy),         OP(copy_cols),    OP(embedding_bag_fwd), OP(embedding_bag_bwd),
-               OP(interact_fwd), OP(interact_bwd), OP(destroy),           OP(optim_step)};
+               OP(interact_fwd), OP(interact_bwd), OP(destroy),           OP(optim_step),
+               OP(to_bf16)};
 #undef OP
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         EXPECT(ops[i].present, "the CUDA backend has no %s", ops[i].name);
@@ -191,6 +192,50 @@ static void test_memory(void) {
 /* the last two are larger than one sweep of the grid (4096 blocks of 256 threads, float4 or scalar) */
 static const size_t elem_sizes[] = {1, 3, 4, 31, 256, 1000, 4097, 65537, (1u << 20) + 3, (9u << 20) + 5};
 #define N_ELEM (sizeof elem_sizes / sizeof elem_sizes[0])
+
+/* to_bf16 against the CPU's bf16_from_f32, bit for bit, at each size and one float off: random floats
+ * of every exponent, with the cases rounding can get wrong planted among them (ties to even either way,
+ * the largest finite floats that round to infinity, infinities, subnormals, signed zeros, NaNs with
+ * payloads), into a poisoned output: an element not written shows as 0xffff. */
+static void test_to_bf16(void) {
+    static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x7f7fffffu, 0xff7fffffu,
+                                       0x7f800000u, 0xff800000u, 0x00000001u, 0x807fffffu, 0x00000000u,
+                                       0x80000000u, 0x7fc00001u, 0xffa00000u, 0x7f800001u, 0x3f7f8000u};
+    size_t nsp = sizeof special / sizeof special[0];
+    for (size_t si = 0; si < N_ELEM; si++)
+        for (int off = 0; off <= 1; off++) {
+            size_t n = elem_sizes[si];
+            uint32_t *bits = XMALLOC((n + 1) * sizeof *bits);
+            for (size_t i = 0; i < n + 1; i++)
+                bits[i] = i % 7 == 3 ? special[(i / 7) % nsp] : (uint32_t)(rng_next(&rng) >> 32);
+            float *x = XMALLOC((n + 1) * sizeof *x);
+            memcpy(x, bits, (n + 1) * sizeof *x);
+            uint16_t *ref = XMALLOC((n + 1) * sizeof *ref), *got;
+            cpu->ops->to_bf16(cpu, ref, x + off, n);
+            float *dx = dev_copy(x, (n + 1) * sizeof *x);
+            uint16_t *poison = poisoned((n + 1) * sizeof *poison),
+                     *dy = dev_copy(poison, (n + 1) * sizeof *dy);
+            free(poison);
+            gpu->ops->to_bf16(gpu, dy, dx + off, n);
+            got = dev_take(dy, (n + 1) * sizeof *got);
+            size_t bad = 0, first = 0;
+            for (size_t i = 0; i < n; i++)
+                if (got[i] != ref[i] && !bad++) first = i;
+            EXPECT(
+                bad == 0,
+                "to_bf16 n=%zu off=%d: %zu values differ; first [%zu] (f32 0x%08x): cuda 0x%04x cpu 0x%04x",
+                n, off, bad, first, bad ? bits[first + off] : 0u, bad ? got[first] : 0u,
+                bad ? ref[first] : 0u);
+            EXPECT(got[n] == 0xffffu, "to_bf16 n=%zu wrote past its end", n);
+            gpu->ops->free(gpu, dx);
+            free(bits);
+            free(x);
+            free(ref);
+            free(got);
+            op_cases++;
+        }
+    op_done("to_bf16");
+}
 
 /* relu, relu_bwd and axpy at each size, at aligned pointers and one float off (the scalar path). */
 static void test_elementwise(void) {
@@ -859,6 +904,7 @@ int main(int argc, char **argv) {
     test_embedding_bag();
     test_interact();
     test_optim_step();
+    test_to_bf16();
     test_models();
     backend_free(gpu);
     backend_free(cpu);

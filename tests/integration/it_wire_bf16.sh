@@ -62,8 +62,10 @@ grep -q "parts_per_step=[1-9]" "$WORK/parts.log" || fail "deep_mlp sent no parts
 cmp "$WORK/whole/params.bin" "$WORK/parts/params.bin" || fail "bf16 parts differ from one push"
 # shellcheck disable=SC2086
 run_job staged $B net.push_bucket_mb=1 backend.type=cpu-staged
+grep -q "grad_rounding=device" "$WORK/staged.log" || fail "the staged device path did not round on the device"
+grep -q "grad_rounding=host" "$WORK/whole.log" || fail "the CPU backend does not say it rounds on the host"
 cmp "$WORK/whole/params.bin" "$WORK/staged/params.bin" || fail "bf16 on the staged device path differs"
-echo "ok: bf16 with parts and on the staged device path: bit-identical to one push"
+echo "ok: bf16 with parts and on the staged device path (rounded on the device): bit-identical to one push"
 
 stop_resume_exact "bf16 stop + resume" 100 $A net.grad_dtype=bf16 net.param_dtype=bf16 --checkpoint-every 100
 
