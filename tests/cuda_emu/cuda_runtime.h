@@ -32,6 +32,7 @@
 /* The runtime API is also C's (bench/src/cuda_bandwidth.c); kernels and launches are C++ only. */
 #ifdef __cplusplus
 #include <cmath>
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -221,6 +222,8 @@ void enqueue_grid(const launch_cfg &c, std::function<void()> body);
 /* For the other emulated libraries (nccl.h): queues an operation on stream s; whether [p, p + bytes) lies
  * inside one device allocation; the current device. */
 void enqueue_op(cudaStream_t s, std::function<void()> op);
+/* One line on stderr: "cuda-emu: " what, then the message. */
+void vreport(const char *what, const char *fmt, va_list ap);
 bool device_range(const void *p, size_t bytes);
 int current_device(void);
 /* A thread of a block waits for its block (kind 0) or for the lanes of `mask` in its warp (kind 1). */

@@ -46,9 +46,7 @@ namespace ctx = boost::context;
 [[noreturn]] void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "cuda-emu: FATAL: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    ts_emu::vreport("FATAL: ", fmt, ap);
     va_end(ap);
     abort();
 }
@@ -62,17 +60,22 @@ int g_device = 0;
 cudaError_t fail(cudaError_t e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "cuda-emu: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    ts_emu::vreport("", fmt, ap);
     va_end(ap);
     g_last = e;
     return e;
 }
 
+/* TESSERA_CUDA_EMU_DEVICES (default 1), read once. */
 int device_count() {
+    static int n = -1;
+    if (n >= 0) return n;
     const char *s = getenv("TESSERA_CUDA_EMU_DEVICES");
-    return s && *s ? atoi(s) : 1;
+    char *end = nullptr;
+    long v = s && *s ? strtol(s, &end, 10) : 1;
+    if (s && *s && (*end || v < 0 || v > 64))
+        fatal("TESSERA_CUDA_EMU_DEVICES='%s': a number of emulated devices from 0 to 64", s);
+    return n = (int)v;
 }
 
 /* ---- memory: every allocation by base address ---- */
@@ -445,6 +448,12 @@ void ts_emu::enqueue_grid(const launch_cfg &c, std::function<void()> body) {
     enqueue(c.stream, [c, body]() { run_grid(c, body); });
 }
 
+void ts_emu::vreport(const char *what, const char *fmt, va_list ap) {
+    fprintf(stderr, "cuda-emu: %s", what);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void ts_emu::enqueue_op(cudaStream_t s, std::function<void()> op) {
     LOCKED;
     enqueue(s, std::move(op));
@@ -534,36 +543,36 @@ cudaError_t cudaPeekAtLastError(void) {
     return g_last;
 }
 
+namespace {
+const struct {
+    cudaError_t e;
+    const char *name, *text;
+} g_errors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration", "invalid configuration argument"},
+    {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
+    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection", "invalid copy direction for memcpy"},
+    {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+};
+
+const char *error_field(cudaError_t e, bool name) {
+    for (const auto &x : g_errors)
+        if (x.e == e) return name ? x.name : x.text;
+    return name ? "cudaErrorUnknown" : "unknown error";
+}
+} // namespace
+
 const char *cudaGetErrorName(cudaError_t e) {
-    switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady: return "cudaErrorNotReady";
-    }
-    return "cudaErrorUnknown";
+    return error_field(e, true);
 }
 
 const char *cudaGetErrorString(cudaError_t e) {
-    switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
-    case cudaErrorNotReady: return "device not ready";
-    }
-    return "unknown error";
+    return error_field(e, false);
 }
 
 /* ---- memory ---- */
@@ -810,9 +819,7 @@ namespace {
 cublasStatus_t blas_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "cuda-emu: cublasSgemm: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    ts_emu::vreport("cublasSgemm: ", fmt, ap);
     va_end(ap);
     return CUBLAS_STATUS_INVALID_VALUE;
 }

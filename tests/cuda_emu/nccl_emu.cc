@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "nccl.h"
@@ -43,9 +45,7 @@ namespace {
 ncclResult_t complain(ncclResult_t r, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "cuda-emu: nccl: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    ts_emu::vreport("nccl: ", fmt, ap);
     va_end(ap);
     return r;
 }
@@ -222,53 +222,54 @@ const char *ncclGetErrorString(ncclResult_t r) {
     return "unknown result code";
 }
 
+namespace {
+/* A collective over c: this rank contributes `send` (send_n floats), and once every rank has, `gather`
+ * reads the ranks' contributions (peer q's: q, its send_n floats) into recv (recv_n floats). Queued on
+ * stream s like any device work. */
+ncclResult_t collective(const char *call, ts_emu_nccl *c, const void *send, size_t send_n, void *recv,
+                        size_t recv_n, cudaStream_t s,
+                        std::function<void(int q, const float *contribution)> gather) {
+    if (!send_n) return ncclSuccess;
+    if (!ts_emu::device_range(send, send_n * sizeof(float)) ||
+        !ts_emu::device_range(recv, recv_n * sizeof(float)))
+        return complain(ncclInvalidArgument, "%s: send %p (%zu floats) or recv %p (%zu) is not device memory",
+                        call, send, send_n, recv, recv_n);
+    size_t bytes = send_n * sizeof(float);
+    ts_emu::enqueue_op(s, [=]() {
+        publish(c, send, bytes);
+        wait_all(c); /* every rank has published */
+        for (int q = 0; q < c->nranks; q++) {
+            const float *p = peer(c, q, bytes);
+            gather(q, p);
+            unpeer(c, q, p, bytes);
+        }
+        wait_all(c); /* and read what it needs, before any publishes again */
+    });
+    return ncclSuccess;
+}
+} // namespace
+
+/* Sums in rank order into a scratch vector first: recv may lie inside send (in place). */
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t count, ncclDataType_t type,
                                ncclRedOp_t op, ncclComm_t c, cudaStream_t s) {
     if (!c || type != ncclFloat || op != ncclSum)
         return complain(ncclInvalidArgument, "ncclReduceScatter: only float sums are emulated");
-    size_t n = count * (size_t)c->nranks;
-    if (!count) return ncclSuccess;
-    if (!ts_emu::device_range(send, n * sizeof(float)) || !ts_emu::device_range(recv, count * sizeof(float)))
-        return complain(ncclInvalidArgument,
-                        "ncclReduceScatter: send %p (%zu floats) or recv %p (%zu) is not device "
-                        "memory",
-                        send, n, recv, count);
-    ts_emu::enqueue_op(s, [=]() {
-        publish(c, send, n * sizeof(float));
-        wait_all(c);
-        std::vector<float> sum(count, 0.0f);
-        for (int q = 0; q < c->nranks; q++) {
-            const float *p = peer(c, q, n * sizeof(float));
-            for (size_t i = 0; i < count; i++)
-                sum[i] = q ? sum[i] + p[(size_t)c->rank * count + i] : p[(size_t)c->rank * count + i];
-            unpeer(c, q, p, n * sizeof(float));
-        }
-        memcpy(recv, sum.data(), count * sizeof(float));
-        wait_all(c);
-    });
-    return ncclSuccess;
+    size_t at = (size_t)c->rank * count;
+    auto sum = std::make_shared<std::vector<float>>(count);
+    int last = c->nranks - 1;
+    return collective("ncclReduceScatter", c, send, count * (size_t)c->nranks, recv, count, s,
+                      [=](int q, const float *p) {
+                          for (size_t i = 0; i < count; i++)
+                              (*sum)[i] = q ? (*sum)[i] + p[at + i] : p[at + i];
+                          if (q == last) memcpy(recv, sum->data(), count * sizeof(float));
+                      });
 }
 
 ncclResult_t ncclAllGather(const void *send, void *recv, size_t count, ncclDataType_t type, ncclComm_t c,
                            cudaStream_t s) {
     if (!c || type != ncclFloat)
         return complain(ncclInvalidArgument, "ncclAllGather: only floats are emulated");
-    size_t n = count * (size_t)c->nranks;
-    if (!count) return ncclSuccess;
-    if (!ts_emu::device_range(send, count * sizeof(float)) || !ts_emu::device_range(recv, n * sizeof(float)))
-        return complain(ncclInvalidArgument,
-                        "ncclAllGather: send %p (%zu floats) or recv %p (%zu) is not device "
-                        "memory",
-                        send, count, recv, n);
-    ts_emu::enqueue_op(s, [=]() {
-        publish(c, send, count * sizeof(float));
-        wait_all(c);
-        for (int q = 0; q < c->nranks; q++) {
-            const float *p = peer(c, q, count * sizeof(float));
-            memcpy((float *)recv + (size_t)q * count, p, count * sizeof(float));
-            unpeer(c, q, p, count * sizeof(float));
-        }
-        wait_all(c);
-    });
-    return ncclSuccess;
+    return collective(
+        "ncclAllGather", c, send, count, recv, count * (size_t)c->nranks, s,
+        [=](int q, const float *p) { memcpy((float *)recv + (size_t)q * count, p, count * sizeof(float)); });
 }
