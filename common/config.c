@@ -67,6 +67,7 @@ static const field_t fields[] = {
     F("net", "push_bucket_mb", T_DOUBLE, push_bucket_mb, 0, 1e6),
     F("net", "grad_dtype", T_STR, grad_dtype, 0, 0),
     F("net", "param_dtype", T_STR, param_dtype, 0, 0),
+    F("net", "local_exchange", T_STR, local_exchange, 0, 0),
     F("checkpoint", "every_steps", T_LONG, ckpt_every_steps, 0, 1e15),
     F("checkpoint", "every_seconds", T_DOUBLE, ckpt_every_seconds, 0, 1e9),
     F("checkpoint", "keep", T_INT, ckpt_keep, 1, 1000000),
@@ -124,6 +125,7 @@ void config_defaults(job_config_t *cfg) {
     cfg->max_message_mb = 1024;
     cfg->push_bucket_mb = 1;
     snprintf(cfg->grad_dtype, sizeof cfg->grad_dtype, "f32");
+    snprintf(cfg->local_exchange, sizeof cfg->local_exchange, "auto");
     snprintf(cfg->param_dtype, sizeof cfg->param_dtype, "f32");
     cfg->ckpt_keep = 3;
     cfg->ckpt_direct_io = 1;
@@ -515,6 +517,11 @@ int config_validate(const job_config_t *cfg, char *err, size_t errlen) {
                      dtypes[i][1]);
             return -TS_EINVAL;
         }
+    if (strcmp(cfg->local_exchange, "auto") && strcmp(cfg->local_exchange, "off")) {
+        snprintf(err, errlen, "%s: [net] local_exchange '%s' unknown (auto, off)", cfg->path,
+                 cfg->local_exchange);
+        return -TS_EINVAL;
+    }
     if (strcmp(cfg->ps_device, "cpu") && strcmp(cfg->ps_device, "cuda") &&
         strcmp(cfg->ps_device, "cpu-staged")) {
         snprintf(err, errlen, "%s: [ps] device '%s' unknown (cpu, cuda; cpu-staged for tests)", cfg->path,

@@ -75,6 +75,8 @@ typedef struct {
     double push_bucket_mb; /* gradients go out in parts of at least this while backward runs (0 = one push) */
     char grad_dtype[8];    /* f32, or bf16: dense gradients cross to the shards rounded to bfloat16 */
     char param_dtype[8];   /* f32, or bf16: workers get parameters rounded to bfloat16 (shards keep f32) */
+    char local_exchange[8]; /* auto: shards on a worker's host read and write its exchange region, not the
+                               wire; off */
 
     /* [checkpoint] */
     long ckpt_every_steps;     /* 0 = off */

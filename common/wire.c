@@ -162,9 +162,17 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
         if (d->n_shape != 2)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, "tensor %zu: shape has %zu dims, expected 2",
                       i, d->n_shape);
+        /* in_region (local exchange): float32 dense slices of pushes and their replies, the frame empty */
+        if (d->in_region && (!bf16_ok || d->dtype != TESSERA__DTYPE__DTYPE_F32))
+            PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                      "tensor %zu: in_region is for float32 slices of PUSH_PULL, PUSH_PART and PARAMS", i);
         uint64_t elems, esize = u64 ? 8 : bf16 ? 2 : 4;
+        size_t frame = d->in_region ? d->nbytes : zmq_msg_size(&m->frames[i]);
+        if (d->in_region && zmq_msg_size(&m->frames[i]))
+            PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+                      "tensor %zu: in_region, but its frame holds %zu bytes", i, zmq_msg_size(&m->frames[i]));
         if (__builtin_mul_overflow(d->shape[0], d->shape[1], &elems) || elems > SIZE_MAX / esize ||
-            elems * esize != d->nbytes || d->nbytes != zmq_msg_size(&m->frames[i]))
+            elems * esize != d->nbytes || d->nbytes != frame)
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
                       "tensor %zu: shape %llux%llu, nbytes %llu and frame size %zu disagree", i,
                       (unsigned long long)d->shape[0], (unsigned long long)d->shape[1],

@@ -258,6 +258,21 @@ static void cuda_free_host(backend_t *be, void *p) {
     }
 }
 
+/* Pinning is refused on some systems (locked-memory limits): the memory then stays pageable. */
+static int cuda_register_host(backend_t *be, void *p, size_t bytes) {
+    (void)be;
+    if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+
+static void cuda_unregister_host(backend_t *be, void *p) {
+    (void)be;
+    CUDA_CHECK(cudaHostUnregister(p));
+}
+
 static void destroy_copy_side(cuda_ctx_t *c) {
     for (int i = 0; i < COPY_EVENTS; i++)
         if (c->copied[i]) cudaEventDestroy(c->copied[i]);
@@ -301,6 +316,8 @@ static const backend_ops_t cuda_ops = {
     .destroy = cuda_destroy,
     .alloc_host = cuda_alloc_host,
     .free_host = cuda_free_host,
+    .register_host = cuda_register_host,
+    .unregister_host = cuda_unregister_host,
     .to_host_async = cuda_to_host_async,
     .to_device_async = cuda_to_device_async,
     .copy_wait = cuda_copy_wait,

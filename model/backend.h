@@ -72,6 +72,10 @@ typedef struct {
      * page-locked), for the buffers staged every step. */
     void *(*alloc_host)(backend_t *be, size_t bytes);
     void (*free_host)(backend_t *be, void *p);
+    /* Optional: pins host memory the caller allocated (cudaHostRegister), so copies to and from it are
+     * as fast as from alloc_host's; 0, or nonzero when refused (the memory then stays pageable). */
+    int (*register_host)(backend_t *be, void *p, size_t bytes);
+    void (*unregister_host)(backend_t *be, void *p);
     /* Optional (NULL: callers use to_host / to_device): copies on a stream of their own that overlap the
      * compute queued around them. to_host_async copies src (device) to dst (host, pinned) once the work
      * queued before it is done; to_device_async copies src (host, pinned) to dst (device), and work

@@ -214,6 +214,30 @@ void model_spec_init_rows(const model_spec_t *s, int t, uint64_t row_begin, uint
                  ti->bound);
 }
 
+/* Points every layer's parameters and gradients into the flat buffers. */
+static void bind_flat(model_t *m) {
+    for (int i = 0; i < m->spec.n_layers; i++) {
+        layer_t *l = &m->spec.layers[i];
+        for (int p = 0; p < l->n_params; p++) {
+            const tensor_info_t *ti = &m->spec.tensors[l->tensor[p]];
+            l->p[p] = ti->remote ? NULL : m->params + ti->offset; /* a remote weight is not here */
+            l->g[p] = ti->remote ? NULL : m->grads + ti->offset;
+        }
+    }
+}
+
+void model_use_flat(model_t *m, float *params, float *grads) {
+    const backend_ops_t *o = m->be->ops;
+    memcpy(params, m->params, m->spec.n_floats * sizeof(float));
+    memcpy(grads, m->grads, m->spec.n_floats * sizeof(float));
+    o->free(m->be, m->params);
+    o->free(m->be, m->grads);
+    m->params = params;
+    m->grads = grads;
+    m->flat_borrowed = 1;
+    bind_flat(m);
+}
+
 int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     int rc = model_spec_init(&m->spec, cfg, err, errlen);
@@ -252,13 +276,9 @@ int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch
     m->slots = XCALLOC((size_t)(m->spec.n_tables ? m->spec.n_tables : 1), sizeof *m->slots);
     for (int t = 0; t < m->spec.n_tables; t++)
         m->slots[t].table = t;
+    bind_flat(m);
     for (int i = 0, t = 0; i < n; i++) {
         layer_t *l = &m->spec.layers[i];
-        for (int p = 0; p < l->n_params; p++) {
-            const tensor_info_t *ti = &m->spec.tensors[l->tensor[p]];
-            l->p[p] = ti->remote ? NULL : m->params + ti->offset; /* a remote weight is not here */
-            l->g[p] = ti->remote ? NULL : m->grads + ti->offset;
-        }
         if (l->n_slots) {
             l->slots = m->slots + t;
             t += l->n_slots;
@@ -280,8 +300,10 @@ void model_free(model_t *m) {
     free(m->dout);
     free(m->slots);
     o->free(m->be, m->x);
-    o->free(m->be, m->params);
-    o->free(m->be, m->grads);
+    if (!m->flat_borrowed) {
+        o->free(m->be, m->params);
+        o->free(m->be, m->grads);
+    }
     o->free(m->be, m->labels_dev);
     o->free(m->be, m->pred_dev);
     o->free(m->be, m->loss_dev);

@@ -60,6 +60,7 @@ typedef struct {
     backend_t *be;
     int max_batch;
     float *params, *grads; /* backend memory, spec.n_floats each */
+    int flat_borrowed;     /* params and grads are the caller's (model_use_flat), not freed here */
     float *x;              /* the dense input [max_batch, input_dim] */
     float **out, **dout;   /* out[i]: output of layer i (NULL for the loss); dout[i]: its gradient */
     float *logits;         /* the loss layer's input: an out[] buffer [max_batch, classes] */
@@ -78,6 +79,10 @@ typedef struct {
 /* Allocates a model for batches of up to `max_batch` rows on `be` (borrowed). */
 int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err, size_t errlen);
 void model_free(model_t *m);
+
+/* A backend with host memory: the model's parameters and gradients move into the caller's buffers
+ * (spec.n_floats each, kept until after model_free), e.g. a worker's exchange region. */
+void model_use_flat(model_t *m, float *params, float *grads);
 
 /* Runs x_host[batch, input] forward and, when `train`, backward, leaving the gradient of the mean loss
  * in m->grads (and each sparse slot's grad). Adds the summed loss to *loss_sum and the correct

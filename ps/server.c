@@ -20,6 +20,7 @@
 #include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
+#include "xregion.h"
 
 typedef struct {
     int tensor;
@@ -48,6 +49,7 @@ typedef struct {
     zmq_msg_t identity;
     uint64_t request_id;
     int first, n; /* local slices */
+    int worker;
 } waiting_part_t;
 
 /* One table's row gradients in a worker's push: the rows they go to and the frame that holds them. */
@@ -130,6 +132,10 @@ struct ps_server {
     float *ckpt_buf;        /* snapshot buffer, reused; the writer owns it until joined */
     /* the descriptors of this shard's slices, as every PARAMS reply sends them */
     Tessera__TensorDesc *descs, **desc_ptrs, *descs16, **desc16_ptrs; /* float32, bfloat16 */
+    Tessera__TensorDesc *descsx, **descx_ptrs; /* float32 in the worker's exchange region */
+    /* net.local_exchange: per worker, its exchange region when it attached from this host (else unmapped) */
+    xregion_t *xr;
+    uint64_t local_bytes; /* dense bytes read from and written to regions instead of sent */
     uint64_t *desc_shapes;
     uint64_t serve_version; /* SERVE received: serve the parameters as this version */
     /* sparse tables: this shard's rows of each */
@@ -421,6 +427,9 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->desc_shapes = XCALLOC(nd * 2, sizeof *s->desc_shapes);
     s->descs16 = XCALLOC(nd, sizeof *s->descs16);
     s->desc16_ptrs = XCALLOC(nd, sizeof *s->desc16_ptrs);
+    s->descsx = XCALLOC(nd, sizeof *s->descsx);
+    s->descx_ptrs = XCALLOC(nd, sizeof *s->descx_ptrs);
+    s->xr = XCALLOC((size_t)cfg->n_workers, sizeof *s->xr);
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         wire_desc_init(&s->descs[i], &s->desc_shapes[2 * i], (uint32_t)sl->tensor,
@@ -430,6 +439,9 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
         s->descs16[i].dtype = TESSERA__DTYPE__DTYPE_BF16;
         s->descs16[i].nbytes = sl->n * sizeof(uint16_t);
         s->desc16_ptrs[i] = &s->descs16[i];
+        s->descsx[i] = s->descs[i];
+        s->descsx[i].in_region = 1;
+        s->descx_ptrs[i] = &s->descsx[i];
     }
     if (cfg->ckpt_root && cfg->job && (cfg->job->ckpt_every_steps > 0 || cfg->job->ckpt_every_seconds > 0)) {
         /* One snapshot buffer for all checkpoints, touched now: fresh memory would cost a page fault
@@ -491,6 +503,11 @@ void ps_server_free(ps_server_t *s) {
     free(s->desc_shapes);
     free(s->descs16);
     free(s->desc16_ptrs);
+    free(s->descsx);
+    free(s->descx_ptrs);
+    for (int w = 0; s->xr && w < s->cfg.n_workers; w++)
+        xregion_close(&s->xr[w]);
+    free(s->xr);
     params_changing(s); /* queued replies keep their own references */
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
@@ -546,10 +563,27 @@ static int64_t max_clock(const ps_server_t *s) {
     return m;
 }
 
+/* Local exchange: writes local slices [first, first + n) into worker w's region and sends `h` with them
+ * as in_region descriptors (empty frames). */
+static void send_in_region(ps_server_t *s, zmq_msg_t *identity, Tessera__Header *h, int w, int first, int n) {
+    float *params = s->xr[w].base;
+    wire_buf_t bufs[n ? n : 1];
+    for (int i = first; i < first + n; i++) {
+        const slice_t *sl = &s->slices[i];
+        memcpy(params + s->cfg.spec->tensors[sl->tensor].offset + sl->row_begin * sl->cols, sl->p,
+               sl->n * sizeof(float));
+        s->local_bytes += sl->n * sizeof(float);
+        bufs[i - first] = (wire_buf_t){NULL, 0, NULL, NULL};
+    }
+    h->n_tensors = (size_t)n;
+    h->tensors = s->descx_ptrs + first;
+    wire_send(s->router, identity, h, bufs, (size_t)n);
+}
+
 /* Sends this shard's local parameter slices [0, n) (remote weights never leave the shard) as the
  * PARAMS reply to `request_id`, zero-copy from the current snapshot (each frame holds a reference):
- * bfloat16 with net.param_dtype = bf16, unless `f32` or the pull is not a worker's. `worker` (or -1)
- * learns of a checkpoint just taken. */
+ * bfloat16 with net.param_dtype = bf16, unless `f32` or the pull is not a worker's; into the worker's
+ * exchange region when it attached. `worker` (or -1) learns of a checkpoint just taken. */
 static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id, int64_t clock, int worker,
                         int n, int f32) {
     Tessera__Header h;
@@ -568,6 +602,10 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         s->ckpt_told[worker] = s->ckpt_last;
     }
     int bf16 = worker >= 0 && !f32 && s->cfg.params_bf16; /* serving's pulls get float32 */
+    if (worker >= 0 && s->xr[worker].base) {
+        send_in_region(s, identity, &h, worker, 0, n);
+        return;
+    }
     snapshot_t *snap = current_snapshot(s, n, bf16);
     wire_buf_t bufs[n ? n : 1];
     snapshot_frames(s, snap, 0, n, bufs);
@@ -731,6 +769,15 @@ static void serve_parts(ps_server_t *s) {
             s->part_waits[keep++] = *pw;
             continue;
         }
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
+        h.request_id = pw->request_id;
+        s->part_replies++;
+        if (s->xr[pw->worker].base) {
+            send_in_region(s, &pw->identity, &h, pw->worker, pw->first, pw->n);
+            zmq_msg_close(&pw->identity);
+            continue;
+        }
         snapshot_t *copy = NULL;
         for (int q = 0; q < n_made && !copy; q++)
             if (made[q].first == pw->first && made[q].n == pw->n) copy = made[q].copy;
@@ -740,14 +787,10 @@ static void serve_parts(ps_server_t *s) {
         }
         wire_buf_t bufs[pw->n];
         snapshot_frames(s, copy, pw->first, pw->n, bufs);
-        Tessera__Header h;
-        wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
-        h.request_id = pw->request_id;
         h.n_tensors = (size_t)pw->n;
         h.tensors = (s->cfg.params_bf16 ? s->desc16_ptrs : s->desc_ptrs) + pw->first;
         wire_send(s->router, &pw->identity, &h, bufs, (size_t)pw->n);
         zmq_msg_close(&pw->identity);
-        s->part_replies++;
     }
     for (int q = 0; q < n_made; q++)
         snapshot_unref(made[q].copy);
@@ -1216,6 +1259,7 @@ static void handle_push_part(ps_server_t *s, wire_msg_t *m) {
     pw->request_id = h->request_id;
     pw->first = first;
     pw->n = (int)h->n_tensors;
+    pw->worker = w;
     for (int i = first; i < end; i++)
         slice_arrived(s, i);
     serve_parts(s);
@@ -1403,6 +1447,73 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
     serve_waiting(s);
 }
 
+/* ---- local exchange (net.local_exchange) ---- */
+
+/* ATTACH: maps worker w's exchange region when the worker runs where this shard does; answers OK with
+ * attached, or with why not. */
+static void handle_attach(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    int w = h->sender;
+    char why[512] = "", key[XREGION_KEY_LEN];
+    if (w < 0 || w >= s->cfg.n_workers) {
+        snprintf(why, sizeof why, "ATTACH from sender %d; workers are 0..%d", w, s->cfg.n_workers - 1);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, why);
+        return;
+    }
+    xregion_close(&s->xr[w]); /* a worker attaches again after a restart */
+    xregion_host_key(key);
+    size_t want = xregion_bytes(s->cfg.spec->n_floats);
+    if (!h->host_key || strcmp(h->host_key, key))
+        snprintf(why, sizeof why, "the worker runs on another host or network namespace (%s, here %s)",
+                 h->host_key ? h->host_key : "", key);
+    else if (s->cfg.params_bf16)
+        snprintf(why, sizeof why, "net.param_dtype = bf16: parameters cross rounded, over the wire");
+    else if (h->region_bytes != want)
+        snprintf(why, sizeof why, "the region has %llu bytes; this model's has %zu",
+                 (unsigned long long)h->region_bytes, want);
+    else
+        xregion_open(&s->xr[w], h->path ? h->path : "", want, why, sizeof why);
+    Tessera__Header r;
+    wire_header_init(&r, TESSERA__KIND__KIND_OK);
+    r.request_id = h->request_id;
+    r.attached = s->xr[w].base != NULL;
+    r.error_message = why;
+    wire_send(s->router, &m->identity, &r, NULL, 0);
+    log_info("shard local_exchange worker=%d attached=%d%s%s", w, r.attached, why[0] ? " why=" : "", why);
+}
+
+/* A push whose descriptors say in_region: its frames become views of the slices in the sender's region
+ * (no copy), so everything after reads them as if they had come in the message. 0, or -1 answered. */
+static int region_views(ps_server_t *s, wire_msg_t *m) {
+    const Tessera__Header *h = m->hdr;
+    const model_spec_t *spec = s->cfg.spec;
+    int w = h->sender;
+    for (size_t i = 0; i < h->n_tensors; i++) {
+        const Tessera__TensorDesc *d = h->tensors[i];
+        if (!d->in_region) continue;
+        char err[256];
+        if (w < 0 || w >= s->cfg.n_workers || !s->xr[w].base) {
+            snprintf(err, sizeof err, "tensor %zu is in_region, but sender %d has no exchange region here", i,
+                     w);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
+            return -1;
+        }
+        const tensor_info_t *ti = d->id < (uint32_t)spec->n_tensors ? &spec->tensors[d->id] : NULL;
+        if (!ti || ti->remote || d->shape[1] != ti->cols || d->row_begin > ti->rows ||
+            d->shape[0] > ti->rows - d->row_begin) {
+            snprintf(err, sizeof err, "tensor %zu is in_region but names no dense slice of the model", i);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+            return -1;
+        }
+        float *g = (float *)s->xr[w].base + xregion_grads_offset(spec->n_floats) + ti->offset +
+                   d->row_begin * ti->cols;
+        zmq_msg_close(&m->frames[i]);
+        zmq_msg_init_data(&m->frames[i], g, d->nbytes, NULL, NULL); /* the region outlives the message */
+        s->local_bytes += d->nbytes;
+    }
+    return 0;
+}
+
 static void handle_message(ps_server_t *s) {
     wire_msg_t m;
     Tessera__ErrorCode code;
@@ -1421,8 +1532,13 @@ static void handle_message(ps_server_t *s) {
         return;
     }
     switch (m.hdr->kind) {
-    case TESSERA__KIND__KIND_PUSH_PULL: handle_push_pull(s, &m); break;
-    case TESSERA__KIND__KIND_PUSH_PART: handle_push_part(s, &m); break;
+    case TESSERA__KIND__KIND_PUSH_PULL:
+        if (!region_views(s, &m)) handle_push_pull(s, &m);
+        break;
+    case TESSERA__KIND__KIND_PUSH_PART:
+        if (!region_views(s, &m)) handle_push_part(s, &m);
+        break;
+    case TESSERA__KIND__KIND_ATTACH: handle_attach(s, &m); break;
     case TESSERA__KIND__KIND_PULL: handle_pull(s, &m); break;
     case TESSERA__KIND__KIND_CUT_QUERY: handle_cut_query(s, &m); break;
     case TESSERA__KIND__KIND_SPARSE_PULL: handle_sparse_pull(s, &m); break;
@@ -1524,12 +1640,12 @@ int ps_server_run(ps_server_t *s) {
         rows += sparse_table_size(s->tables[t]);
     log_info(
         "shard stopping pushes=%llu push_parts=%llu part_replies=%llu held_for_cut=%llu held_for_fence=%llu "
-        "rejected=%llu slices=%d "
+        "rejected=%llu slices=%d local_mb=%.1f "
         "busy_s=%.2f apply_s=%.2f "
         "sparse_rows=%zu rows_pulled=%llu rows_updated=%llu memory_mb=%.1f",
         (unsigned long long)s->pushes, (unsigned long long)s->push_parts, (unsigned long long)s->part_replies,
         (unsigned long long)s->pushes_held, (unsigned long long)s->pushes_fenced,
-        (unsigned long long)s->errors, s->n_slices, s->busy_s, s->apply_s, rows,
+        (unsigned long long)s->errors, s->n_slices, (double)s->local_bytes / 1e6, s->busy_s, s->apply_s, rows,
         (unsigned long long)s->rows_pulled, (unsigned long long)s->rows_pushed,
         (double)s->budget.used_bytes / 1048576.0);
     return 0;

@@ -6,8 +6,10 @@
 #include <zmq.h>
 
 #include "check.h"
+#include "log.h"
 #include "util.h"
 #include "wire.h"
+#include "xregion.h"
 
 int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOINT_LEN], int n_shards,
                    const model_spec_t *spec, const shard_map_t *map, int worker, double timeout_s,
@@ -48,6 +50,7 @@ void ps_client_free(ps_client_t *c) {
     free(c->request_of);
     free(c->parts_out);
     free(c->parts_sent);
+    free(c->local);
     if (!c->stage_filled) free(c->stage);
     memset(c, 0, sizeof *c);
 }
@@ -88,16 +91,21 @@ static int send_request(ps_client_t *c, int k, Tessera__Kind kind, int64_t clock
                        ti->cols);
         dptr[nt] = &descs[nt];
         const float *g = grads + ti->offset + r.row_begin * ti->cols;
-        if (c->grad_bf16) { /* a tensor's slice goes out once per clock: its stage is free again */
+        c->bytes_sent += descs[nt].nbytes;
+        if (c->local && c->local[k] && grads == c->region_grads) { /* the shard reads it where it is */
+            descs[nt].in_region = 1;
+            bufs[nt] = (wire_buf_t){NULL, 0, NULL, NULL};
+            c->bytes_local += descs[nt].nbytes;
+        } else if (c->grad_bf16) { /* a tensor's slice goes out once per clock: its stage is free again */
             if (!c->stage) c->stage = XMALLOC((s->n_floats ? s->n_floats : 1) * sizeof *c->stage);
             size_t n = (size_t)(r.row_end - r.row_begin) * ti->cols, at = (size_t)(g - grads);
             if (!c->stage_filled) bf16_from_f32(c->stage + at, g, n);
             descs[nt].dtype = TESSERA__DTYPE__DTYPE_BF16;
             descs[nt].nbytes = n * sizeof *c->stage;
             bufs[nt] = (wire_buf_t){c->stage + at, descs[nt].nbytes, NULL, NULL};
+            c->bytes_sent -= n * sizeof(float) - descs[nt].nbytes; /* half the bytes */
         } else
             bufs[nt] = (wire_buf_t){g, descs[nt].nbytes, NULL, NULL};
-        c->bytes_sent += descs[nt].nbytes;
         nt++;
     }
     for (int t = 0; sb && t < sb->n_tables; t++) {
@@ -146,7 +154,20 @@ static int take_slices(ps_client_t *c, int k, const wire_msg_t *m, float *params
                      ti->name);
             return -TS_EPROTO;
         }
-        memcpy(params + ti->offset + r.row_begin * ti->cols, zmq_msg_data(&m->frames[i]), d->nbytes);
+        size_t at = ti->offset + r.row_begin * ti->cols;
+        const float *src = zmq_msg_data(&m->frames[i]);
+        if (d->in_region) { /* the shard wrote them into the region already */
+            if (!c->local || !c->local[k]) {
+                snprintf(err, errlen,
+                         "shard %d sent %s in_region, but it has not mapped this worker's region", k,
+                         ti->name);
+                return -TS_EPROTO;
+            }
+            src = c->region_params + at;
+            c->bytes_received += d->nbytes;
+            c->bytes_local += d->nbytes;
+        }
+        if (params + at != src) memcpy(params + at, src, d->nbytes);
         i++;
     }
     if (i != m->hdr->n_tensors) {
@@ -275,6 +296,41 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
         }
     }
     return 0;
+}
+
+static int take_attach(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
+    (void)err;
+    (void)errlen;
+    c->local[k] = m->hdr->attached;
+    *(int *)ctx += c->local[k];
+    if (!c->local[k])
+        log_debug("shard %d keeps to the wire: %s", k, m->hdr->error_message ? m->hdr->error_message : "");
+    return 0;
+}
+
+int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *params, float *grads,
+                     int *n_attached, char *err, size_t errlen) {
+    char key[XREGION_KEY_LEN];
+    xregion_host_key(key);
+    free(c->local);
+    c->local = XCALLOC((size_t)c->n_shards, sizeof *c->local);
+    c->region_params = params;
+    c->region_grads = grads;
+    *n_attached = 0;
+    for (int k = 0; k < c->n_shards; k++) {
+        Tessera__Header h;
+        wire_header_init(&h, TESSERA__KIND__KIND_ATTACH);
+        h.request_id = c->request_of[k] = ++c->next_request;
+        h.sender = c->worker;
+        h.path = (char *)path;
+        h.region_bytes = bytes;
+        h.host_key = key;
+        if (wire_send(c->socks[k], NULL, &h, NULL, 0)) {
+            snprintf(err, errlen, "cannot send to shard %d", k);
+            return -TS_EIO;
+        }
+    }
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_attach, n_attached, err, errlen);
 }
 
 int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, float *params, int t_begin,

@@ -31,7 +31,13 @@ typedef struct {
     int parts_from;          /* tensors [parts_from, n_tensors) went in PUSH_PARTs this clock */
     int final_hi;            /* the push's reply may bring only tensors [0, final_hi) (BSP with parts) */
     float *part_params;      /* where part replies' parameters go */
-    uint64_t bytes_sent, bytes_received;
+    uint64_t bytes_sent, bytes_received; /* to and from the shards, by either path */
+    /* net.local_exchange: shards k with local[k] mapped this worker's exchange region (ps_client_attach);
+     * dense gradients in region_grads and parameters for region_params cross through it, and the
+     * messages carry only their descriptors */
+    int *local;
+    float *region_params, *region_grads;
+    uint64_t bytes_local; /* of bytes_sent and bytes_received, those that crossed through the region */
     /* net.grad_dtype = bf16: dense gradients go out rounded to bfloat16, from `stage` (the model's
      * flat layout, [spec->n_floats]; allocated on first use) */
     int grad_bf16;
@@ -63,6 +69,12 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
                    const model_spec_t *spec, const shard_map_t *map, int worker, double timeout_s,
                    size_t max_message_bytes, char *err, size_t errlen);
 void ps_client_free(ps_client_t *c);
+
+/* Local exchange: asks every shard to map the exchange region at `path` (`bytes`, holding `params` and
+ * `grads`, the buffers push_pull and pull are then given); those on this host do. Sets *n_attached;
+ * each refusal's reason goes to the log (debug). 0, or the same errors as the others. */
+int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *params, float *grads,
+                     int *n_attached, char *err, size_t errlen);
 
 /* Sends the gradients of iteration `clock` (host memory, the model's flat layout; sent zero-copy, so
  * it must not change until this returns), with the row gradients of `sb` when not NULL, and writes the

@@ -24,6 +24,7 @@
 #include "sparse_batch.h"
 #include "util.h"
 #include "wire.h"
+#include "xregion.h"
 
 #define EVAL_BATCH 1000
 
@@ -129,6 +130,45 @@ static void remote_bwd(const layer_remote_t *r, layer_t *l, const float *x, cons
     remote_ctx_t *c = r->ctx;
     if (!c->rc)
         c->rc = ps_client_layer_bwd(c->pc, *c->clock, l->tensor[0], x, dy, batch, dx, c->err, sizeof c->err);
+}
+
+/* net.local_exchange = auto: the worker's parameters and gradients live in an exchange region that
+ * shards on its host map (ps_client_attach): the model's own buffers on a backend with host memory, the
+ * pinned staging buffers on a device backend. Not with job.node_reduce (the node's collectives move
+ * the bytes) or bfloat16 on the wire (rounding is for the network). Returns 1 with *params and *grads
+ * in `xr`, or 0 (the reason at debug level). */
+static int local_region(xregion_t *xr, const job_config_t *cfg, model_t *m, int node_reduce, float **params,
+                        float **grads) {
+    char why[256] = "";
+    size_t n = m->spec.n_floats;
+    if (strcmp(cfg->local_exchange, "auto"))
+        snprintf(why, sizeof why, "net.local_exchange = %s", cfg->local_exchange);
+    else if (node_reduce)
+        snprintf(why, sizeof why, "job.node_reduce moves the bytes");
+    else if (strcmp(cfg->grad_dtype, "f32") || strcmp(cfg->param_dtype, "f32"))
+        snprintf(why, sizeof why, "bfloat16 on the wire");
+    else
+        xregion_create(xr, xregion_bytes(n), why, sizeof why);
+    if (!xr->base) {
+        log_debug("local exchange off: %s", why);
+        return 0;
+    }
+    *params = xr->base;
+    *grads = *params + xregion_grads_offset(n);
+    backend_t *be = m->be;
+    if (be->host_memory)
+        model_use_flat(m, *params, *grads);
+    else if (be->ops->register_host && be->ops->register_host(be, xr->base, xr->bytes))
+        log_warn(
+            "the exchange region (%.1f MB) could not be pinned: device copies go through pageable memory",
+            (double)xr->bytes / 1e6);
+    return 1;
+}
+
+static void local_region_free(xregion_t *xr, backend_t *be) {
+    if (!xr->base) return;
+    if (!be->host_memory && be->ops->unregister_host) be->ops->unregister_host(be, xr->base);
+    xregion_close(xr);
 }
 
 /* One step's exchange with the shards. With job.node_reduce the node's workers first agree on the
@@ -606,8 +646,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
 
     size_t n_floats = model.spec.n_floats;
     /* A device backend stages parameters and gradients through host buffers: pinned when it has them. */
-    float *params = be->host_memory ? model.params : backend_host_alloc(be, n_floats * sizeof(float));
-    float *grads = be->host_memory ? model.grads : backend_host_alloc(be, n_floats * sizeof(float));
+    xregion_t xr = {.fd = -1};
+    float *params = NULL, *grads = NULL;
+    int local = local_region(&xr, cfg, &model, nr.mine != NULL, &params, &grads);
+    if (!local) {
+        params = be->host_memory ? model.params : backend_host_alloc(be, n_floats * sizeof(float));
+        grads = be->host_memory ? model.grads : backend_host_alloc(be, n_floats * sizeof(float));
+    }
     /* Device memory is staged through params and grads each step, unless node_reduce's device path
      * moves the model's buffers itself. */
     int stage = !be->host_memory && !nr.device;
@@ -644,7 +689,13 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     layer_remote_t remote = {.ctx = &rctx, .fwd = remote_fwd, .bwd = remote_bwd};
     for (int i = 0; i < model.spec.n_layers; i++)
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
-    rc = whole_pull(&pc, &nr, clock, params, err, sizeof err);
+    int n_local = 0;
+    if (!rc && local) {
+        rc = ps_client_attach(&pc, xr.path, xr.bytes, params, grads, &n_local, err, sizeof err);
+        log_info("local_exchange worker=%d shards=%d of=%d region_mb=%.1f", me, n_local, cl->n_ps,
+                 (double)xr.bytes / 1e6);
+    }
+    if (!rc) rc = whole_pull(&pc, &nr, clock, params, err, sizeof err);
     if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
     overlap_t ov;
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
@@ -878,9 +929,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     log_info("worker done steps=%lld examples=%llu train_s=%.2f compute_s=%.2f sync_s=%.2f sent_mb=%.1f "
-             "received_mb=%.1f max_rss_mb=%.1f",
+             "received_mb=%.1f local_mb=%.1f max_rss_mb=%.1f",
              (long long)clock, (unsigned long long)examples, train_seconds, compute_s, sync_s,
-             (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6, (double)ru.ru_maxrss / 1024.0);
+             (double)pc.bytes_sent / 1e6, (double)pc.bytes_received / 1e6, (double)pc.bytes_local / 1e6,
+             (double)ru.ru_maxrss / 1024.0);
 
     overlap_free(&ov);
     ps_client_free(&pc);
@@ -889,7 +941,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     zmq_close(w.sched);
     zmq_ctx_term(w.zctx);
     shard_map_free(&map);
-    if (!be->host_memory) {
+    if (!be->host_memory && !local) {
         backend_host_free(be, params);
         backend_host_free(be, grads);
     }
@@ -901,6 +953,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     data_free(&test);
     sparse_batch_free(&sb);
     model_free(&model);
+    local_region_free(&xr, be);
     backend_free(be);
     return 0;
 }

@@ -83,6 +83,7 @@ enum { MEM_PAGEABLE = 0, MEM_PINNED = 1, MEM_DEVICE = 2 };
 struct region {
     size_t bytes;
     int kind;
+    bool registered; /* MEM_PINNED by cudaHostRegister: the caller's memory */
 };
 std::map<uintptr_t, region> g_mem;
 
@@ -195,7 +196,7 @@ cudaError_t allocate(void **p, size_t bytes, int kind) {
         device_access open;
         memset(m, 0xff, bytes); /* NaN floats: what a kernel reads before anything wrote it */
     }
-    g_mem[(uintptr_t)m] = region{bytes ? bytes : 1, kind};
+    g_mem[(uintptr_t)m] = region{bytes ? bytes : 1, kind, false};
     *p = m;
     return cudaSuccess;
 }
@@ -203,9 +204,10 @@ cudaError_t allocate(void **p, size_t bytes, int kind) {
 cudaError_t release(void *p, int kind, const char *call) {
     if (!p) return cudaSuccess;
     auto it = g_mem.find((uintptr_t)p);
-    if (it == g_mem.end() || it->second.kind != kind)
-        return fail(cudaErrorInvalidValue, "%s(%p): not the start of a %s allocation", call, p,
-                    kind_name(kind));
+    if (it == g_mem.end() || it->second.kind != kind || it->second.registered)
+        return fail(cudaErrorInvalidValue, "%s(%p): not the start of a %s allocation%s", call, p,
+                    kind_name(kind),
+                    it != g_mem.end() && it->second.registered ? " (registered: cudaHostUnregister)" : "");
     size_t bytes = it->second.bytes;
     g_mem.erase(it);
     if (kind == MEM_DEVICE)
@@ -558,6 +560,10 @@ const struct {
     {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
     {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
     {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorHostMemoryAlreadyRegistered, "cudaErrorHostMemoryAlreadyRegistered",
+     "part or all of the requested memory range is already mapped"},
+    {cudaErrorHostMemoryNotRegistered, "cudaErrorHostMemoryNotRegistered",
+     "pointer does not correspond to a registered memory region"},
 };
 
 const char *error_field(cudaError_t e, bool name) {
@@ -597,6 +603,30 @@ cudaError_t cudaFreeHost(void *p) {
     LOCKED;
     drain_all();
     return release(p, MEM_PINNED, "cudaFreeHost");
+}
+
+/* Registered memory counts as pinned until unregistered; it must not overlap another allocation. */
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags) {
+    LOCKED;
+    if (!p || !bytes || flags != cudaHostRegisterDefault)
+        return fail(cudaErrorInvalidValue, "cudaHostRegister(%p, %zu, %u): needs memory and default flags", p,
+                    bytes, flags);
+    auto it = g_mem.lower_bound((uintptr_t)p);
+    if (mem_kind(p) != MEM_PAGEABLE || (it != g_mem.end() && it->first < (uintptr_t)p + bytes))
+        return fail(cudaErrorHostMemoryAlreadyRegistered, "cudaHostRegister(%p, %zu): overlaps an allocation",
+                    p, bytes);
+    g_mem[(uintptr_t)p] = region{bytes, MEM_PINNED, true};
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p) {
+    LOCKED;
+    drain_all();
+    auto it = g_mem.find((uintptr_t)p);
+    if (it == g_mem.end() || !it->second.registered)
+        return fail(cudaErrorHostMemoryNotRegistered, "cudaHostUnregister(%p): not registered", p);
+    g_mem.erase(it);
+    return cudaSuccess;
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *p) {

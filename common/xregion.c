@@ -1,0 +1,96 @@
+#define _GNU_SOURCE
+#include "xregion.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define XREGION_ALIGN 4096
+
+size_t xregion_grads_offset(size_t n_floats) {
+    size_t a = XREGION_ALIGN / sizeof(float);
+    return (n_floats + a - 1) / a * a;
+}
+
+size_t xregion_bytes(size_t n_floats) {
+    return (xregion_grads_offset(n_floats) + xregion_grads_offset(n_floats ? n_floats : 1)) * sizeof(float);
+}
+
+int xregion_create(xregion_t *r, size_t bytes, char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    r->fd = memfd_create("tessera-exchange", MFD_CLOEXEC);
+    if (r->fd < 0) {
+        snprintf(err, errlen, "memfd_create: %s", strerror(errno));
+        return -TS_EIO;
+    }
+    if (ftruncate(r->fd, (off_t)bytes)) {
+        snprintf(err, errlen, "cannot size the exchange region to %zu bytes: %s", bytes, strerror(errno));
+        close(r->fd);
+        r->fd = -1;
+        return -TS_EIO;
+    }
+    r->base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+    if (r->base == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map the exchange region (%zu bytes): %s", bytes, strerror(errno));
+        r->base = NULL;
+        close(r->fd);
+        r->fd = -1;
+        return -TS_EIO;
+    }
+    r->bytes = bytes;
+    snprintf(r->path, sizeof r->path, "/proc/%ld/fd/%d", (long)getpid(), r->fd);
+    return 0;
+}
+
+int xregion_open(xregion_t *r, const char *path, size_t bytes, char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -TS_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || (size_t)st.st_size != bytes) {
+        snprintf(err, errlen, "%s holds %lld bytes; the model's region is %zu", path, (long long)st.st_size,
+                 bytes);
+        close(fd);
+        return -TS_EINVAL;
+    }
+    r->base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd); /* the mapping keeps the file */
+    if (r->base == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
+        r->base = NULL;
+        return -TS_EIO;
+    }
+    r->bytes = bytes;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    return 0;
+}
+
+void xregion_close(xregion_t *r) {
+    if (r->base) munmap(r->base, r->bytes);
+    if (r->fd > 0) close(r->fd);
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+}
+
+void xregion_host_key(char key[XREGION_KEY_LEN]) {
+    char boot[64] = "?";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(boot, sizeof boot, f)) snprintf(boot, sizeof boot, "?");
+        fclose(f);
+    }
+    boot[strcspn(boot, "\n")] = 0;
+    struct stat st;
+    unsigned long long net = stat("/proc/self/ns/net", &st) ? 0 : (unsigned long long)st.st_ino;
+    snprintf(key, XREGION_KEY_LEN, "%s/net:%llu", boot, net);
+}
