@@ -41,3 +41,16 @@ launch failed --resume "$WORK/failed/checkpoints/$latest"
 wait $JOB_PID || { tail -20 "$WORK/failed.log" >&2; fail "the relaunched job failed"; }
 cmp "$WORK/ref/params.bin" "$WORK/failed/params.bin" || fail "resumed after a node failure: parameters differ"
 echo "ok: node B killed, relaunched from $latest, bit-identical to the uninterrupted 2-node run"
+
+# Without node_reduce each worker attaches its exchange region to the shard of its own node only
+# (net.local_exchange), and reaches the other node's over the bridge: the result is still the plain
+# one-host run's, bit for bit.
+launch mixed job.node_reduce=0 job.epochs=1 checkpoint.every_steps=0
+wait $JOB_PID || { tail -20 "$WORK/mixed.log" >&2; fail "the 2-node job without node_reduce failed"; }
+[ "$(grep -c "local_exchange worker=[0-3] shards=1 of=2" "$WORK/mixed.log")" -eq 4 ] ||
+    fail "each worker should have attached to its own node's shard only"
+grep -q "attached=0 why=the worker runs on another host or network namespace" "$WORK/mixed.log" ||
+    fail "a shard did not say why it keeps another node's worker on the wire"
+run_job onehost --servers 2 --workers 4 job.epochs=1
+cmp "$WORK/onehost/params.bin" "$WORK/mixed/params.bin" || fail "2 nodes, regions on one side: parameters differ"
+echo "ok: 2 nodes: each worker exchanges through its own node's shard's mapping and over the bridge with the other; bit-identical to one host"

@@ -15,6 +15,7 @@
 #include "sparse_table.h"
 #include "util.h"
 #include "wire.h"
+#include "xregion.h"
 
 typedef struct {
     ps_server_t *srv;
@@ -706,6 +707,156 @@ static void test_model_parallel(void) {
     map = saved_map;
 }
 
+/* ---- local exchange: ATTACH and in_region slices ---- */
+
+/* ATTACH from worker 0; returns the reply's attached (or -1: no OK), its reason into why. */
+static int attach(void *d, const char *path, uint64_t bytes, const char *key, char *why, size_t whylen) {
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_ATTACH);
+    h.request_id = 7;
+    h.sender = 0;
+    h.path = (char *)path;
+    h.region_bytes = bytes;
+    h.host_key = (char *)key;
+    wire_send(d, NULL, &h, NULL, 0);
+    zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, 2000) != 1) return -1;
+    wire_msg_t m;
+    Tessera__ErrorCode c;
+    char err[256];
+    int rc = wire_recv(d, 0, 1 << 20, &m, &c, err, sizeof err);
+    int attached = rc || m.hdr->kind != TESSERA__KIND__KIND_OK ? -1 : (int)m.hdr->attached;
+    snprintf(why, whylen, "%s", !rc && m.hdr->error_message ? m.hdr->error_message : "");
+    wire_msg_free(&m);
+    return attached;
+}
+
+/* A request of `kind` from worker 0 with shard k's slices in_region (empty frames); `id` overrides the
+ * first tensor's id when >= 0. */
+static void push_in_region(void *d, Tessera__Kind kind, int64_t clock, int k, int id) {
+    Tessera__Header h;
+    wire_header_init(&h, kind);
+    h.sender = 0;
+    h.clock = clock;
+    h.request_id = 1;
+    Tessera__TensorDesc desc[8], *dp[8];
+    uint64_t shapes[16];
+    wire_buf_t bufs[8];
+    int nt = 0;
+    for (int t = 0; t < spec.n_tensors; t++) {
+        row_range_t r = shard_map_range(&map, t, k);
+        if (r.row_end == r.row_begin) continue;
+        wire_desc_init(&desc[nt], &shapes[2 * nt], (uint32_t)(nt == 0 && id >= 0 ? id : t), NULL, r.row_begin,
+                       r.row_end - r.row_begin, spec.tensors[t].cols);
+        desc[nt].in_region = 1;
+        dp[nt] = &desc[nt];
+        bufs[nt] = (wire_buf_t){NULL, 0, NULL, NULL};
+        nt++;
+    }
+    h.n_tensors = (size_t)nt;
+    h.tensors = dp;
+    wire_send(d, NULL, &h, bufs, (size_t)nt);
+}
+
+/* Receives a PARAMS reply; returns how many of its descriptors were in_region (-1: no PARAMS). */
+static int params_in_region(void *d) {
+    zmq_pollitem_t it = {d, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, 2000) != 1) return -1;
+    wire_msg_t m;
+    Tessera__ErrorCode c;
+    char err[256];
+    int rc = wire_recv(d, 0, 1 << 20, &m, &c, err, sizeof err), n = -1;
+    if (!rc && m.hdr->kind == TESSERA__KIND__KIND_PARAMS) {
+        n = 0;
+        for (size_t i = 0; i < m.hdr->n_tensors; i++)
+            n += m.hdr->tensors[i]->in_region && zmq_msg_size(&m.frames[i]) == 0;
+    }
+    wire_msg_free(&m);
+    return n;
+}
+
+static void test_local_exchange(void) {
+    shard_t s;
+    shard_start(&s, 1, 1, 0);
+    void *w = client(s.endpoint), *other = client(s.endpoint);
+    int code;
+    char key[XREGION_KEY_LEN], why[512], err[256];
+    xregion_host_key(key);
+    size_t bytes = xregion_bytes(spec.n_floats);
+    xregion_t r;
+    EXPECT(xregion_create(&r, bytes, err, sizeof err) == 0, "region: %s", err);
+    float *params = r.base, *grads = params + xregion_grads_offset(spec.n_floats);
+
+    push_in_region(w, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, -1);
+    EXPECT(reply(w, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION,
+           "in_region before ATTACH is refused");
+    EXPECT(attach(w, r.path, bytes, "other-host/net:1", why, sizeof why) == 0 && strstr(why, "another host"),
+           "another host's worker is not attached (%s)", why);
+    EXPECT(attach(w, r.path, bytes + 4096, key, why, sizeof why) == 0 && strstr(why, "bytes"),
+           "a region of the wrong size is refused (%s)", why);
+    EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "cannot open"),
+           "a path that does not open is refused (%s)", why);
+    EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == 1, "the same host's region is attached (%s)", why);
+
+    /* A pull: the parameters arrive in the region, the frames empty; a non-worker gets them in frames. */
+    float p0[64];
+    size_t n0;
+    request(other, TESSERA__KIND__KIND_PULL, -1, 0, 1, NULL, 0, 0);
+    EXPECT(reply(other, 2000, &code, p0, &n0) == TESSERA__KIND__KIND_PARAMS, "pull by a non-worker");
+    request(w, TESSERA__KIND__KIND_PULL, 0, 0, 1, NULL, 0, 0);
+    EXPECT(params_in_region(w) == 2, "the worker's pull answered with 2 in_region slices");
+    size_t at = 0;
+    for (int t = 0; t < spec.n_tensors; t++) {
+        row_range_t rr = shard_map_range(&map, t, 1);
+        size_t off = spec.tensors[t].offset + rr.row_begin * spec.tensors[t].cols;
+        for (size_t i = 0; i < (rr.row_end - rr.row_begin) * spec.tensors[t].cols; i++, at++) {
+            EXPECT(params[off + i] == p0[at], "tensor %d float %zu in the region: %g, pulled %g", t, i,
+                   params[off + i], p0[at]);
+            grads[off + i] = 2.0f;
+        }
+    }
+    EXPECT(at == n0 && n0 > 0, "%zu of %zu floats checked", at, n0);
+
+    /* A push read from the region: SGD (lr 0.5) steps by 1.0, written back into the region. */
+    push_in_region(w, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, 7);
+    EXPECT(reply(w, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "an in_region slice of no tensor is refused");
+    push_in_region(w, TESSERA__KIND__KIND_PUSH_PULL, 0, 1, -1);
+    EXPECT(params_in_region(w) == 2, "the push answered in_region");
+    at = 0;
+    for (int t = 0; t < spec.n_tensors; t++) {
+        row_range_t rr = shard_map_range(&map, t, 1);
+        size_t off = spec.tensors[t].offset + rr.row_begin * spec.tensors[t].cols;
+        for (size_t i = 0; i < (rr.row_end - rr.row_begin) * spec.tensors[t].cols; i++, at++)
+            EXPECT_NEAR(params[off + i], p0[at] - 1.0f, 1e-6);
+    }
+    /* in_region with bytes in the frame is malformed. */
+    float g = 1.0f;
+    Tessera__Header h;
+    wire_header_init(&h, TESSERA__KIND__KIND_PUSH_PULL);
+    h.sender = 0;
+    h.clock = 1;
+    h.request_id = 2;
+    Tessera__TensorDesc d;
+    uint64_t shape[2];
+    wire_desc_init(&d, shape, 0, NULL, 0, 1, 1);
+    d.in_region = 1;
+    Tessera__TensorDesc *dp = &d;
+    h.n_tensors = 1;
+    h.tensors = &dp;
+    wire_buf_t b = {&g, sizeof g, NULL, NULL};
+    wire_send(w, NULL, &h, &b, 1);
+    EXPECT(reply(w, 2000, &code, NULL, NULL) == TESSERA__KIND__KIND_ERROR &&
+               code == TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT,
+           "in_region with a full frame is malformed");
+    zmq_close(w);
+    zmq_close(other);
+    stop(&s);
+    xregion_close(&r); /* after the shard let go of its mapping */
+}
+
 int main(void) {
     job_config_t cfg;
     config_defaults(&cfg);
@@ -725,6 +876,7 @@ int main(void) {
     test_push_parts();
     test_sparse();
     test_model_parallel();
+    test_local_exchange();
     zmq_ctx_term(ctx);
     shard_map_free(&map);
     model_spec_free(&spec);
