@@ -13,7 +13,8 @@
 #   2. tessera-bench-cuda-bw
 #   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS[:TAG+TAG] ...": tag bf16
 #      sends gradients and parameters as bfloat16 (net.grad_dtype/param_dtype), psgpu has the shards
-#      step on the GPU (ps.device=cuda))
+#      step on the GPU (ps.device=cuda), wire sends every byte over ZeroMQ (net.local_exchange=off;
+#      without it the worker and the shards on this machine exchange through shared memory))
 #   4. compute-sanitizer --tool memcheck over the op test, with what time is left
 # A part that fails does not stop the others. Everything goes to OUT (default .gpu/out): log.txt (all
 # of it), summary.txt, gpu.txt, ctest.txt, cuda_bw.txt, gpu_train.json, gpu_train.txt, sanitizer.txt.
@@ -31,7 +32,7 @@ exec 3>&1 >"$OUT/log.txt" 2>&1 </dev/null
 
 PREFIX=${GPU_PREFIX:-/tmp/prefix}
 BUDGET=${GPU_SESSION_BUDGET_S:-480}
-RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:bf16 4096:40:psgpu 16384:20:bf16+psgpu}
+RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:wire 4096:40:psgpu 16384:20:psgpu 4096:40:bf16}
 START=$(date +%s)
 W=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")
 trap 'rm -rf "$W"' EXIT
@@ -313,6 +314,7 @@ for r in $RUNS; do
     [ "$rest" = "$steps" ] || tags=${rest#*:}
     case "+$tags+" in *+bf16+*) extra="net.grad_dtype=bf16 net.param_dtype=bf16" ;; esac
     case "+$tags+" in *+psgpu+*) extra="$extra ps.device=cuda" ;; esac
+    case "+$tags+" in *+wire+*) extra="$extra net.local_exchange=off" ;; esac
     label=$batch
     [ -z "$tags" ] || label="$batch-$tags"
     t=$(slot 120 5)

@@ -1,8 +1,9 @@
 #!/bin/sh
 # GPU training throughput, Tessera against PyTorch on the same GPU, same model and batch: Tessera trains
 # JOB (default bench/wide_mlp.ini, 784-4096-4096-10, Adam) with one CUDA worker and SERVERS shards on
-# this machine (every step pushes and pulls the parameters through the shards over ZeroMQ, as training
-# does, with the push overlapping the backward pass); PyTorch trains the same MLP with its data already on the GPU (bench/torch_mlp_gpu.py).
+# this machine (every step pushes and pulls the parameters through the shards, as training does, with
+# the push overlapping the backward pass: through shared memory with net.local_exchange = auto, the
+# default, over ZeroMQ with TRAIN_ARGS=net.local_exchange=off); PyTorch trains the same MLP with its data already on the GPU (bench/torch_mlp_gpu.py).
 # Writes bench/results/gpu_train.json (or RESULT) with both examples/s and the ratio. Needs a GPU and
 # a CUDA build (BUILD_DIR, default build/).
 #   BATCH       examples per step (default: the job's batch_size); the shard exchange costs the same
