@@ -1460,6 +1460,15 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, why);
         return;
     }
+    int held = 0;
+    for (int i = 0; i < s->n_held; i++)
+        held |= s->held[i].hdr->sender == w;
+    if (s->has_pending[w] || s->parts_held[w] || held) { /* their frames may be views of the region */
+        snprintf(why, sizeof why,
+                 "worker %d has a push in flight here; it cannot attach until it is answered", w);
+        reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, why);
+        return;
+    }
     xregion_close(&s->xr[w]); /* a worker attaches again after a restart */
     xregion_host_key(key);
     size_t want = xregion_bytes(s->cfg.spec->n_floats);

@@ -797,7 +797,8 @@ static void test_local_exchange(void) {
            "a region of the wrong size is refused (%s)", why);
     EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "cannot open"),
            "a path that does not open is refused (%s)", why);
-    EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == 1, "the same host's region is attached (%s)", why);
+    EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == 1, "the same host's region is attached (%s)",
+           why);
 
     /* A pull: the parameters arrive in the region, the frames empty; a non-worker gets them in frames. */
     float p0[64];
@@ -832,6 +833,12 @@ static void test_local_exchange(void) {
         for (size_t i = 0; i < (rr.row_end - rr.row_begin) * spec.tensors[t].cols; i++, at++)
             EXPECT_NEAR(params[off + i], p0[at] - 1.0f, 1e-6);
     }
+    /* While a push of the worker waits (BSP, 2 workers would; here: a part held for the push), it cannot
+     * attach again: the held frames may be views of its region. */
+    push_in_region(w, TESSERA__KIND__KIND_PUSH_PART, 1, 1, -1);
+    EXPECT(params_in_region(w) == 2, "a part answered in_region");
+    EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == -1 && strstr(why, "in flight"),
+           "no second ATTACH while a part is held (%s)", why);
     /* in_region with bytes in the frame is malformed. */
     float g = 1.0f;
     Tessera__Header h;
