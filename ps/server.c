@@ -135,6 +135,7 @@ struct ps_server {
     Tessera__TensorDesc *descsx, **descx_ptrs; /* float32 in the worker's exchange region */
     /* net.local_exchange: per worker, its exchange region when it attached from this host (else unmapped) */
     xregion_t *xr;
+    int *xr_pinned;       /* ps.device: registered with the device (cudaHostRegister) */
     uint64_t local_bytes; /* dense bytes read from and written to regions instead of sent */
     uint64_t *desc_shapes;
     uint64_t serve_version; /* SERVE received: serve the parameters as this version */
@@ -389,6 +390,13 @@ static int open_device(ps_server_t *s, char *err, size_t errlen) {
     return 0;
 }
 
+/* Unmaps worker w's exchange region (unpinned first, with ps.device). */
+static void detach(ps_server_t *s, int w) {
+    if (s->xr_pinned[w]) s->dev->ops->unregister_host(s->dev, s->xr[w].base);
+    s->xr_pinned[w] = 0;
+    xregion_close(&s->xr[w]);
+}
+
 ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched, char *err, size_t errlen) {
     if (cfg->n_workers < 1 || cfg->shard < 0 || cfg->shard >= cfg->map->n_shards) {
         snprintf(err, errlen, "invalid shard %d of %d with %d workers", cfg->shard, cfg->map->n_shards,
@@ -430,6 +438,7 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->descsx = XCALLOC(nd, sizeof *s->descsx);
     s->descx_ptrs = XCALLOC(nd, sizeof *s->descx_ptrs);
     s->xr = XCALLOC((size_t)cfg->n_workers, sizeof *s->xr);
+    s->xr_pinned = XCALLOC((size_t)cfg->n_workers, sizeof *s->xr_pinned);
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         wire_desc_init(&s->descs[i], &s->desc_shapes[2 * i], (uint32_t)sl->tensor,
@@ -484,6 +493,10 @@ int ps_server_prepare_socket(void *router, size_t max_message_bytes) {
 void ps_server_free(ps_server_t *s) {
     if (!s) return;
     if (s->writer_running) pthread_join(s->writer, NULL);
+    for (int w = 0; s->xr && w < s->cfg.n_workers; w++) /* before the device that pinned them goes */
+        detach(s, w);
+    free(s->xr);
+    free(s->xr_pinned);
     if (s->dev) {
         for (int i = 0; i < s->n_slices; i++) {
             s->dev->ops->free(s->dev, s->slices[i].d_p);
@@ -505,9 +518,6 @@ void ps_server_free(ps_server_t *s) {
     free(s->desc16_ptrs);
     free(s->descsx);
     free(s->descx_ptrs);
-    for (int w = 0; s->xr && w < s->cfg.n_workers; w++)
-        xregion_close(&s->xr[w]);
-    free(s->xr);
     params_changing(s); /* queued replies keep their own references */
     for (int i = 0; i < s->n_slices; i++) {
         free(s->slices[i].p);
@@ -1469,7 +1479,7 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
         reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, why);
         return;
     }
-    xregion_close(&s->xr[w]); /* a worker attaches again after a restart */
+    detach(s, w); /* a worker attaches again after a restart */
     xregion_host_key(key);
     size_t want = xregion_bytes(s->cfg.spec->n_floats);
     if (!h->host_key || strcmp(h->host_key, key))
@@ -1480,8 +1490,15 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     else if (h->region_bytes != want)
         snprintf(why, sizeof why, "the region has %llu bytes; this model's has %zu",
                  (unsigned long long)h->region_bytes, want);
-    else
-        xregion_open(&s->xr[w], h->path ? h->path : "", want, why, sizeof why);
+    else if (!xregion_open(&s->xr[w], h->path ? h->path : "", want, why, sizeof why) && s->dev &&
+             s->dev->ops->register_host) {
+        /* ps.device: the step's copies read gradients from the region; pinned they go at full speed */
+        s->xr_pinned[w] = !s->dev->ops->register_host(s->dev, s->xr[w].base, want);
+        if (!s->xr_pinned[w])
+            log_warn("shard %d: worker %d's exchange region could not be pinned: the device copies from it "
+                     "are pageable",
+                     s->cfg.shard, w);
+    }
     Tessera__Header r;
     wire_header_init(&r, TESSERA__KIND__KIND_OK);
     r.request_id = h->request_id;

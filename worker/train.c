@@ -147,8 +147,8 @@ static int local_region(xregion_t *xr, const job_config_t *cfg, model_t *m, int 
         snprintf(why, sizeof why, "job.node_reduce moves the bytes");
     else if (strcmp(cfg->grad_dtype, "f32") || strcmp(cfg->param_dtype, "f32"))
         snprintf(why, sizeof why, "bfloat16 on the wire");
-    else
-        xregion_create(xr, xregion_bytes(n), why, sizeof why);
+    else if (xregion_create(xr, xregion_bytes(n), why, sizeof why))
+        log_warn("local exchange off: %s", why); /* auto, and it could not be had */
     if (!xr->base) {
         log_debug("local exchange off: %s", why);
         return 0;

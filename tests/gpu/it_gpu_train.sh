@@ -5,7 +5,8 @@
 # embedding backward pass sums each row in bag order; cuBLAS is deterministic on one GPU), and a
 # SIGUSR1 stop + --resume auto on the GPU ends bit-identical to the uninterrupted GPU run. Shards that
 # step their slices on the device (ps.device) give the CPU shards' bits, and checkpoint and resume
-# their optimizer state exactly. Exit 77
+# their optimizer state exactly; the exchange through the pinned shared region gives the wire's bits.
+# Exit 77
 # (skipped) without a GPU or without a CUDA build.
 # TESSERA_GPU_TEST_BACKEND=cpu-staged runs the same script without a GPU (integration.gpu_train_staged:
 # the device path on the CPU's arithmetic); TESSERA_GPU_TEST_CTR_ROWS sizes the click data (200000).
@@ -45,6 +46,15 @@ grep -q "device=$BE" "$WORK/psdev.log" || fail "the shards do not report device=
 grep -q "parts_per_step=[1-9]" "$WORK/gpu.log" || fail "the $BE run sent no gradient parts"
 cmp "$WORK/gpu/params.bin" "$WORK/psdev/params.bin" || fail "shards on $BE differ from shards on the CPU"
 echo "ok: shards stepping on $BE give the CPU shards' bits"
+
+# The worker's pinned staging buffers are its exchange region, which the shards map (they pin their
+# mapping too when they step on the device); over the wire instead the bits are the same.
+grep -q "local_exchange worker=0 shards=1 of=1" "$WORK/psdev.log" || fail "the $BE worker did not attach its region"
+grep -q "could not be pinned" "$WORK/psdev.log" && fail "an exchange region could not be pinned"
+# shellcheck disable=SC2086
+run_job psdev_wire $A backend.type=$BE ps.device=$BE net.local_exchange=off
+cmp "$WORK/psdev/params.bin" "$WORK/psdev_wire/params.bin" || fail "$BE: the local exchange differs from the wire"
+echo "ok: $BE worker and shards: the local exchange gives the wire's bits"
 
 # Exact resume on the device (workers and shards): stop at a checkpoint, resume, compare with an
 # uninterrupted run.
