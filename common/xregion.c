@@ -12,6 +12,7 @@
 #include "check.h"
 
 #define XREGION_ALIGN 4096
+#define XREGION_NAME  "tessera-exchange"
 
 size_t xregion_grads_offset(size_t n_floats) {
     size_t a = XREGION_ALIGN / sizeof(float);
@@ -24,7 +25,7 @@ size_t xregion_bytes(size_t n_floats) {
 
 int xregion_create(xregion_t *r, size_t bytes, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
-    r->fd = memfd_create("tessera-exchange", MFD_CLOEXEC);
+    r->fd = memfd_create(XREGION_NAME, MFD_CLOEXEC);
     if (r->fd < 0) {
         snprintf(err, errlen, "memfd_create: %s", strerror(errno));
         return -TS_EIO;
@@ -51,6 +52,14 @@ int xregion_create(xregion_t *r, size_t bytes, char *err, size_t errlen) {
 int xregion_open(xregion_t *r, const char *path, size_t bytes, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
     r->fd = -1;
+    /* Only what xregion_create made: a peer must not have a shard map (and write) any file it names. */
+    char target[128] = "";
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0 || strncmp(target, "/memfd:" XREGION_NAME, strlen("/memfd:" XREGION_NAME))) {
+        snprintf(err, errlen, "%s is not a Tessera exchange region (%s)", path,
+                 n < 0 && errno != EINVAL ? strerror(errno) : "another file");
+        return -TS_EINVAL;
+    }
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "check.h"
@@ -795,8 +796,19 @@ static void test_local_exchange(void) {
            "another host's worker is not attached (%s)", why);
     EXPECT(attach(w, r.path, bytes + 4096, key, why, sizeof why) == 0 && strstr(why, "bytes"),
            "a region of the wrong size is refused (%s)", why);
-    EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "cannot open"),
+    EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "not a Tessera"),
            "a path that does not open is refused (%s)", why);
+    char file[] = "/tmp/tessera-xregion-XXXXXX"; /* a file of the right size, not a region: never mapped */
+    int fd = mkstemp(file);
+    EXPECT(fd >= 0 && ftruncate(fd, (off_t)bytes) == 0, "temporary file");
+    char via[64];
+    snprintf(via, sizeof via, "/proc/self/fd/%d", fd);
+    EXPECT(attach(w, file, bytes, key, why, sizeof why) == 0 && strstr(why, "not a Tessera"),
+           "a plain file is refused (%s)", why);
+    EXPECT(attach(w, via, bytes, key, why, sizeof why) == 0 && strstr(why, "not a Tessera"),
+           "a plain file through /proc is refused (%s)", why);
+    close(fd);
+    unlink(file);
     EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == 1, "the same host's region is attached (%s)",
            why);
 
