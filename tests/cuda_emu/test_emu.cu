@@ -174,6 +174,30 @@ static void test_refusals(void) {
     if (!failures) printf("ok: bad launches, copies, memsets are refused through the API\n");
 }
 
+/* cudaHostRegister: the caller's memory counts as pinned (a kernel may take it) until unregistered. */
+static void test_register(void) {
+    float *h = (float *)malloc(1024 * sizeof(float)), *d;
+    cudaPointerAttributes a;
+    OK(cudaHostRegister(h, 1024 * sizeof(float), cudaHostRegisterDefault));
+    OK(cudaPointerGetAttributes(&a, h + 10));
+    CHECK(a.type == cudaMemoryTypeHost, "registered memory is not pinned host memory (%d)", (int)a.type);
+    CHECK(cudaHostRegister(h + 512, 16, cudaHostRegisterDefault) == cudaErrorHostMemoryAlreadyRegistered,
+          "registering inside a registered range was not refused");
+    CHECK(cudaFreeHost(h) == cudaErrorInvalidValue, "cudaFreeHost of registered memory was not refused");
+    OK(cudaMalloc(&d, 1024 * sizeof(float)));
+    fill_kernel<<<4, 256>>>(h, 2.0f, 1024); /* the kernel writes it in place */
+    OK(cudaDeviceSynchronize());
+    CHECK(h[1023] == 2.0f, "a kernel's write to registered memory is missing");
+    OK(cudaHostUnregister(h));
+    CHECK(cudaHostUnregister(h) == cudaErrorHostMemoryNotRegistered, "a second unregister was not refused");
+    (void)cudaGetLastError();
+    OK(cudaPointerGetAttributes(&a, h));
+    CHECK(a.type == cudaMemoryTypeUnregistered, "unregistered memory still counts as pinned");
+    OK(cudaFree(d));
+    free(h);
+    if (!failures) printf("ok: cudaHostRegister / cudaHostUnregister\n");
+}
+
 /* Under TESSERA_CUDA_EMU_SCHEDULE=lazy (set by main): queued work runs only when the host waits. */
 static void test_ordering(void) {
     enum { N = 1000 };
@@ -223,6 +247,7 @@ int main(void) {
     setenv("TESSERA_CUDA_EMU_SCHEDULE", "lazy", 1);
     test_kernels();
     test_refusals();
+    test_register();
     test_ordering();
     expect_fatal("a shuffle naming exited lanes", shuffle_exited, "has exited");
     expect_fatal("a host pointer passed to a kernel", host_pointer_arg, "neither device nor pinned");
