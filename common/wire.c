@@ -86,6 +86,11 @@ static int has_more(void *sock) {
 
 int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code, char *err,
               size_t errlen) {
+    return wire_recv_keep(sock, is_router, max_bytes, 0, m, code, err, errlen);
+}
+
+int wire_recv_keep(void *sock, int is_router, size_t max_bytes, int keep_bf16, wire_msg_t *m,
+                   Tessera__ErrorCode *code, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     *code = TESSERA__ERROR_CODE__ERR_NONE;
     if (is_router) {
@@ -177,7 +182,7 @@ int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tesser
                       "tensor %zu: shape %llux%llu, nbytes %llu and frame size %zu disagree", i,
                       (unsigned long long)d->shape[0], (unsigned long long)d->shape[1],
                       (unsigned long long)d->nbytes, zmq_msg_size(&m->frames[i]));
-        if (bf16 && widen_bf16(&m->frames[i], m->hdr->tensors[i], elems))
+        if (bf16 && !keep_bf16 && widen_bf16(&m->frames[i], m->hdr->tensors[i], elems))
             PROTO_ERR(TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
     }
     return 0;

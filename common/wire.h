@@ -40,6 +40,11 @@ typedef struct {
 int wire_recv(void *sock, int is_router, size_t max_bytes, wire_msg_t *m, Tessera__ErrorCode *code, char *err,
               size_t errlen);
 
+/* wire_recv, but with `keep_bf16` bfloat16 frames stay as they came (DTYPE_BF16, 2 bytes each) for a
+ * receiver that widens them itself (a device worker's parameters). */
+int wire_recv_keep(void *sock, int is_router, size_t max_bytes, int keep_bf16, wire_msg_t *m,
+                   Tessera__ErrorCode *code, char *err, size_t errlen);
+
 void wire_msg_free(wire_msg_t *m);
 
 /* Describes a float32 row block [row_begin, row_begin + rows) x cols of tensor `id` (name may be

@@ -233,6 +233,10 @@ static void cuda_to_bf16_op(backend_t *be, uint16_t *dst, const float *src, size
     cuda_bf16_from_f32(stream_of(be), dst, src, n);
 }
 
+static void cuda_from_bf16_op(backend_t *be, float *dst, const uint16_t *src, size_t n) {
+    cuda_f32_from_bf16(stream_of(be), dst, src, n);
+}
+
 /* Pinned host memory: device copies from and to it run at full PCIe/NVLink speed and asynchronously. NULL
  * when it cannot be had (the caller falls back to malloc). */
 static void *cuda_alloc_host(backend_t *be, size_t bytes) {
@@ -324,6 +328,7 @@ static const backend_ops_t cuda_ops = {
     .copy_done = cuda_copy_done,
     .optim_step = cuda_optim_step_op,
     .to_bf16 = cuda_to_bf16_op,
+    .from_bf16 = cuda_from_bf16_op,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {

@@ -107,9 +107,21 @@ static __global__ void bf16_kernel(uint16_t *dst, const float *src, size_t n) {
         dst[i] = bf16_1(src[i]);
 }
 
+/* f32_from_bf16 (common/util.c): exact, the bfloat16 bits become the float's top half. */
+static __global__ void widen_bf16_kernel(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __uint_as_float((uint32_t)src[i] << 16);
+}
+
 void cuda_bf16_from_f32(cudaStream_t s, uint16_t *dst, const float *src, size_t n) {
     if (!n) return;
     bf16_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(dst, src, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_f32_from_bf16(cudaStream_t s, float *dst, const uint16_t *src, size_t n) {
+    if (!n) return;
+    widen_bf16_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(dst, src, n);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -55,6 +55,8 @@ void cuda_axpy(cudaStream_t s, float *y, const float *x, float a, size_t n);
 void cuda_copy_cols(cudaStream_t s, float *dst, int ld_dst, const float *src, int ld_src, int rows, int cols);
 /* dst[i] = src[i] as bfloat16, rounded as common/util.c's bf16_from_f32 (the CPU's bits). */
 void cuda_bf16_from_f32(cudaStream_t s, uint16_t *dst, const float *src, size_t n);
+/* dst[i] = src[i] widened to float32, as common/util.c's f32_from_bf16 (exact). */
+void cuda_f32_from_bf16(cudaStream_t s, float *dst, const uint16_t *src, size_t n);
 
 /* losses.cu */
 void cuda_softmax_xent(cudaStream_t s, const float *logits, const int32_t *labels, int rows, int classes,

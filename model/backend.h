@@ -96,6 +96,9 @@ typedef struct {
      * nearest, ties to even; NaN stays NaN), both in device memory: net.grad_dtype = bf16 gradients then
      * leave a device at half the bytes, converted where they are. */
     void (*to_bf16)(backend_t *be, uint16_t *dst, const float *src, size_t n);
+    /* Optional: dst[i] = src[i] widened to float32 as f32_from_bf16 widens it (exact), both in device
+     * memory: net.param_dtype = bf16 parameters then reach a device at half the bytes. */
+    void (*from_bf16)(backend_t *be, float *dst, const uint16_t *src, size_t n);
 } backend_ops_t;
 
 /* Transposes bags (off [batch + 1], idx and wts (or NULL) [off[batch]], indices < n_rows) into the host

@@ -203,6 +203,11 @@ static void cpu_to_bf16(backend_t *be, uint16_t *dst, const float *src, size_t n
     bf16_from_f32(dst, src, n);
 }
 
+static void cpu_from_bf16(backend_t *be, float *dst, const uint16_t *src, size_t n) {
+    (void)be;
+    f32_from_bf16(dst, src, n);
+}
+
 static const backend_ops_t cpu_ops = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -225,6 +230,7 @@ static const backend_ops_t cpu_ops = {
     .interact_bwd = cpu_interact_bwd,
     .optim_step = cpu_optim_step,
     .to_bf16 = cpu_to_bf16,
+    .from_bf16 = cpu_from_bf16,
 };
 
 backend_t *backend_cpu_create(int threads) {

@@ -213,6 +213,11 @@ static void staged_to_bf16(backend_t *be, uint16_t *dst, const float *src, size_
     cpu->ops->to_bf16(cpu, dst, src, n);
 }
 
+static void staged_from_bf16(backend_t *be, float *dst, const uint16_t *src, size_t n) {
+    backend_t *cpu = INNER(be);
+    cpu->ops->from_bf16(cpu, dst, src, n);
+}
+
 static const backend_ops_t staged_ops = {
     .name = "cpu-staged",
     .alloc = staged_alloc,
@@ -235,6 +240,7 @@ static const backend_ops_t staged_ops = {
     .interact_bwd = staged_interact_bwd,
     .optim_step = staged_optim_step,
     .to_bf16 = staged_to_bf16,
+    .from_bf16 = staged_from_bf16,
     .destroy = staged_destroy,
     .to_host_async = staged_to_host_async,
     .to_device_async = staged_to_device_async,

@@ -78,9 +78,29 @@ static void params_taken(void *ctx, int k, int t_lo, int t_hi) {
         row_range_t r = shard_map_range(o->pc->map, t, k);
         if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
         size_t at = s->tensors[t].offset + (size_t)(r.row_begin * s->tensors[t].cols);
-        size_t bytes = (size_t)((r.row_end - r.row_begin) * s->tensors[t].cols) * sizeof(float);
-        o->params_ticket = be->ops->to_device_async(be, o->m->params + at, o->params_host + at, bytes);
+        size_t n = (size_t)((r.row_end - r.row_begin) * s->tensors[t].cols);
+        if (o->pc->taken_bf16) { /* half the bytes cross, widened where they land */
+            o->params_ticket =
+                be->ops->to_device_async(be, o->pdev16 + at, o->pstage16 + at, n * sizeof(uint16_t));
+            be->ops->from_bf16(be, o->m->params + at, o->pdev16 + at, n);
+        } else {
+            o->params_ticket =
+                be->ops->to_device_async(be, o->m->params + at, o->params_host + at, n * sizeof(float));
+        }
     }
+}
+
+/* The bfloat16 gradient buffers, handed back to the PS client's own rounding. */
+static void free_grads16(overlap_t *o) {
+    backend_t *be = o->m->be;
+    if (o->pc->stage == o->stage16 && o->stage16) {
+        o->pc->stage = NULL;
+        o->pc->stage_filled = 0;
+    }
+    if (o->dev16) be->ops->free(be, o->dev16);
+    if (o->stage16) backend_host_free(be, o->stage16);
+    o->dev16 = NULL;
+    o->stage16 = NULL;
 }
 
 void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, float *params_host,
@@ -104,6 +124,17 @@ void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, 
         pc->params_taken = params_taken;
         pc->params_taken_ctx = o;
     }
+    if (pc->params_taken == params_taken && pc->param_bf16 && ops->from_bf16) {
+        size_t n = (m->spec.n_floats ? m->spec.n_floats : 1) * sizeof(uint16_t);
+        o->pdev16 = ops->alloc(m->be, n);
+        o->pstage16 = o->pdev16 ? backend_host_alloc(m->be, n) : NULL;
+        if (o->pstage16) {
+            pc->params16 = o->pstage16;
+        } else if (o->pdev16) { /* no room: the PS client widens on the host */
+            ops->free(m->be, o->pdev16);
+            o->pdev16 = NULL;
+        }
+    }
     if (staged && pc->grad_bf16 && !node_reduce && ops->to_bf16) {
         size_t n = (m->spec.n_floats ? m->spec.n_floats : 1) * sizeof(uint16_t);
         o->dev16 = ops->alloc(m->be, n);
@@ -112,21 +143,19 @@ void overlap_init(overlap_t *o, model_t *m, ps_client_t *pc, float *grads_host, 
             pc->stage = o->stage16;
             pc->stage_filled = 1;
         } else { /* no room on the device: the PS client rounds on the host */
-            overlap_free(o);
+            free_grads16(o);
         }
     }
 }
 
 void overlap_free(overlap_t *o) {
     backend_t *be = o->m->be;
-    if (o->pc->stage == o->stage16 && o->stage16) {
-        o->pc->stage = NULL;
-        o->pc->stage_filled = 0;
-    }
-    if (o->dev16) be->ops->free(be, o->dev16);
-    if (o->stage16) backend_host_free(be, o->stage16);
-    o->dev16 = NULL;
-    o->stage16 = NULL;
+    free_grads16(o);
+    if (o->pc->params16 == o->pstage16) o->pc->params16 = NULL;
+    if (o->pdev16) be->ops->free(be, o->pdev16);
+    if (o->pstage16) backend_host_free(be, o->pstage16);
+    o->pdev16 = NULL;
+    o->pstage16 = NULL;
 }
 
 void overlap_begin(overlap_t *o, int64_t clock) {

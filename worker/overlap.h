@@ -31,6 +31,10 @@ typedef struct {
     /* net.grad_dtype = bf16 on a device backend with to_bf16: gradients are rounded on the device into
      * dev16 and copied, at half the bytes, into stage16 (pinned), which is the PS client's stage */
     uint16_t *dev16, *stage16;
+    /* net.param_dtype = bf16 on a device backend with from_bf16: parameters come from the shards as
+     * bfloat16 into pstage16 (pinned; the PS client's params16), cross at half the bytes into pdev16 and
+     * are widened there */
+    uint16_t *pdev16, *pstage16;
     int rc;
     char err[256];
 } overlap_t;

@@ -156,6 +156,13 @@ static int take_slices(ps_client_t *c, int k, const wire_msg_t *m, float *params
         }
         size_t at = ti->offset + r.row_begin * ti->cols;
         const float *src = zmq_msg_data(&m->frames[i]);
+        if (d->dtype == TESSERA__DTYPE__DTYPE_BF16) { /* only with params16: wire_recv_keep kept it */
+            memcpy(c->params16 + at, src, d->nbytes);
+            c->taken_bf16 = 1;
+            i++;
+            continue;
+        }
+        c->taken_bf16 = 0;
         if (d->in_region) { /* the shard wrote them into the region already */
             if (!c->local || !c->local[k]) {
                 snprintf(err, errlen,
@@ -264,7 +271,8 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
             wire_msg_t m;
             Tessera__ErrorCode code;
             char why[512];
-            int rc = wire_recv(c->socks[k], 0, c->max_message_bytes, &m, &code, why, sizeof why);
+            int rc = wire_recv_keep(c->socks[k], 0, c->max_message_bytes, c->params16 != NULL, &m, &code, why,
+                                    sizeof why);
             if (rc) {
                 snprintf(err, errlen, "malformed reply from shard %d: %s", k, why);
             } else if (m.hdr->request_id != c->request_of[k] && part_of(c, k, m.hdr->request_id) >= 0) {

@@ -38,9 +38,15 @@ typedef struct {
     int *local;
     float *region_params, *region_grads;
     uint64_t bytes_local; /* of bytes_sent and bytes_received, those that crossed through the region */
+    /* net.param_dtype = bf16 on a device backend with from_bf16 (worker/overlap.c sets it): bfloat16
+     * parameter slices are not widened here but kept in params16 (the flat layout, pinned), and
+     * params_taken takes them to the device from there */
+    uint16_t *params16;
+    int taken_bf16; /* the slices params_taken is told of came as bfloat16 (into params16) */
     /* net.grad_dtype = bf16: dense gradients go out rounded to bfloat16, from `stage` (the model's
      * flat layout, [spec->n_floats]; allocated on first use) */
     int grad_bf16;
+    int param_bf16; /* net.param_dtype = bf16: PARAMS replies to this worker come as bfloat16 */
     uint16_t *stage;
     int stage_filled; /* stage already holds the step's rounded gradients (worker/overlap.c rounds them on
                          the device and copies them there; it owns stage then) */

@@ -622,6 +622,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     if (!rc) {
         w.ckpt_seen = &pc.ckpt_seen;
         pc.grad_bf16 = !strcmp(cfg->grad_dtype, "bf16");
+        pc.param_bf16 = !strcmp(cfg->param_dtype, "bf16");
     }
     /* Workers agree before anyone blocks on a shard: a worker that cannot start stops the job. */
     int failed = rc != 0, any = 0;
@@ -702,7 +703,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                  cfg->push_bucket_mb, nr.mine != NULL);
     if (me == 0)
         log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s grad_dtype=%s param_dtype=%s "
-                 "grad_rounding=%s",
+                 "grad_rounding=%s param_widening=%s",
                  nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
                  !stage                 ? "none"
                  : ov.async && !nr.mine ? "async"
@@ -710,7 +711,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                  cfg->grad_dtype, cfg->param_dtype,
                  !pc.grad_bf16 ? "none"
                  : ov.dev16    ? "device"
-                               : "host");
+                               : "host",
+                 !pc.param_bf16 ? "none"
+                 : ov.pdev16    ? "device"
+                                : "host");
     double train_seconds = start.train_seconds, last_report = now_s(), compute_s = 0, sync_s = 0;
     ckpt_plan_t plan = {.last = now_s()};
     ckpt_worker_state_t state_now = {.clock = -1}, state_prev = {.clock = -1};
@@ -827,6 +831,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             MPI_CHECK(MPI_Allreduce(&st, &any_stop, 1, MPI_INT, MPI_MAX, cl->role_comm));
             if (!any_stop && (epoch + 1 >= cfg->epochs || clock >= total_steps)) {
                 pc.params_taken = NULL; /* no step follows: one copy to the device below, not per reply */
+                pc.params16 = NULL;     /* ... of parameters widened on the host */
                 if (whole_pull(&pc, &nr, clock, params, err, sizeof err)) {
                     log_error("final pull failed: %s", err);
                     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -903,6 +908,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
         /* The model trained on bfloat16 copies; params.bin and the digest are the shards' float32
          * masters, which checkpoints and serving hold too. */
         pc.params_taken = NULL;
+        pc.params16 = NULL;
         pc.only = NULL;
         pc.full_precision = 1;
         rc = ps_client_pull(&pc, clock, params, err, sizeof err);

@@ -55,6 +55,7 @@ enum {
     OP_SGD,
     OP_ADAM,
     OP_BF16,
+    OP_WIDEN,
     OP_COUNT
 };
 
@@ -70,7 +71,8 @@ static const char *const op_names[OP_COUNT] = {"cudaMemcpy D2D",
                                                "embedding_bag_bwd rows",
                                                "optim_step sgd",
                                                "optim_step adam",
-                                               "to_bf16 (f32 -> bf16)"};
+                                               "to_bf16 (f32 -> bf16)",
+                                               "from_bf16 (bf16 -> f32)"};
 
 #define BIAS_COLS 1024
 
@@ -112,6 +114,7 @@ static void run_op(bench_t *t, int op) {
         break;
     }
     case OP_BF16: o->to_bf16(be, (uint16_t *)(void *)t->c, t->a, t->n); break;
+    case OP_WIDEN: o->from_bf16(be, t->b, (const uint16_t *)(const void *)t->c, t->n); break;
     }
 }
 
@@ -135,6 +138,7 @@ static double op_bytes(const bench_t *t, int op) {
     case OP_SGD: return 3 * n * f;  /* p and g read, p written */
     case OP_ADAM: return 7 * n * f; /* p, m, v, g read; p, m, v written */
     case OP_BF16: return n * f + n * sizeof(uint16_t);
+    case OP_WIDEN: return n * f + n * sizeof(uint16_t);
     }
     return 0;
 }

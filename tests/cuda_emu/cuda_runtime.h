@@ -100,6 +100,11 @@ static inline unsigned __float_as_uint(float x) {
     std::memcpy(&u, &x, sizeof u);
     return u;
 }
+static inline float __uint_as_float(unsigned u) {
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
 /* Threads of a block never run at the same time here, so a read-modify-write is atomic. */
 static inline float atomicAdd(float *p, float v) {
     float old = *p;

@@ -34,6 +34,7 @@ echo "fashion_mlp test_accuracy cpu=$c $BE=$g examples/s cpu=$(json "$WORK/cpu/s
 # shellcheck disable=SC2086
 run_job bf16 $A backend.type=$BE net.grad_dtype=bf16 net.param_dtype=bf16
 grep -q "grad_rounding=device" "$WORK/bf16.log" || fail "the $BE worker did not round its gradients on the device"
+grep -q "param_widening=device" "$WORK/bf16.log" || fail "the $BE worker did not widen its parameters on the device"
 b=$(json "$WORK/bf16/summary.json" test_accuracy)
 echo "fashion_mlp test_accuracy $BE f32=$g bf16=$b"
 /usr/bin/python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.01 else 1)' "$g" "$b" ||

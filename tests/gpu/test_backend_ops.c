@@ -151,7 +151,7 @@ static void test_vtable(void) {
                OP(relu_fwd),     OP(relu_bwd),     OP(softmax_xent),      OP(sigmoid_bce),
                OP(axpy),         OP(copy_cols),    OP(embedding_bag_fwd), OP(embedding_bag_bwd),
                OP(interact_fwd), OP(interact_bwd), OP(destroy),           OP(optim_step),
-               OP(to_bf16)};
+               OP(to_bf16),      OP(from_bf16)};
 #undef OP
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         EXPECT(ops[i].present, "the CUDA backend has no %s", ops[i].name);
@@ -235,6 +235,44 @@ static void test_to_bf16(void) {
             op_cases++;
         }
     op_done("to_bf16");
+}
+
+/* from_bf16 against the CPU's f32_from_bf16, bit for bit (exact: compared as bits, so NaN payloads
+ * count), at each size and one element off, into a poisoned output. */
+static void test_from_bf16(void) {
+    static const uint16_t special[] = {0x7f80u, 0xff80u, 0x7fc1u, 0xffa0u, 0x0001u,
+                                       0x807fu, 0x0000u, 0x8000u, 0x7f7fu, 0x3f80u};
+    size_t nsp = sizeof special / sizeof special[0];
+    for (size_t si = 0; si < N_ELEM; si++)
+        for (int off = 0; off <= 1; off++) {
+            size_t n = elem_sizes[si];
+            uint16_t *x = XMALLOC((n + 1) * sizeof *x);
+            for (size_t i = 0; i < n + 1; i++)
+                x[i] = i % 5 == 2 ? special[(i / 5) % nsp] : (uint16_t)(rng_next(&rng) >> 48);
+            uint32_t *ref = XMALLOC((n + 1) * sizeof *ref), *got;
+            cpu->ops->from_bf16(cpu, (float *)(void *)ref, x + off, n);
+            uint16_t *dx = dev_copy(x, (n + 1) * sizeof *x);
+            uint32_t *poison = poisoned((n + 1) * sizeof *poison),
+                     *dy = dev_copy(poison, (n + 1) * sizeof *dy);
+            free(poison);
+            gpu->ops->from_bf16(gpu, (float *)(void *)dy, dx + off, n);
+            got = dev_take(dy, (n + 1) * sizeof *got);
+            size_t bad = 0, first = 0;
+            for (size_t i = 0; i < n; i++)
+                if (got[i] != ref[i] && !bad++) first = i;
+            EXPECT(bad == 0,
+                   "from_bf16 n=%zu off=%d: %zu values differ; first [%zu] (bf16 0x%04x): cuda 0x%08x cpu "
+                   "0x%08x",
+                   n, off, bad, first, bad ? x[first + off] : 0u, bad ? got[first] : 0u,
+                   bad ? ref[first] : 0u);
+            EXPECT(got[n] == 0xffffffffu, "from_bf16 n=%zu wrote past its end", n);
+            gpu->ops->free(gpu, dx);
+            free(x);
+            free(ref);
+            free(got);
+            op_cases++;
+        }
+    op_done("from_bf16");
 }
 
 /* relu, relu_bwd and axpy at each size, at aligned pointers and one float off (the scalar path). */
@@ -905,6 +943,7 @@ int main(int argc, char **argv) {
     test_interact();
     test_optim_step();
     test_to_bf16();
+    test_from_bf16();
     test_models();
     backend_free(gpu);
     backend_free(cpu);

@@ -64,6 +64,8 @@ cmp "$WORK/whole/params.bin" "$WORK/parts/params.bin" || fail "bf16 parts differ
 run_job staged $B net.push_bucket_mb=1 backend.type=cpu-staged
 grep -q "grad_rounding=device" "$WORK/staged.log" || fail "the staged device path did not round on the device"
 grep -q "grad_rounding=host" "$WORK/whole.log" || fail "the CPU backend does not say it rounds on the host"
+grep -q "param_widening=device" "$WORK/staged.log" || fail "the staged device path did not widen the parameters on the device"
+grep -q "param_widening=host" "$WORK/whole.log" || fail "the CPU backend does not say it widens on the host"
 cmp "$WORK/whole/params.bin" "$WORK/staged/params.bin" || fail "bf16 on the staged device path differs"
 echo "ok: bf16 with parts and on the staged device path (rounded on the device): bit-identical to one push"
 
