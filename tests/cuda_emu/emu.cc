@@ -812,6 +812,9 @@ cudaError_t cudaDeviceSynchronize(void) {
 
 /* ---- cuBLAS ---- */
 cublasStatus_t cublasCreate(cublasHandle_t *h) {
+    /* The host's BLAS on one thread: its idle threads wait by spinning on sched_yield, and would take the
+     * cores that the job's other ranks (and the emulated kernels) run on. */
+    openblas_set_num_threads(1);
     *h = new ts_emu_blas;
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -9,17 +9,19 @@
 # Exit 77
 # (skipped) without a GPU or without a CUDA build.
 # TESSERA_GPU_TEST_BACKEND=cpu-staged runs the same script without a GPU (integration.gpu_train_staged:
-# the device path on the CPU's arithmetic); TESSERA_GPU_TEST_CTR_ROWS sizes the click data (200000).
+# the device path on the CPU's arithmetic); TESSERA_GPU_TEST_CTR_ROWS sizes the click data (200000) and
+# TESSERA_GPU_TEST_TRAIN_LIMIT the Fashion-MNIST runs (30000 examples).
 . "$(dirname "$0")/../integration/lib.sh"
 . "$(dirname "$0")/lib_gpu.sh"
 
 BE=${TESSERA_GPU_TEST_BACKEND:-cuda}
 ROWS=${TESSERA_GPU_TEST_CTR_ROWS:-200000}
+LIMIT=${TESSERA_GPU_TEST_TRAIN_LIMIT:-30000}
 [ "$BE" != cuda ] || require_gpus 1 "training on the GPU"
 
 # Buckets of 100 KiB: the MLP's gradient leaves in parts (copied to pinned memory on the copy stream
 # while the backward pass runs), which the default 1 MiB would not split (one part: layers 2 and 3).
-A="--servers 1 --workers 1 job.epochs=2 data.train_limit=30000 net.push_bucket_mb=0.1"
+A="--servers 1 --workers 1 job.epochs=2 data.train_limit=$LIMIT net.push_bucket_mb=0.1"
 # shellcheck disable=SC2086
 run_job cpu $A
 # shellcheck disable=SC2086
