@@ -5,6 +5,7 @@
  * GEMM runs in full fp32 (CUBLAS_DEFAULT_MATH, no TF32) so results match the CPU backend to rounding;
  * TESSERA_CUDA_TF32=1 lets cuBLAS use TF32 tensor cores instead (faster, about 3 decimal digits).
  * A CUDA failure inside an op is fatal (the ops return nothing); opening the device fails softly. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,6 +278,39 @@ static void cuda_unregister_host(backend_t *be, void *p) {
     CUDA_CHECK(cudaHostUnregister(p));
 }
 
+static int cuda_ipc_export(backend_t *be, void *p, unsigned char handle[BACKEND_IPC_HANDLE]) {
+    (void)be;
+    cudaIpcMemHandle_t h;
+    static_assert(sizeof h == BACKEND_IPC_HANDLE, "a CUDA IPC handle is 64 bytes");
+    if (cudaIpcGetMemHandle(&h, p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    memcpy(handle, &h, sizeof h);
+    return 0;
+}
+
+/* Lazy peer access: a handle of another device of this machine opens when the two can reach each other. */
+static void *cuda_ipc_open(backend_t *be, const unsigned char handle[BACKEND_IPC_HANDLE], char *why,
+                           size_t whylen) {
+    (void)be;
+    cudaIpcMemHandle_t h;
+    memcpy(&h, handle, sizeof h);
+    void *p = NULL;
+    cudaError_t e = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(why, whylen, "cudaIpcOpenMemHandle: %s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_ipc_close(backend_t *be, void *p) {
+    (void)be;
+    CUDA_CHECK(cudaIpcCloseMemHandle(p));
+}
+
 static void destroy_copy_side(cuda_ctx_t *c) {
     for (int i = 0; i < COPY_EVENTS; i++)
         if (c->copied[i]) cudaEventDestroy(c->copied[i]);
@@ -329,6 +363,9 @@ static const backend_ops_t cuda_ops = {
     .optim_step = cuda_optim_step_op,
     .to_bf16 = cuda_to_bf16_op,
     .from_bf16 = cuda_from_bf16_op,
+    .ipc_export = cuda_ipc_export,
+    .ipc_open = cuda_ipc_open,
+    .ipc_close = cuda_ipc_close,
 };
 
 extern "C" backend_t *backend_cuda_create(int threads, char *err, size_t errlen) {

@@ -7,7 +7,8 @@
 #include <stdint.h>
 
 typedef struct backend backend_t;
-struct optim; /* optim.h */
+#define BACKEND_IPC_HANDLE 64 /* bytes of an ipc_export handle (CUDA's cudaIpcMemHandle_t) */
+struct optim;                 /* optim.h */
 
 /* Bags by row: the entries of bags naming row r are [off[r], off[r + 1]), each with the bag it is in
  * (bag[e]) and its weight times that bag's mean scale (w[e]), in bag order. Made on the host by
@@ -99,6 +100,15 @@ typedef struct {
     /* Optional: dst[i] = src[i] widened to float32 as f32_from_bf16 widens it (exact), both in device
      * memory: net.param_dtype = bf16 parameters then reach a device at half the bytes. */
     void (*from_bf16)(backend_t *be, float *dst, const uint16_t *src, size_t n);
+    /* Optional (CUDA IPC): ipc_export writes into `handle` what lets another process of this machine map
+     * device memory p (the start of an alloc), 0 or nonzero when refused; ipc_open maps such a handle
+     * here, or returns NULL with the reason (the handle is this process's own, or of a device this one
+     * cannot reach); ipc_close unmaps it. The processes share no stream: each side's sync before it
+     * tells the other (a message) is what orders their work on the memory. */
+    int (*ipc_export)(backend_t *be, void *p, unsigned char handle[BACKEND_IPC_HANDLE]);
+    void *(*ipc_open)(backend_t *be, const unsigned char handle[BACKEND_IPC_HANDLE], char *why,
+                      size_t whylen);
+    void (*ipc_close)(backend_t *be, void *p);
 } backend_ops_t;
 
 /* Transposes bags (off [batch + 1], idx and wts (or NULL) [off[batch]], indices < n_rows) into the host

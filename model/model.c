@@ -226,10 +226,22 @@ static void bind_flat(model_t *m) {
     }
 }
 
+/* dst = src, n floats of backend memory: on a device through the host (once, at setup). */
+static void copy_flat(backend_t *be, float *dst, const float *src, size_t n) {
+    if (be->host_memory) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    float *tmp = XMALLOC((n ? n : 1) * sizeof(float));
+    be->ops->to_host(be, tmp, src, n * sizeof(float));
+    be->ops->to_device(be, dst, tmp, n * sizeof(float));
+    free(tmp);
+}
+
 void model_use_flat(model_t *m, float *params, float *grads) {
     const backend_ops_t *o = m->be->ops;
-    memcpy(params, m->params, m->spec.n_floats * sizeof(float));
-    memcpy(grads, m->grads, m->spec.n_floats * sizeof(float));
+    copy_flat(m->be, params, m->params, m->spec.n_floats);
+    copy_flat(m->be, grads, m->grads, m->spec.n_floats);
     o->free(m->be, m->params);
     o->free(m->be, m->grads);
     m->params = params;

@@ -80,8 +80,8 @@ typedef struct {
 int model_init(model_t *m, const job_config_t *cfg, backend_t *be, int max_batch, char *err, size_t errlen);
 void model_free(model_t *m);
 
-/* A backend with host memory: the model's parameters and gradients move into the caller's buffers
- * (spec.n_floats each, kept until after model_free), e.g. a worker's exchange region. */
+/* The model's parameters and gradients move into the caller's buffers (backend memory, spec.n_floats
+ * each, kept until after model_free), e.g. a worker's exchange region or its device region. */
 void model_use_flat(model_t *m, float *params, float *grads);
 
 /* Runs x_host[batch, input] forward and, when `train`, backward, leaving the gradient of the mean loss

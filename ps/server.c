@@ -135,7 +135,8 @@ struct ps_server {
     Tessera__TensorDesc *descsx, **descx_ptrs; /* float32 in the worker's exchange region */
     /* net.local_exchange: per worker, its exchange region when it attached from this host (else unmapped) */
     xregion_t *xr;
-    int *xr_pinned;       /* ps.device: registered with the device (cudaHostRegister) */
+    int *xr_pinned; /* ps.device: registered with the device (cudaHostRegister) */
+    float **xd;     /* ps.device: per worker, its device region when it attached that instead (CUDA IPC) */
     uint64_t local_bytes; /* dense bytes read from and written to regions instead of sent */
     uint64_t *desc_shapes;
     uint64_t serve_version; /* SERVE received: serve the parameters as this version */
@@ -390,8 +391,18 @@ static int open_device(ps_server_t *s, char *err, size_t errlen) {
     return 0;
 }
 
-/* Unmaps worker w's exchange region (unpinned first, with ps.device). */
+/* Worker w's region, host or device, when it attached one here (else NULL). */
+static float *region_of(const ps_server_t *s, int w) {
+    return s->xd[w] ? s->xd[w] : s->xr[w].base;
+}
+
+/* Unmaps worker w's exchange region (unpinned first, with ps.device), or its device region. */
 static void detach(ps_server_t *s, int w) {
+    if (s->xd[w]) {
+        s->dev->ops->sync(s->dev); /* nothing queued may still write there */
+        s->dev->ops->ipc_close(s->dev, s->xd[w]);
+        s->xd[w] = NULL;
+    }
     if (s->xr_pinned[w]) s->dev->ops->unregister_host(s->dev, s->xr[w].base);
     s->xr_pinned[w] = 0;
     xregion_close(&s->xr[w]);
@@ -439,6 +450,7 @@ ps_server_t *ps_server_create(const ps_config_t *cfg, void *router, void *sched,
     s->descx_ptrs = XCALLOC(nd, sizeof *s->descx_ptrs);
     s->xr = XCALLOC((size_t)cfg->n_workers, sizeof *s->xr);
     s->xr_pinned = XCALLOC((size_t)cfg->n_workers, sizeof *s->xr_pinned);
+    s->xd = XCALLOC((size_t)cfg->n_workers, sizeof *s->xd);
     for (int i = 0; i < s->n_slices; i++) {
         const slice_t *sl = &s->slices[i];
         wire_desc_init(&s->descs[i], &s->desc_shapes[2 * i], (uint32_t)sl->tensor,
@@ -497,6 +509,7 @@ void ps_server_free(ps_server_t *s) {
         detach(s, w);
     free(s->xr);
     free(s->xr_pinned);
+    free(s->xd);
     if (s->dev) {
         for (int i = 0; i < s->n_slices; i++) {
             s->dev->ops->free(s->dev, s->slices[i].d_p);
@@ -573,18 +586,24 @@ static int64_t max_clock(const ps_server_t *s) {
     return m;
 }
 
-/* Local exchange: writes local slices [first, first + n) into worker w's region and sends `h` with them
- * as in_region descriptors (empty frames). */
+/* Local exchange: writes local slices [first, first + n) into worker w's region (its device region:
+ * from the device's copies, done before the reply leaves) and sends `h` with them as in_region
+ * descriptors (empty frames). */
 static void send_in_region(ps_server_t *s, zmq_msg_t *identity, Tessera__Header *h, int w, int first, int n) {
-    float *params = s->xr[w].base;
+    float *params = region_of(s, w);
     wire_buf_t bufs[n ? n : 1];
     for (int i = first; i < first + n; i++) {
         const slice_t *sl = &s->slices[i];
-        memcpy(params + s->cfg.spec->tensors[sl->tensor].offset + sl->row_begin * sl->cols, sl->p,
-               sl->n * sizeof(float));
+        float *at = params + s->cfg.spec->tensors[sl->tensor].offset + sl->row_begin * sl->cols;
+        if (s->xd[w])
+            s->dev->ops->copy_cols(s->dev, at, (int)sl->cols, sl->d_p, (int)sl->cols, (int)sl->rows,
+                                   (int)sl->cols);
+        else
+            memcpy(at, sl->p, sl->n * sizeof(float));
         s->local_bytes += sl->n * sizeof(float);
         bufs[i - first] = (wire_buf_t){NULL, 0, NULL, NULL};
     }
+    if (s->xd[w]) s->dev->ops->sync(s->dev);
     h->n_tensors = (size_t)n;
     h->tensors = s->descx_ptrs + first;
     wire_send(s->router, identity, h, bufs, (size_t)n);
@@ -612,7 +631,7 @@ static void send_params(ps_server_t *s, zmq_msg_t *identity, uint64_t request_id
         s->ckpt_told[worker] = s->ckpt_last;
     }
     int bf16 = worker >= 0 && !f32 && s->cfg.params_bf16; /* serving's pulls get float32 */
-    if (worker >= 0 && s->xr[worker].base) {
+    if (worker >= 0 && region_of(s, worker)) {
         send_in_region(s, identity, &h, worker, 0, n);
         return;
     }
@@ -710,9 +729,11 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, in
     return 0;
 }
 
-/* One optimizer step of slice sl with the mean of ng gradients (host memory, gscale = 1 / ng): here, or
- * on the shard's device (ps.device), which gives the same bits, with the parameters copied back. */
-static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, int ng, float gscale) {
+/* One optimizer step of slice sl with the mean of ng gradients (gscale = 1 / ng; host memory, or on the
+ * device where on_dev[j]: a worker's device region): here, or on the shard's device (ps.device), which
+ * gives the same bits, with the parameters copied back. */
+static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, const int *on_dev, int ng,
+                       float gscale) {
     long t = ++sl->steps;
     if (!s->dev) {
         optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, ng, gscale, sl->n, t);
@@ -721,6 +742,10 @@ static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, int n
     backend_t *be = s->dev;
     const float *dg[ng];
     for (int j = 0; j < ng; j++) {
+        if (on_dev[j]) { /* read where the worker's device left it */
+            dg[j] = g[j];
+            continue;
+        }
         float *d = s->d_grads + (size_t)j * s->d_stride;
         be->ops->to_device(be, d, g[j], sl->n * sizeof(float));
         dg[j] = d;
@@ -743,12 +768,15 @@ static void state_to_host(ps_server_t *s) {
 static void apply_slice(ps_server_t *s, int i) {
     int W = s->cfg.n_workers;
     const float *g[W];
+    int on_dev[W];
     params_changing(s);
     double t0 = now_s();
     slice_t *sl = &s->slices[i];
-    for (int w = 0; w < W; w++)
+    for (int w = 0; w < W; w++) {
         g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
-    step_slice(s, sl, g, W, 1.0f / (float)W);
+        on_dev[w] = s->xd[w] != NULL;
+    }
+    step_slice(s, sl, g, on_dev, W, 1.0f / (float)W);
     s->applied[i] = 1;
     s->n_applied++;
     s->apply_s += now_s() - t0;
@@ -783,7 +811,7 @@ static void serve_parts(ps_server_t *s) {
         wire_header_init(&h, TESSERA__KIND__KIND_PARAMS);
         h.request_id = pw->request_id;
         s->part_replies++;
-        if (s->xr[pw->worker].base) {
+        if (region_of(s, pw->worker)) {
             send_in_region(s, &pw->identity, &h, pw->worker, pw->first, pw->n);
             zmq_msg_close(&pw->identity);
             continue;
@@ -1199,7 +1227,8 @@ static int check_push_sender(ps_server_t *s, wire_msg_t *m, const char *what) {
         return -1;
     }
     for (size_t i = 0; i < m->nframes; i++)
-        if (wire_align_frame(&m->frames[i])) {
+        if (!(i < h->n_tensors && h->tensors[i]->in_region) && /* a region's floats stay where they are */
+            wire_align_frame(&m->frames[i])) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_RESOURCE_EXHAUSTED, "out of memory");
             return -1;
         }
@@ -1417,7 +1446,8 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             slice_t *sl = &s->slices[i];
             zmq_msg_t *f = &s->pending[w * s->n_slices + i];
             const float *g = zmq_msg_data(f);
-            step_slice(s, sl, &g, 1, 1.0f);
+            int on_dev = s->xd[w] != NULL;
+            step_slice(s, sl, &g, &on_dev, 1, 1.0f);
             zmq_msg_close(f);
             zmq_msg_init(f);
         }
@@ -1459,8 +1489,30 @@ static void handle_pull(ps_server_t *s, wire_msg_t *m) {
 
 /* ---- local exchange (net.local_exchange) ---- */
 
-/* ATTACH: maps worker w's exchange region when the worker runs where this shard does; answers OK with
- * attached, or with why not. */
+/* ATTACH with a device handle, to a shard stepping on a device that can map it: maps worker w's device
+ * region (1). Otherwise 0, and the reason the device region was not taken in `why` when there was one
+ * (the host region is tried next, and a reason it gives replaces this one). */
+static int attach_device(ps_server_t *s, int w, const Tessera__Header *h, char *why, size_t whylen) {
+    if (!h->device_handle.len || !s->dev) return 0;
+    if (h->device_handle.len != BACKEND_IPC_HANDLE || !s->dev->ops->ipc_open) {
+        snprintf(why, whylen, "the worker's device region: %s",
+                 h->device_handle.len != BACKEND_IPC_HANDLE ? "not a device handle"
+                                                            : "ps.device cannot map it");
+        log_info("shard %d: worker %d %s", s->cfg.shard, w, why);
+        return 0;
+    }
+    char reason[256] = "";
+    s->xd[w] = s->dev->ops->ipc_open(s->dev, h->device_handle.data, reason, sizeof reason);
+    if (!s->xd[w]) {
+        snprintf(why, whylen, "the worker's device region: %s", reason);
+        log_info("shard %d: worker %d %s", s->cfg.shard, w, why);
+    }
+    return s->xd[w] != NULL;
+}
+
+/* ATTACH: maps worker w's exchange region when the worker runs where this shard does (its device region,
+ * when it sends one and this shard steps on a device that can map it); answers OK with attached or
+ * attached_device, or with why not. */
 static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     const Tessera__Header *h = m->hdr;
     int w = h->sender;
@@ -1482,7 +1534,9 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     detach(s, w); /* a worker attaches again after a restart */
     xregion_host_key(key);
     size_t want = xregion_bytes(s->cfg.spec->n_floats);
-    if (!h->host_key || strcmp(h->host_key, key))
+    if (!h->region_bytes && !h->device_handle.len) /* an ATTACH of nothing: the worker detaches */
+        snprintf(why, sizeof why, "detached at the worker's request");
+    else if (!h->host_key || strcmp(h->host_key, key))
         snprintf(why, sizeof why, "the worker runs on another host or network namespace (%s, here %s)",
                  h->host_key ? h->host_key : "", key);
     else if (s->cfg.params_bf16)
@@ -1490,6 +1544,8 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     else if (h->region_bytes != want)
         snprintf(why, sizeof why, "the region has %llu bytes; this model's has %zu",
                  (unsigned long long)h->region_bytes, want);
+    else if (attach_device(s, w, h, why, sizeof why))
+        ; /* the worker's device region, not the host one */
     else if (!xregion_open(&s->xr[w], h->path ? h->path : "", want, why, sizeof why) && s->dev &&
              s->dev->ops->register_host) {
         /* ps.device: the step's copies read gradients from the region; pinned they go at full speed */
@@ -1503,9 +1559,11 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     wire_header_init(&r, TESSERA__KIND__KIND_OK);
     r.request_id = h->request_id;
     r.attached = s->xr[w].base != NULL;
+    r.attached_device = s->xd[w] != NULL;
     r.error_message = why;
     wire_send(s->router, &m->identity, &r, NULL, 0);
-    log_info("shard local_exchange worker=%d attached=%d%s%s", w, r.attached, why[0] ? " why=" : "", why);
+    log_info("shard local_exchange worker=%d attached=%d device=%d%s%s", w, r.attached || r.attached_device,
+             r.attached_device, why[0] ? " why=" : "", why);
 }
 
 /* A push whose descriptors say in_region: its frames become views of the slices in the sender's region
@@ -1518,7 +1576,7 @@ static int region_views(ps_server_t *s, wire_msg_t *m) {
         const Tessera__TensorDesc *d = h->tensors[i];
         if (!d->in_region) continue;
         char err[256];
-        if (w < 0 || w >= s->cfg.n_workers || !s->xr[w].base) {
+        if (w < 0 || w >= s->cfg.n_workers || !region_of(s, w)) {
             snprintf(err, sizeof err, "tensor %zu is in_region, but sender %d has no exchange region here", i,
                      w);
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_FAILED_PRECONDITION, err);
@@ -1531,8 +1589,8 @@ static int region_views(ps_server_t *s, wire_msg_t *m) {
             reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
             return -1;
         }
-        float *g = (float *)s->xr[w].base + xregion_grads_offset(spec->n_floats) + ti->offset +
-                   d->row_begin * ti->cols;
+        float *g =
+            region_of(s, w) + xregion_grads_offset(spec->n_floats) + ti->offset + d->row_begin * ti->cols;
         zmq_msg_close(&m->frames[i]);
         zmq_msg_init_data(&m->frames[i], g, d->nbytes, NULL, NULL); /* the region outlives the message */
         s->local_bytes += d->nbytes;

@@ -74,6 +74,7 @@ static void params_taken(void *ctx, int k, int t_lo, int t_hi) {
     overlap_t *o = ctx;
     const model_spec_t *s = &o->m->spec;
     backend_t *be = o->m->be;
+    if (o->pc->local_dev && o->pc->local_dev[k]) return; /* the shard wrote the device's copy itself */
     for (int t = t_lo; t < t_hi; t++) {
         row_range_t r = shard_map_range(o->pc->map, t, k);
         if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
@@ -167,7 +168,9 @@ void overlap_begin(overlap_t *o, int64_t clock) {
 int overlap_finish(overlap_t *o, char *err, size_t errlen) {
     model_t *m = o->m;
     send_copied(o, 1);
-    if (o->grads_host != m->grads) { /* the rest: what the push itself carries */
+    if (o->grads_host != m->grads && o->pc->n_local_dev == o->pc->n_shards) {
+        m->be->ops->sync(m->be); /* every shard reads the device's gradients itself, once they are done */
+    } else if (o->grads_host != m->grads) { /* the rest: what the push itself carries */
         size_t n = offset_from(&m->spec, o->handed);
         if (o->dev16) {
             m->be->ops->to_bf16(m->be, o->dev16, m->grads, n);

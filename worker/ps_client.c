@@ -5,6 +5,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "backend.h"
 #include "check.h"
 #include "log.h"
 #include "util.h"
@@ -51,6 +52,7 @@ void ps_client_free(ps_client_t *c) {
     free(c->parts_out);
     free(c->parts_sent);
     free(c->local);
+    free(c->local_dev);
     if (!c->stage_filled) free(c->stage);
     memset(c, 0, sizeof *c);
 }
@@ -173,6 +175,10 @@ static int take_slices(ps_client_t *c, int k, const wire_msg_t *m, float *params
             src = c->region_params + at;
             c->bytes_received += d->nbytes;
             c->bytes_local += d->nbytes;
+            if (c->local_dev[k]) { /* ... into the device region, where the model reads them */
+                i++;
+                continue;
+            }
         }
         if (params + at != src) memcpy(params + at, src, d->nbytes);
         i++;
@@ -309,19 +315,24 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
 static int take_attach(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
     (void)err;
     (void)errlen;
-    c->local[k] = m->hdr->attached;
+    c->local[k] = m->hdr->attached || m->hdr->attached_device;
+    c->local_dev[k] = m->hdr->attached_device;
     *(int *)ctx += c->local[k];
+    c->n_local_dev += c->local_dev[k];
     if (!c->local[k])
         log_debug("shard %d keeps to the wire: %s", k, m->hdr->error_message ? m->hdr->error_message : "");
     return 0;
 }
 
 int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *params, float *grads,
-                     int *n_attached, char *err, size_t errlen) {
+                     const unsigned char *device_handle, int *n_attached, char *err, size_t errlen) {
     char key[XREGION_KEY_LEN];
     xregion_host_key(key);
     free(c->local);
+    free(c->local_dev);
     c->local = XCALLOC((size_t)c->n_shards, sizeof *c->local);
+    c->local_dev = XCALLOC((size_t)c->n_shards, sizeof *c->local_dev);
+    c->n_local_dev = 0;
     c->region_params = params;
     c->region_grads = grads;
     *n_attached = 0;
@@ -333,6 +344,9 @@ int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *para
         h.path = (char *)path;
         h.region_bytes = bytes;
         h.host_key = key;
+        if (device_handle) {
+            h.device_handle = (ProtobufCBinaryData){BACKEND_IPC_HANDLE, (uint8_t *)device_handle};
+        }
         if (wire_send(c->socks[k], NULL, &h, NULL, 0)) {
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;

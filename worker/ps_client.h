@@ -37,6 +37,10 @@ typedef struct {
      * messages carry only their descriptors */
     int *local;
     float *region_params, *region_grads;
+    /* Of those, shards k with local_dev[k] mapped the worker's device region instead (a GPU worker and a
+     * shard stepping on a device, CUDA IPC): in_region slices are there, at the same offsets, and the
+     * host region's copies of them are not written. */
+    int *local_dev, n_local_dev;
     uint64_t bytes_local; /* of bytes_sent and bytes_received, those that crossed through the region */
     /* net.param_dtype = bf16 on a device backend with from_bf16 (worker/overlap.c sets it): bfloat16
      * parameter slices are not widened here but kept in params16 (the flat layout, pinned), and
@@ -77,10 +81,12 @@ int ps_client_init(ps_client_t *c, void *zctx, char (*endpoints)[CLUSTER_ENDPOIN
 void ps_client_free(ps_client_t *c);
 
 /* Local exchange: asks every shard to map the exchange region at `path` (`bytes`, holding `params` and
- * `grads`, the buffers push_pull and pull are then given); those on this host do. Sets *n_attached;
- * each refusal's reason goes to the log (debug). 0, or the same errors as the others. */
+ * `grads`, the buffers push_pull and pull are then given); those on this host do. With device_handle
+ * (BACKEND_IPC_HANDLE bytes, or NULL): the worker's device region of the same layout, which shards
+ * stepping on a device map instead. Sets *n_attached (either kind); each refusal's reason goes to the
+ * log (debug). 0, or the same errors as the others. */
 int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *params, float *grads,
-                     int *n_attached, char *err, size_t errlen);
+                     const unsigned char *device_handle, int *n_attached, char *err, size_t errlen);
 
 /* Sends the gradients of iteration `clock` (host memory, the model's flat layout; sent zero-copy, so
  * it must not change until this returns), with the row gradients of `sb` when not NULL, and writes the

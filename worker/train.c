@@ -165,10 +165,48 @@ static int local_region(xregion_t *xr, const job_config_t *cfg, model_t *m, int 
     return 1;
 }
 
-static void local_region_free(xregion_t *xr, backend_t *be) {
+/* A device worker whose shards step on a device (ps.device): its parameters and gradients move into one
+ * device allocation of the exchange region's layout, exported (CUDA IPC) so that shards on this machine
+ * that can map it read the gradients and write the parameters there, with no copy through the host.
+ * Returns the allocation (handle filled in), or NULL: shards then use the host region. */
+static float *device_region(const xregion_t *xr, const job_config_t *cfg, model_t *m,
+                            unsigned char handle[BACKEND_IPC_HANDLE]) {
+    backend_t *be = m->be;
+    if (!xr->base || be->host_memory || !be->ops->ipc_export || !strcmp(cfg->ps_device, "cpu")) return NULL;
+    float *d = be->ops->alloc(be, xr->bytes);
+    if (!d || be->ops->ipc_export(be, d, handle)) {
+        log_warn("the device region (%.1f MB) could not be %s: the shards' device copies go through the host",
+                 (double)xr->bytes / 1e6, d ? "exported" : "allocated");
+        if (d) be->ops->free(be, d);
+        return NULL;
+    }
+    model_use_flat(m, d, d + xregion_grads_offset(m->spec.n_floats));
+    return d;
+}
+
+static void local_region_free(xregion_t *xr, backend_t *be, float *dev) {
+    if (dev) be->ops->free(be, dev);
     if (!xr->base) return;
     if (!be->host_memory && be->ops->unregister_host) be->ops->unregister_host(be, xr->base);
     xregion_close(xr);
+}
+
+/* Parameters the shards wrote into `host` go to the device: all of them, or only those of shards that
+ * did not write the device region themselves. */
+static void stage_params(backend_t *be, const ps_client_t *pc, float *dev, const float *host, size_t n) {
+    if (!pc->n_local_dev) {
+        be->ops->to_device(be, dev, host, n * sizeof(float));
+        return;
+    }
+    const model_spec_t *s = pc->spec;
+    for (int k = 0; k < pc->n_shards; k++)
+        for (int t = 0; !pc->local_dev[k] && t < s->n_tensors; t++) {
+            row_range_t r = shard_map_range(pc->map, t, k);
+            if (r.row_end == r.row_begin || s->tensors[t].remote) continue;
+            size_t at = s->tensors[t].offset + (size_t)(r.row_begin * s->tensors[t].cols);
+            size_t bytes = (size_t)((r.row_end - r.row_begin) * s->tensors[t].cols) * sizeof(float);
+            be->ops->to_device(be, dev + at, host + at, bytes);
+        }
 }
 
 /* One step's exchange with the shards. With job.node_reduce the node's workers first agree on the
@@ -691,20 +729,26 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     for (int i = 0; i < model.spec.n_layers; i++)
         if (model.spec.layers[i].remote_weight) model.spec.layers[i].remote = &remote;
     int n_local = 0;
+    unsigned char handle[BACKEND_IPC_HANDLE];
+    float *dreg = local ? device_region(&xr, cfg, &model, handle) : NULL;
     if (!rc && local) {
-        rc = ps_client_attach(&pc, xr.path, xr.bytes, params, grads, &n_local, err, sizeof err);
-        log_info("local_exchange worker=%d shards=%d of=%d region_mb=%.1f", me, n_local, cl->n_ps,
-                 (double)xr.bytes / 1e6);
+        rc = ps_client_attach(&pc, xr.path, xr.bytes, params, grads, dreg ? handle : NULL, &n_local, err,
+                              sizeof err);
+        log_info("local_exchange worker=%d shards=%d of=%d device_shards=%d region_mb=%.1f", me, n_local,
+                 cl->n_ps, pc.n_local_dev, (double)xr.bytes / 1e6);
     }
     if (!rc) rc = whole_pull(&pc, &nr, clock, params, err, sizeof err);
-    if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+    if (stage) stage_params(be, &pc, model.params, params, n_floats);
+    /* Shards writing the device parameters themselves: a part's reply would write them while the
+     * backward pass still reads them, so the gradient goes in one push after it. */
+    double bucket_mb = pc.n_local_dev ? 0 : cfg->push_bucket_mb;
     overlap_t ov;
-    overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params,
-                 cfg->push_bucket_mb, nr.mine != NULL);
+    overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params, bucket_mb,
+                 nr.mine != NULL);
     if (me == 0)
         log_info("overlap push_bucket_mb=%g parts_per_step=%d device_copies=%s grad_dtype=%s param_dtype=%s "
                  "grad_rounding=%s param_widening=%s",
-                 nr.mine ? 0 : cfg->push_bucket_mb, overlap_parts_per_step(&ov),
+                 nr.mine ? 0 : bucket_mb, overlap_parts_per_step(&ov),
                  !stage                 ? "none"
                  : ov.async && !nr.mine ? "async"
                                         : "sync",
@@ -777,7 +821,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
             if (rc) break;
             sync_s += now_s() - tp;
             if (stage && !overlap_params_on_device(&ov))
-                be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+                stage_params(be, &pc, model.params, params, n_floats);
             clock++;
             examples += (uint64_t)B;
             state_prev = state_now;
@@ -836,7 +880,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
                     log_error("final pull failed: %s", err);
                     MPI_Abort(MPI_COMM_WORLD, 1);
                 }
-                if (stage) be->ops->to_device(be, model.params, params, n_floats * sizeof(float));
+                if (stage) stage_params(be, &pc, model.params, params, n_floats);
             }
         }
 
@@ -904,6 +948,11 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
 
     char digest[17];
     if (!be->host_memory) be->ops->to_host(be, params, model.params, n_floats * sizeof(float));
+    if (pc.n_local_dev) { /* the shards unmap the device region before it can be freed (CUDA IPC) */
+        int n = 0;
+        if (ps_client_attach(&pc, "", 0, params, grads, NULL, &n, err, sizeof err))
+            log_warn("detaching the device region: %s", err);
+    }
     if (me == 0 && !stopping && !strcmp(cfg->param_dtype, "bf16")) {
         /* The model trained on bfloat16 copies; params.bin and the digest are the shards' float32
          * masters, which checkpoints and serving hold too. */
@@ -959,7 +1008,7 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     data_free(&test);
     sparse_batch_free(&sb);
     model_free(&model);
-    local_region_free(&xr, be);
+    local_region_free(&xr, be, dreg);
     backend_free(be);
     return 0;
 }

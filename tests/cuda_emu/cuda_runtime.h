@@ -22,6 +22,11 @@
  *   dereferences a device pointer faults, with a message. Copies and memsets must stay inside their
  *   allocations. Fresh device and pinned memory is NaN-filled.
  * - cuBLAS SGEMM (cublas_v2.h) runs on the host's CBLAS in column-major order.
+ * - CUDA IPC: cudaIpcGetMemHandle moves an allocation into shared memory (a memfd), and another process's
+ *   cudaIpcOpenMemHandle maps it into its own device arena; opening it in the process that exported it,
+ *   or freeing an opened one with cudaFree instead of cudaIpcCloseMemHandle, is refused as CUDA refuses
+ *   it. Processes share no streams: a consumer sees what the producer's host synchronized before saying
+ *   so (a message), as on a GPU.
  * What it cannot show: timing, real concurrency between threads or streams (races), device memory
  * limits, and the device's math library (expf, logf, ...: the host's libm runs instead). */
 #ifndef TESSERA_CUDA_EMU_RUNTIME_H
@@ -163,6 +168,12 @@ struct cudaFuncAttributes {
 };
 typedef struct cudaFuncAttributes cudaFuncAttributes;
 
+/* Another process's device allocation (cudaIpcGetMemHandle): opaque, 64 bytes as CUDA's. */
+typedef struct {
+    char reserved[64];
+} cudaIpcMemHandle_t;
+#define cudaIpcMemLazyEnablePeerAccess 0x01
+
 typedef struct ts_emu_stream *cudaStream_t;
 typedef struct ts_emu_event *cudaEvent_t;
 #define cudaStreamDefault      0x00
@@ -203,6 +214,9 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s TS_EMU_DEFAULT(0));
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *h, void *p);
+cudaError_t cudaIpcOpenMemHandle(void **p, cudaIpcMemHandle_t h, unsigned flags);
+cudaError_t cudaIpcCloseMemHandle(void *p);
 TS_EMU_C_END
 
 #ifdef __cplusplus

@@ -3,12 +3,14 @@
  * runs on the thread that makes the host wait for it. See cuda_runtime.h for what it checks. */
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sanitizer/asan_interface.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/context/fiber.hpp>
@@ -84,6 +86,8 @@ struct region {
     size_t bytes;
     int kind;
     bool registered; /* MEM_PINNED by cudaHostRegister: the caller's memory */
+    int fd;          /* MEM_DEVICE exported by cudaIpcGetMemHandle: the memfd now behind it */
+    bool opened;     /* MEM_DEVICE: another process's, mapped by cudaIpcOpenMemHandle */
 };
 std::map<uintptr_t, region> g_mem;
 
@@ -155,7 +159,7 @@ struct device_access {
     }
 };
 
-void *device_alloc(size_t bytes) {
+void arena_init() {
     if (!g_arena) {
         void *a = mmap(nullptr, ARENA_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (a == MAP_FAILED) fatal("cannot reserve the device arena: %s", strerror(errno));
@@ -167,6 +171,10 @@ void *device_alloc(size_t bytes) {
         sigemptyset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &g_old_segv);
     }
+}
+
+void *device_alloc(size_t bytes) {
+    arena_init();
     size_t span = (bytes + PAGE - 1) / PAGE * PAGE + PAGE; /* and one page of poisoned gap */
     if (bytes > DEVICE_BYTES - g_device_live || span > ARENA_BYTES - g_arena_used) return nullptr;
     char *p = g_arena + g_arena_used;
@@ -177,11 +185,28 @@ void *device_alloc(size_t bytes) {
     return p;
 }
 
-void device_release(void *p, size_t bytes) {
-    size_t span = (bytes + PAGE - 1) / PAGE * PAGE;
-    ASAN_POISON_MEMORY_REGION(p, bytes);
-    madvise(p, span, MADV_DONTNEED); /* the pages go back; the addresses are not reused */
-    g_device_live -= bytes;
+/* The arena's pages at p, inaccessible now as the rest is (PROT_NONE unless device work runs). */
+int arena_prot() {
+    return g_open_depth ? PROT_READ | PROT_WRITE : PROT_NONE;
+}
+
+/* Puts anonymous memory back under [p, p + span) (an exported or opened allocation's shared pages). */
+void arena_unshare(void *p, size_t span) {
+    if (mmap(p, span, arena_prot(), MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) ==
+        MAP_FAILED)
+        fatal("mmap over released device memory: %s", strerror(errno));
+}
+
+void device_release(void *p, const region &r) {
+    size_t span = (r.bytes + PAGE - 1) / PAGE * PAGE;
+    ASAN_POISON_MEMORY_REGION(p, r.bytes);
+    if (r.fd >= 0 || r.opened) { /* the shared pages go: the other processes keep their own mappings */
+        arena_unshare(p, span);
+        if (r.fd >= 0) close(r.fd);
+    } else {
+        madvise(p, span, MADV_DONTNEED); /* the pages go back; the addresses are not reused */
+    }
+    if (!r.opened) g_device_live -= r.bytes;
 }
 
 cudaError_t allocate(void **p, size_t bytes, int kind) {
@@ -196,7 +221,7 @@ cudaError_t allocate(void **p, size_t bytes, int kind) {
         device_access open;
         memset(m, 0xff, bytes); /* NaN floats: what a kernel reads before anything wrote it */
     }
-    g_mem[(uintptr_t)m] = region{bytes ? bytes : 1, kind, false};
+    g_mem[(uintptr_t)m] = region{bytes ? bytes : 1, kind, false, -1, false};
     *p = m;
     return cudaSuccess;
 }
@@ -208,10 +233,13 @@ cudaError_t release(void *p, int kind, const char *call) {
         return fail(cudaErrorInvalidValue, "%s(%p): not the start of a %s allocation%s", call, p,
                     kind_name(kind),
                     it != g_mem.end() && it->second.registered ? " (registered: cudaHostUnregister)" : "");
-    size_t bytes = it->second.bytes;
+    if (it->second.opened)
+        return fail(cudaErrorInvalidValue,
+                    "%s(%p): memory opened by cudaIpcOpenMemHandle (cudaIpcCloseMemHandle)", call, p);
+    region r = it->second;
     g_mem.erase(it);
     if (kind == MEM_DEVICE)
-        device_release(p, bytes);
+        device_release(p, r);
     else
         free(p);
     return cudaSuccess;
@@ -615,7 +643,7 @@ cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags) {
     if (mem_kind(p) != MEM_PAGEABLE || (it != g_mem.end() && it->first < (uintptr_t)p + bytes))
         return fail(cudaErrorHostMemoryAlreadyRegistered, "cudaHostRegister(%p, %zu): overlaps an allocation",
                     p, bytes);
-    g_mem[(uintptr_t)p] = region{bytes, MEM_PINNED, true};
+    g_mem[(uintptr_t)p] = region{bytes, MEM_PINNED, true, -1, false};
     return cudaSuccess;
 }
 
@@ -807,6 +835,99 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
 cudaError_t cudaDeviceSynchronize(void) {
     LOCKED;
     drain_all();
+    return cudaSuccess;
+}
+
+/* ---- CUDA IPC ---- */
+namespace {
+/* What a handle holds: the exporting process and the memfd behind the allocation there. */
+struct ipc_handle {
+    uint64_t magic;
+    int64_t pid;
+    int32_t fd;
+    uint64_t bytes;
+};
+constexpr uint64_t IPC_MAGIC = 0x7473656d75495043ull;
+static_assert(sizeof(ipc_handle) <= sizeof(cudaIpcMemHandle_t), "an IPC handle fits CUDA's 64 bytes");
+} // namespace
+
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *h, void *p) {
+    LOCKED;
+    drain_all();
+    auto it = g_mem.find((uintptr_t)p);
+    if (!h || it == g_mem.end() || it->second.kind != MEM_DEVICE || it->second.opened)
+        return fail(cudaErrorInvalidValue,
+                    "cudaIpcGetMemHandle(%p): not the start of this process's cudaMalloc", p);
+    region &r = it->second;
+    size_t span = (r.bytes + PAGE - 1) / PAGE * PAGE;
+    if (r.fd < 0) { /* its pages move into a memfd, which other processes can map */
+        int fd = memfd_create("cuda-emu-ipc", MFD_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, (off_t)span))
+            return fail(cudaErrorMemoryAllocation, "cudaIpcGetMemHandle: memfd of %zu bytes: %s", span,
+                        strerror(errno));
+        device_access open;
+        ssize_t n = pwrite(fd, p, r.bytes, 0);
+        if (n != (ssize_t)r.bytes) fatal("cudaIpcGetMemHandle: copying into the memfd: %s", strerror(errno));
+        if (mmap(p, span, arena_prot(), MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED)
+            fatal("cudaIpcGetMemHandle: mapping the memfd: %s", strerror(errno));
+        r.fd = fd;
+    }
+    ipc_handle ih{IPC_MAGIC, (int64_t)getpid(), r.fd, r.bytes};
+    memset(h, 0, sizeof *h);
+    memcpy(h->reserved, &ih, sizeof ih);
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcOpenMemHandle(void **p, cudaIpcMemHandle_t h, unsigned flags) {
+    LOCKED;
+    ipc_handle ih;
+    memcpy(&ih, h.reserved, sizeof ih);
+    if (!p || ih.magic != IPC_MAGIC || flags & ~(unsigned)cudaIpcMemLazyEnablePeerAccess)
+        return fail(cudaErrorInvalidValue, "cudaIpcOpenMemHandle: not a handle of cudaIpcGetMemHandle");
+    if (ih.pid == (int64_t)getpid())
+        return fail(cudaErrorInvalidResourceHandle,
+                    "cudaIpcOpenMemHandle: the handle is this process's own allocation (CUDA refuses that)");
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%lld/fd/%d", (long long)ih.pid, (int)ih.fd);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    struct stat st;
+    size_t span = (ih.bytes + PAGE - 1) / PAGE * PAGE;
+    if (fd < 0 || fstat(fd, &st) || (size_t)st.st_size < span) {
+        if (fd >= 0) close(fd);
+        return fail(cudaErrorInvalidResourceHandle,
+                    "cudaIpcOpenMemHandle: %s: the exporting process or its "
+                    "allocation is gone",
+                    path);
+    }
+    arena_init();
+    if (span + PAGE > ARENA_BYTES - g_arena_used) {
+        close(fd);
+        return fail(cudaErrorMemoryAllocation,
+                    "cudaIpcOpenMemHandle: the device arena's addresses are spent");
+    }
+    char *at = g_arena + g_arena_used;
+    g_arena_used += span + PAGE;
+    void *m = mmap(at, span, arena_prot(), MAP_SHARED | MAP_FIXED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) fatal("cudaIpcOpenMemHandle: mapping %s: %s", path, strerror(errno));
+    ASAN_UNPOISON_MEMORY_REGION(at, ih.bytes);
+    ASAN_POISON_MEMORY_REGION(at + ih.bytes, span + PAGE - ih.bytes);
+    region r{ih.bytes, MEM_DEVICE, false, -1, true};
+    g_mem[(uintptr_t)at] = r;
+    *p = at;
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcCloseMemHandle(void *p) {
+    LOCKED;
+    drain_all();
+    auto it = g_mem.find((uintptr_t)p);
+    if (it == g_mem.end() || !it->second.opened)
+        return fail(cudaErrorInvalidValue,
+                    "cudaIpcCloseMemHandle(%p): not memory cudaIpcOpenMemHandle mapped", p);
+    region r = it->second;
+    g_mem.erase(it);
+    device_release(p, r);
     return cudaSuccess;
 }
 
