@@ -52,21 +52,25 @@ int xregion_create(xregion_t *r, size_t bytes, char *err, size_t errlen) {
 int xregion_open(xregion_t *r, const char *path, size_t bytes, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
     r->fd = -1;
-    /* Only what xregion_create made: a peer must not have a shard map (and write) any file it names. */
-    char target[128] = "";
-    ssize_t n = readlink(path, target, sizeof target - 1);
-    if (n < 0 || strncmp(target, "/memfd:" XREGION_NAME, strlen("/memfd:" XREGION_NAME))) {
-        snprintf(err, errlen, "%s is not a Tessera exchange region (%s)", path,
-                 n < 0 && errno != EINVAL ? strerror(errno) : "another file");
-        return -TS_EINVAL;
-    }
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    /* Only what xregion_create made: a peer must not have a shard map (and write) any file it names. The
+     * file is opened first and then checked, by the name its open descriptor has here, so that the peer
+     * cannot swap another in between (and a device or a pipe cannot block the open). */
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -TS_EIO;
     }
+    char self[64], target[128] = "";
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(self, target, sizeof target - 1);
     struct stat st;
-    if (fstat(fd, &st) || (size_t)st.st_size != bytes) {
+    int is_region = n > 0 && !strncmp(target, "/memfd:" XREGION_NAME, strlen("/memfd:" XREGION_NAME));
+    if (!is_region || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a Tessera exchange region", path);
+        close(fd);
+        return -TS_EINVAL;
+    }
+    if ((size_t)st.st_size != bytes) {
         snprintf(err, errlen, "%s holds %lld bytes; the model's region is %zu", path, (long long)st.st_size,
                  bytes);
         close(fd);
@@ -99,7 +103,10 @@ void xregion_host_key(char key[XREGION_KEY_LEN]) {
         fclose(f);
     }
     boot[strcspn(boot, "\n")] = 0;
+    /* The network namespace says which host; the pid namespace, whether /proc/PID names the same process
+     * (containers of one pod share the first, not the second). */
     struct stat st;
     unsigned long long net = stat("/proc/self/ns/net", &st) ? 0 : (unsigned long long)st.st_ino;
-    snprintf(key, XREGION_KEY_LEN, "%s/net:%llu", boot, net);
+    unsigned long long pid = stat("/proc/self/ns/pid", &st) ? 0 : (unsigned long long)st.st_ino;
+    snprintf(key, XREGION_KEY_LEN, "%s/net:%llu/pid:%llu", boot, net, pid);
 }

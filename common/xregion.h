@@ -14,6 +14,7 @@ typedef struct {
     size_t bytes;
     int fd;                      /* the creator's file (-1 for a mapping opened from a path) */
     char path[XREGION_PATH_LEN]; /* where others open it: /proc/<pid>/fd/<fd> */
+    int pinned;                  /* its user registered it with a device (cudaHostRegister) */
 } xregion_t;
 
 /* The region of a model of n_floats: parameters at float 0, gradients from the next 4 KiB boundary. */

@@ -1536,6 +1536,8 @@ static void handle_attach(ps_server_t *s, wire_msg_t *m) {
     size_t want = xregion_bytes(s->cfg.spec->n_floats);
     if (!h->region_bytes && !h->device_handle.len) /* an ATTACH of nothing: the worker detaches */
         snprintf(why, sizeof why, "detached at the worker's request");
+    else if (key[0] == '?') /* no boot id: the key would name every host alike */
+        snprintf(why, sizeof why, "this host's boot id cannot be read (/proc/sys/kernel/random/boot_id)");
     else if (!h->host_key || strcmp(h->host_key, key))
         snprintf(why, sizeof why, "the worker runs on another host or network namespace (%s, here %s)",
                  h->host_key ? h->host_key : "", key);
@@ -1574,8 +1576,14 @@ static int region_views(ps_server_t *s, wire_msg_t *m) {
     int w = h->sender;
     for (size_t i = 0; i < h->n_tensors; i++) {
         const Tessera__TensorDesc *d = h->tensors[i];
-        if (!d->in_region) continue;
         char err[256];
+        if (d->in_region && i > 0 && !h->tensors[i - 1]->in_region) { /* the dense slices, which lead */
+            snprintf(err, sizeof err, "tensor %zu is in_region after one that is not: only dense slices are",
+                     i);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+            return -1;
+        }
+        if (!d->in_region) continue;
         if (w < 0 || w >= s->cfg.n_workers || !region_of(s, w)) {
             snprintf(err, sizeof err, "tensor %zu is in_region, but sender %d has no exchange region here", i,
                      w);

@@ -249,6 +249,8 @@ static int take_part_reply(ps_client_t *c, int k, const wire_msg_t *m, int j, ch
 typedef int (*take_fn)(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen);
 
 /* Waits for the reply of `kind` of every shard k with asked[k] (NULL: all), handing each to take. */
+static int take_attach(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen);
+
 static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, take_fn take, void *ctx,
                           char *err, size_t errlen) {
     int n = c->n_shards, left = 0;
@@ -292,6 +294,10 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
             } else if (m.hdr->request_id != c->request_of[k]) {
                 wire_msg_free(&m); /* a stale reply to an abandoned request */
                 continue;
+            } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR && take == take_attach) {
+                /* a shard that cannot attach (an older one, or one holding a push) leaves it to the wire */
+                log_warn("shard %d refused the local exchange, which keeps to the wire: %s: %s", k,
+                         wire_error_name(m.hdr->error_code), m.hdr->error_message);
             } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR) {
                 snprintf(err, errlen, "shard %d: %s: %s", k, wire_error_name(m.hdr->error_code),
                          m.hdr->error_message);

@@ -158,7 +158,7 @@ static int local_region(xregion_t *xr, const job_config_t *cfg, model_t *m, int 
     backend_t *be = m->be;
     if (be->host_memory)
         model_use_flat(m, *params, *grads);
-    else if (be->ops->register_host && be->ops->register_host(be, xr->base, xr->bytes))
+    else if (be->ops->register_host && !(xr->pinned = !be->ops->register_host(be, xr->base, xr->bytes)))
         log_warn(
             "the exchange region (%.1f MB) could not be pinned: device copies go through pageable memory",
             (double)xr->bytes / 1e6);
@@ -187,7 +187,7 @@ static float *device_region(const xregion_t *xr, const job_config_t *cfg, model_
 static void local_region_free(xregion_t *xr, backend_t *be, float *dev) {
     if (dev) be->ops->free(be, dev);
     if (!xr->base) return;
-    if (!be->host_memory && be->ops->unregister_host) be->ops->unregister_host(be, xr->base);
+    if (xr->pinned) be->ops->unregister_host(be, xr->base);
     xregion_close(xr);
 }
 

@@ -1,10 +1,12 @@
 /* The host emulator's own test (emu.emulator, TESSERA_CUDA=EMU builds only): what it promises to show, it
  * shows. Kernels with barriers and shuffles compute what a GPU computes; refused launches and bad copies
  * fail through the API; a host that reads a pinned buffer before waiting for the copy sees stale data
- * under the lazy schedule; a stream that waits for another's event sees its work; a shuffle naming an
+ * under the lazy schedule; a stream that waits for another's event sees its work; another process maps
+ * an allocation through CUDA IPC and both see each other's kernels' writes; a shuffle naming an
  * exited lane, a host pointer passed to a kernel, a launch of barrier-free blocks whose later block
  * reaches a barrier, and host code reading device memory each stop the program (run in a child) with a
  * message. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +201,57 @@ static void test_register(void) {
 }
 
 /* Under TESSERA_CUDA_EMU_SCHEDULE=lazy (set by main): queued work runs only when the host waits. */
+/* CUDA IPC between two processes: a child maps the parent's allocation, reads what the parent's kernel
+ * wrote, adds to it with a kernel of its own; the parent sees the sum. A process's own handle is
+ * refused, as is cudaFree of opened memory. */
+static void test_ipc(void) {
+    enum { N = 1024 };
+    float *d, h[N];
+    OK(cudaMalloc(&d, N * sizeof(float)));
+    fill_kernel<<<4, 256>>>(d, 3.0f, N);
+    cudaIpcMemHandle_t ih;
+    OK(cudaIpcGetMemHandle(&ih, d)); /* waits for the kernel: its writes move into the shared pages */
+    void *self = NULL;
+    CHECK(cudaIpcOpenMemHandle(&self, ih, cudaIpcMemLazyEnablePeerAccess) == cudaErrorInvalidResourceHandle,
+          "a process opened its own IPC handle");
+    (void)cudaGetLastError();
+    int to_child[2], to_parent[2];
+    CHECK(!pipe(to_child) && !pipe(to_parent), "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        void *p = NULL;
+        int bad = read(to_child[0], &c, 1) != 1 ||
+                  cudaIpcOpenMemHandle(&p, ih, cudaIpcMemLazyEnablePeerAccess) != cudaSuccess;
+        float got[N];
+        bad = bad || cudaMemcpy(got, p, sizeof got, cudaMemcpyDeviceToHost) != cudaSuccess ||
+              got[N - 1] != 3.0f;
+        bad = bad || cudaFree(p) != cudaErrorInvalidValue;
+        float *ones = NULL;
+        bad = bad || cudaMalloc(&ones, N * sizeof(float)) != cudaSuccess;
+        if (!bad) {
+            fill_kernel<<<4, 256>>>(ones, 1.0f, N);
+            add_kernel<<<4, 256>>>((float *)p, ones, N);
+            bad = cudaDeviceSynchronize() != cudaSuccess || cudaIpcCloseMemHandle(p) != cudaSuccess;
+        }
+        c = bad ? 'x' : 'y';
+        _exit(write(to_parent[1], &c, 1) == 1 && !bad ? 0 : 1);
+    }
+    char c = 0;
+    CHECK(write(to_child[1], "g", 1) == 1 && read(to_parent[0], &c, 1) == 1 && c == 'y',
+          "the child could not open, read or write the parent's allocation");
+    int st = 0;
+    waitpid(pid, &st, 0);
+    OK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
+    CHECK(h[0] == 4.0f && h[N - 1] == 4.0f, "after the child's kernel the parent sees %g, want 4", h[N - 1]);
+    OK(cudaFree(d));
+    for (int i = 0; i < 2; i++) {
+        close(to_child[i]);
+        close(to_parent[i]);
+    }
+    if (!failures) printf("ok: CUDA IPC between two processes\n");
+}
+
 static void test_ordering(void) {
     enum { N = 1000 };
     float *a, *b, *pinned;
@@ -248,6 +301,7 @@ int main(void) {
     test_kernels();
     test_refusals();
     test_register();
+    test_ipc();
     test_ordering();
     expect_fatal("a shuffle naming exited lanes", shuffle_exited, "has exited");
     expect_fatal("a host pointer passed to a kernel", host_pointer_arg, "neither device nor pinned");

@@ -51,13 +51,25 @@ cmp "$WORK/gpu/params.bin" "$WORK/psdev/params.bin" || fail "shards on $BE diffe
 echo "ok: shards stepping on $BE give the CPU shards' bits"
 
 # The worker's pinned staging buffers are its exchange region, which the shards map (they pin their
-# mapping too when they step on the device); over the wire instead the bits are the same.
+# mapping too when they step on the device); on cuda the shards map the worker's device memory instead
+# (CUDA IPC). Over the wire instead the bits are the same.
 grep -q "local_exchange worker=0 shards=1 of=1" "$WORK/psdev.log" || fail "the $BE worker did not attach its region"
 grep -q "could not be pinned" "$WORK/psdev.log" && fail "an exchange region could not be pinned"
+if [ "$BE" = cuda ]; then # CUDA IPC: the shard steps from the worker's device memory and writes it
+    grep -q "device_shards=1 " "$WORK/psdev.log" || fail "the shard did not map the worker's device region"
+    grep -q "attached=0 device=0 why=detached" "$WORK/psdev.log" || fail "the worker did not detach its device region"
+fi
 # shellcheck disable=SC2086
 run_job psdev_wire $A backend.type=$BE ps.device=$BE net.local_exchange=off
 cmp "$WORK/psdev/params.bin" "$WORK/psdev_wire/params.bin" || fail "$BE: the local exchange differs from the wire"
-echo "ok: $BE worker and shards: the local exchange gives the wire's bits"
+# SSP steps each push as it comes, from the same memory: with one worker, the wire's bits again.
+S="--servers 2 --workers 1 job.epochs=1 data.train_limit=3000 job.staleness=2 backend.type=$BE ps.device=$BE"
+# shellcheck disable=SC2086
+run_job ssp_local $S
+# shellcheck disable=SC2086
+run_job ssp_wire $S net.local_exchange=off
+cmp "$WORK/ssp_local/params.bin" "$WORK/ssp_wire/params.bin" || fail "$BE, SSP: the local exchange differs from the wire"
+echo "ok: $BE worker and shards: the local exchange gives the wire's bits (BSP and SSP)"
 
 # Exact resume on the device (workers and shards): stop at a checkpoint, resume, compare with an
 # uninterrupted run.
@@ -71,6 +83,8 @@ done
 run_job ctr-psdev ctr_dlrm --servers 2 --workers 2 data.dir="$WORK/data" job.epochs=1 backend.type="$BE" \
     ps.device="$BE"
 cmp "$WORK/ctr-$BE/params.bin" "$WORK/ctr-psdev/params.bin" || fail "DLRM: shards on $BE differ from the CPU's"
+[ "$BE" != cuda ] || [ "$(grep -c "device_shards=2 " "$WORK/ctr-psdev.log")" = 2 ] ||
+    fail "DLRM: the 2 shards did not map both workers' device regions"
 c=$(json "$WORK/ctr-cpu/summary.json" test_auc)
 g=$(json "$WORK/ctr-$BE/summary.json" test_auc)
 echo "ctr_dlrm test_auc cpu=$c $BE=$g"

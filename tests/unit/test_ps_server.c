@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -796,8 +797,17 @@ static void test_local_exchange(void) {
            "another host's worker is not attached (%s)", why);
     EXPECT(attach(w, r.path, bytes + 4096, key, why, sizeof why) == 0 && strstr(why, "bytes"),
            "a region of the wrong size is refused (%s)", why);
-    EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "not a Tessera"),
+    EXPECT(attach(w, "/nonexistent/region", bytes, key, why, sizeof why) == 0 && strstr(why, "cannot open"),
            "a path that does not open is refused (%s)", why);
+    char fifo[] = "/tmp/tessera-fifo-XXXXXX"; /* opened without blocking the shard, then refused */
+    EXPECT(mkdtemp(fifo) != NULL, "temporary directory");
+    char fifo_path[64];
+    snprintf(fifo_path, sizeof fifo_path, "%s/f", fifo);
+    EXPECT(mkfifo(fifo_path, 0600) == 0, "mkfifo");
+    EXPECT(attach(w, fifo_path, bytes, key, why, sizeof why) == 0 && strstr(why, "not a Tessera"),
+           "a FIFO is refused (%s)", why);
+    unlink(fifo_path);
+    rmdir(fifo);
     char file[] = "/tmp/tessera-xregion-XXXXXX"; /* a file of the right size, not a region: never mapped */
     int fd = mkstemp(file);
     EXPECT(fd >= 0 && ftruncate(fd, (off_t)bytes) == 0, "temporary file");
