@@ -13,8 +13,9 @@
 #   2. tessera-bench-cuda-bw
 #   3. bench/gpu_train.sh at several batches (GPU_TRAIN_RUNS, "BATCH:STEPS[:TAG+TAG] ...": tag bf16
 #      sends gradients and parameters as bfloat16 (net.grad_dtype/param_dtype), psgpu has the shards
-#      step on the GPU (ps.device=cuda), wire sends every byte over ZeroMQ (net.local_exchange=off;
-#      without it the worker and the shards on this machine exchange through shared memory))
+#      step on the GPU (ps.device=cuda; they then map the worker's device memory, CUDA IPC), wire sends
+#      every byte over ZeroMQ (net.local_exchange=off; without it the worker and the shards on this
+#      machine exchange through shared memory))
 #   4. compute-sanitizer --tool memcheck over the op test, with what time is left
 # A part that fails does not stop the others. Everything goes to OUT (default .gpu/out): log.txt (all
 # of it), summary.txt, gpu.txt, ctest.txt, cuda_bw.txt, gpu_train.json, gpu_train.txt, sanitizer.txt.
@@ -32,7 +33,7 @@ exec 3>&1 >"$OUT/log.txt" 2>&1 </dev/null
 
 PREFIX=${GPU_PREFIX:-/tmp/prefix}
 BUDGET=${GPU_SESSION_BUDGET_S:-480}
-RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:wire 4096:40:psgpu 16384:20:psgpu 4096:40:bf16}
+RUNS=${GPU_TRAIN_RUNS:-64:100 256:100 4096:40 16384:20 4096:40:wire 64:100:psgpu 4096:40:psgpu 16384:20:psgpu 4096:40:bf16}
 START=$(date +%s)
 W=$(mktemp -d "${TMPDIR:-/tmp}/gpu-session.XXXXXX")
 trap 'rm -rf "$W"' EXIT

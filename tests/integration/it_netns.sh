@@ -49,7 +49,7 @@ launch mixed job.node_reduce=0 job.epochs=1 checkpoint.every_steps=0
 wait $JOB_PID || { tail -20 "$WORK/mixed.log" >&2; fail "the 2-node job without node_reduce failed"; }
 [ "$(grep -c "local_exchange worker=[0-3] shards=1 of=2" "$WORK/mixed.log")" -eq 4 ] ||
     fail "each worker should have attached to its own node's shard only"
-grep -q "attached=0 why=the worker runs on another host or network namespace" "$WORK/mixed.log" ||
+grep -q "attached=0 device=0 why=the worker runs on another host or network namespace" "$WORK/mixed.log" ||
     fail "a shard did not say why it keeps another node's worker on the wire"
 run_job onehost --servers 2 --workers 4 job.epochs=1
 cmp "$WORK/onehost/params.bin" "$WORK/mixed/params.bin" || fail "2 nodes, regions on one side: parameters differ"
