@@ -53,7 +53,11 @@ static void grads_ready(void *ctx, int first) {
         }
         int at = (o->head + o->count++) % OVERLAP_MAX_BUCKETS;
         o->copying[at] = first;
-        if (o->dev16) { /* rounded where they are: half the bytes cross */
+        if (o->pc->n_local_dev == o->pc->n_shards) {
+            /* Every shard reads the device's gradients itself (CUDA IPC): no bytes, only the mark that
+             * the bucket's kernels, and those reading its parameters, are done before its part leaves. */
+            o->ticket[at] = be->ops->to_host_async(be, o->grads_host + lo, o->m->grads + lo, 0);
+        } else if (o->dev16) { /* rounded where they are: half the bytes cross */
             be->ops->to_bf16(be, o->dev16 + lo, o->m->grads + lo, hi - lo);
             o->ticket[at] =
                 be->ops->to_host_async(be, o->stage16 + lo, o->dev16 + lo, (hi - lo) * sizeof(uint16_t));

@@ -739,9 +739,9 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     }
     if (!rc) rc = whole_pull(&pc, &nr, clock, params, err, sizeof err);
     if (stage) stage_params(be, &pc, model.params, params, n_floats);
-    /* Shards writing the device parameters themselves: a part's reply would write them while the
-     * backward pass still reads them, so the gradient goes in one push after it. */
-    double bucket_mb = pc.n_local_dev ? 0 : cfg->push_bucket_mb;
+    /* With shards writing the device parameters themselves, a part leaves only once the kernels that
+     * read its layers' parameters are done (its copy's ticket), so its reply cannot write under them. */
+    double bucket_mb = cfg->push_bucket_mb;
     overlap_t ov;
     overlap_init(&ov, &model, &pc, stage ? grads : model.grads, stage ? params : model.params, bucket_mb,
                  nr.mine != NULL);
