@@ -29,9 +29,10 @@ typedef struct {
     float *p, *s0, *s1;
     long steps;
     /* ps.device: the slice's parameters and optimizer state on the device, where they are stepped; p
-     * gets the parameters back after every step (replies, serving and checkpoints read p), s0/s1 the
-     * state before every checkpoint */
+     * gets the parameters back when something reads it (slice_host: replies over the wire or through a
+     * host region, serving, checkpoints), s0/s1 the state before every checkpoint */
     float *d_p, *d_s0, *d_s1;
+    int host_stale; /* d_p was stepped since p last got it */
 } slice_t;
 
 typedef struct {
@@ -177,6 +178,16 @@ static void release_snapshot(void *data, void *hint) {
     snapshot_unref(hint);
 }
 
+/* ps.device: the slice's parameters in p, copied from the device if a step since made p stale. Replies
+ * to workers that map the device region, the common case, never need them. */
+static const float *slice_host(const ps_server_t *s, slice_t *sl) {
+    if (sl->host_stale) {
+        s->dev->ops->to_host(s->dev, sl->p, sl->d_p, sl->n * sizeof(float));
+        sl->host_stale = 0;
+    }
+    return sl->p;
+}
+
 /* A copy of local slices [first, first + n), float32 or rounded to bfloat16, with one reference (the
  * caller's); snap->n is n. */
 static snapshot_t *copy_slices(const ps_server_t *s, int first, int n, int bf16) {
@@ -189,10 +200,11 @@ static snapshot_t *copy_slices(const ps_server_t *s, int first, int n, int bf16)
     snap->bf16 = bf16;
     char *dst = (char *)snap->data;
     for (int i = first; i < first + n; i++) {
+        const float *p = slice_host(s, &s->slices[i]);
         if (bf16)
-            bf16_from_f32((uint16_t *)(void *)dst, s->slices[i].p, s->slices[i].n);
+            bf16_from_f32((uint16_t *)(void *)dst, p, s->slices[i].n);
         else
-            memcpy(dst, s->slices[i].p, s->slices[i].n * sizeof(float));
+            memcpy(dst, p, s->slices[i].n * sizeof(float));
         dst += s->slices[i].n * esize;
     }
     return snap;
@@ -599,7 +611,7 @@ static void send_in_region(ps_server_t *s, zmq_msg_t *identity, Tessera__Header 
             s->dev->ops->copy_cols(s->dev, at, (int)sl->cols, sl->d_p, (int)sl->cols, (int)sl->rows,
                                    (int)sl->cols);
         else
-            memcpy(at, sl->p, sl->n * sizeof(float));
+            memcpy(at, slice_host(s, &s->slices[i]), sl->n * sizeof(float));
         s->local_bytes += sl->n * sizeof(float);
         bufs[i - first] = (wire_buf_t){NULL, 0, NULL, NULL};
     }
@@ -751,13 +763,16 @@ static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, const
         dg[j] = d;
     }
     be->ops->optim_step(be, &s->cfg.opt, sl->d_p, sl->d_s0, sl->d_s1, dg, ng, gscale, sl->n, t);
-    be->ops->to_host(be, sl->p, sl->d_p, sl->n * sizeof(float));
+    /* The step's reply waits for it (a copy or a sync); p is brought up to date when read. */
+    sl->host_stale = 1;
+    if (s->cfg.spec->tensors[sl->tensor].remote) slice_host(s, sl); /* the layer products read p */
 }
 
-/* ps.device: the optimizer state of every slice back in s0/s1 (for a checkpoint). */
+/* ps.device: the parameters and optimizer state of every slice back in p, s0, s1 (for a checkpoint). */
 static void state_to_host(ps_server_t *s) {
     for (int i = 0; s->dev && i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
+        slice_host(s, sl);
         if (sl->s0) s->dev->ops->to_host(s->dev, sl->s0, sl->d_s0, sl->n * sizeof(float));
         if (sl->s1) s->dev->ops->to_host(s->dev, sl->s1, sl->d_s1, sl->n * sizeof(float));
     }
@@ -1755,6 +1770,7 @@ int ps_server_take_slices(ps_server_t *s, serve_slice_t **out) {
     serve_slice_t *v = XCALLOC((size_t)(s->n_slices ? s->n_slices : 1), sizeof *v);
     for (int i = 0; i < s->n_slices; i++) {
         slice_t *sl = &s->slices[i];
+        slice_host(s, sl);
         v[i] = (serve_slice_t){sl->tensor, sl->row_begin, sl->rows, sl->cols, sl->p};
         sl->p = NULL;
     }
