@@ -5,7 +5,8 @@
 # embedding backward pass sums each row in bag order; cuBLAS is deterministic on one GPU), and a
 # SIGUSR1 stop + --resume auto on the GPU ends bit-identical to the uninterrupted GPU run. Shards that
 # step their slices on the device (ps.device) give the CPU shards' bits, and checkpoint and resume
-# their optimizer state exactly; the exchange through the pinned shared region gives the wire's bits.
+# their optimizer state exactly, and serve what they trained; the exchange through the pinned shared
+# region (on cuda: the worker's device memory, CUDA IPC) gives the wire's bits.
 # Exit 77
 # (skipped) without a GPU or without a CUDA build.
 # TESSERA_GPU_TEST_BACKEND=cpu-staged runs the same script without a GPU (integration.gpu_train_staged:
@@ -70,6 +71,22 @@ run_job ssp_local $S
 run_job ssp_wire $S net.local_exchange=off
 cmp "$WORK/ssp_local/params.bin" "$WORK/ssp_wire/params.bin" || fail "$BE, SSP: the local exchange differs from the wire"
 echo "ok: $BE worker and shards: the local exchange gives the wire's bits (BSP and SSP)"
+
+# The shards that stepped on the device serve what they trained (`train --serve`): the served test
+# accuracy is the job's own (their host copies of the parameters are brought up to date for it).
+DATA=/usr/share/datasets/fashion-mnist
+E="tcp://127.0.0.1:$(free_port)"
+# shellcheck disable=SC2086
+start_job served $A job.epochs=1 backend.type=$BE ps.device=$BE --serve --listen "$E"
+wait_log served "serving the trained model" 300
+"$TESSERA" predict --endpoint "$E" --input "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz" \
+    --output "$WORK/served.jsonl" 2>"$WORK/served.err" || { cat "$WORK/served.err" >&2; fail "predict against train --serve"; }
+kill -TERM "$JOB_PID"
+wait "$JOB_PID" || true
+acc=$(json "$WORK/served/summary.json" test_accuracy)
+grep -q "accuracy=$(printf '%.4f' "$acc")" "$WORK/served.err" ||
+    fail "$BE shards served accuracy $(grep -o 'accuracy=[0-9.]*' "$WORK/served.err"), the job's is $acc"
+echo "ok: shards stepping on $BE serve the trained model (accuracy $acc)"
 
 # Exact resume on the device (workers and shards): stop at a checkpoint, resume, compare with an
 # uninterrupted run.
