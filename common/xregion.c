@@ -13,6 +13,8 @@
 
 #define XREGION_ALIGN 4096
 #define XREGION_NAME  "tessera-exchange"
+/* Its size is fixed once made: a shard mapping it cannot have it shrink under its reads (SIGBUS). */
+#define XREGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 size_t xregion_grads_offset(size_t n_floats) {
     size_t a = XREGION_ALIGN / sizeof(float);
@@ -25,13 +27,14 @@ size_t xregion_bytes(size_t n_floats) {
 
 int xregion_create(xregion_t *r, size_t bytes, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
-    r->fd = memfd_create(XREGION_NAME, MFD_CLOEXEC);
+    r->fd = memfd_create(XREGION_NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (r->fd < 0) {
         snprintf(err, errlen, "memfd_create: %s", strerror(errno));
         return -TS_EIO;
     }
-    if (ftruncate(r->fd, (off_t)bytes)) {
-        snprintf(err, errlen, "cannot size the exchange region to %zu bytes: %s", bytes, strerror(errno));
+    if (ftruncate(r->fd, (off_t)bytes) || fcntl(r->fd, F_ADD_SEALS, XREGION_SEALS)) {
+        snprintf(err, errlen, "cannot size and seal the exchange region (%zu bytes): %s", bytes,
+                 strerror(errno));
         close(r->fd);
         r->fd = -1;
         return -TS_EIO;
@@ -67,6 +70,12 @@ int xregion_open(xregion_t *r, const char *path, size_t bytes, char *err, size_t
     int is_region = n > 0 && !strncmp(target, "/memfd:" XREGION_NAME, strlen("/memfd:" XREGION_NAME));
     if (!is_region || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s is not a Tessera exchange region", path);
+        close(fd);
+        return -TS_EINVAL;
+    }
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || (seals & XREGION_SEALS) != XREGION_SEALS) {
+        snprintf(err, errlen, "%s is not sealed to its size (a region another build made?)", path);
         close(fd);
         return -TS_EINVAL;
     }

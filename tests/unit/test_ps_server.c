@@ -1,9 +1,11 @@
 /* A real shard (ps_server_run on a ZeroMQ ROUTER over TCP loopback, in a thread) against garbage,
  * truncated frames, wrong tensor sizes, wrong clocks and oversized messages: each gets an error reply
  * or is dropped, and the shard keeps serving. Then the BSP and SSP clock rules. */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -819,6 +821,12 @@ static void test_local_exchange(void) {
            "a plain file through /proc is refused (%s)", why);
     close(fd);
     unlink(file);
+    int mfd = memfd_create("tessera-exchange", MFD_CLOEXEC); /* the right name and size, unsealed */
+    EXPECT(mfd >= 0 && ftruncate(mfd, (off_t)bytes) == 0, "memfd");
+    snprintf(via, sizeof via, "/proc/%ld/fd/%d", (long)getpid(), mfd);
+    EXPECT(attach(w, via, bytes, key, why, sizeof why) == 0 && strstr(why, "not sealed"),
+           "an unsealed memfd is refused (%s)", why);
+    close(mfd);
     EXPECT(attach(w, r.path, bytes, key, why, sizeof why) == 1, "the same host's region is attached (%s)",
            why);
 
