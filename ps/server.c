@@ -408,6 +408,12 @@ static float *region_of(const ps_server_t *s, int w) {
     return s->xd[w] ? s->xd[w] : s->xr[w].base;
 }
 
+/* Whether p (a gradient frame's data) is a view of worker w's device region rather than host memory. */
+static int in_device_region(const ps_server_t *s, int w, const void *p) {
+    const char *b = (const char *)s->xd[w];
+    return b && (const char *)p >= b && (const char *)p < b + xregion_bytes(s->cfg.spec->n_floats);
+}
+
 /* Unmaps worker w's exchange region (unpinned first, with ps.device), or its device region. */
 static void detach(ps_server_t *s, int w) {
     if (s->xd[w]) {
@@ -789,7 +795,7 @@ static void apply_slice(ps_server_t *s, int i) {
     slice_t *sl = &s->slices[i];
     for (int w = 0; w < W; w++) {
         g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
-        on_dev[w] = s->xd[w] != NULL;
+        on_dev[w] = in_device_region(s, w, g[w]);
     }
     step_slice(s, sl, g, on_dev, W, 1.0f / (float)W);
     s->applied[i] = 1;
@@ -1461,7 +1467,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             slice_t *sl = &s->slices[i];
             zmq_msg_t *f = &s->pending[w * s->n_slices + i];
             const float *g = zmq_msg_data(f);
-            int on_dev = s->xd[w] != NULL;
+            int on_dev = in_device_region(s, w, g);
             step_slice(s, sl, &g, &on_dev, 1, 1.0f);
             zmq_msg_close(f);
             zmq_msg_init(f);
@@ -1514,6 +1520,12 @@ static int attach_device(ps_server_t *s, int w, const Tessera__Header *h, char *
                  h->device_handle.len != BACKEND_IPC_HANDLE ? "not a device handle"
                                                             : "ps.device cannot map it");
         log_info("shard %d: worker %d %s", s->cfg.shard, w, why);
+        return 0;
+    }
+    const char *refuse = getenv("TESSERA_TEST_NO_DEVICE_REGION"); /* tests: shard k maps host regions only */
+    if (refuse && atoi(refuse) == s->cfg.shard) {
+        snprintf(why, whylen, "the worker's device region: TESSERA_TEST_NO_DEVICE_REGION=%d", s->cfg.shard);
+        log_warn("shard %d: %s", s->cfg.shard, why);
         return 0;
     }
     char reason[256] = "";
@@ -1599,6 +1611,11 @@ static int region_views(ps_server_t *s, wire_msg_t *m) {
             return -1;
         }
         if (!d->in_region) continue;
+        if (d->dtype != TESSERA__DTYPE__DTYPE_F32) {
+            snprintf(err, sizeof err, "tensor %zu is in_region but not float32", i);
+            reply_error(s, m, TESSERA__ERROR_CODE__ERR_INVALID_ARGUMENT, err);
+            return -1;
+        }
         if (w < 0 || w >= s->cfg.n_workers || !region_of(s, w)) {
             snprintf(err, sizeof err, "tensor %zu is in_region, but sender %d has no exchange region here", i,
                      w);

@@ -321,8 +321,8 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
 static int take_attach(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
     (void)err;
     (void)errlen;
-    c->local[k] = m->hdr->attached || m->hdr->attached_device;
-    c->local_dev[k] = m->hdr->attached_device;
+    c->local_dev[k] = m->hdr->attached_device && c->sent_device_handle; /* only what was offered */
+    c->local[k] = m->hdr->attached || c->local_dev[k];
     *(int *)ctx += c->local[k];
     c->n_local_dev += c->local_dev[k];
     if (!c->local[k])
@@ -342,6 +342,7 @@ int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *para
     c->region_params = params;
     c->region_grads = grads;
     *n_attached = 0;
+    c->sent_device_handle = device_handle != NULL;
     for (int k = 0; k < c->n_shards; k++) {
         Tessera__Header h;
         wire_header_init(&h, TESSERA__KIND__KIND_ATTACH);

@@ -41,7 +41,8 @@ typedef struct {
      * shard stepping on a device, CUDA IPC): in_region slices are there, at the same offsets, and the
      * host region's copies of them are not written. */
     int *local_dev, n_local_dev;
-    uint64_t bytes_local; /* of bytes_sent and bytes_received, those that crossed through the region */
+    int sent_device_handle; /* the last ATTACH offered a device region */
+    uint64_t bytes_local;   /* of bytes_sent and bytes_received, those that crossed through the region */
     /* net.param_dtype = bf16 on a device backend with from_bf16 (worker/overlap.c sets it): bfloat16
      * parameter slices are not widened here but kept in params16 (the flat layout, pinned), and
      * params_taken takes them to the device from there */

@@ -950,8 +950,10 @@ int worker_train(const job_config_t *cfg, const cluster_t *cl, const char *run_d
     if (!be->host_memory) be->ops->to_host(be, params, model.params, n_floats * sizeof(float));
     if (pc.n_local_dev) { /* the shards unmap the device region before it can be freed (CUDA IPC) */
         int n = 0;
-        if (ps_client_attach(&pc, "", 0, params, grads, NULL, &n, err, sizeof err))
-            log_warn("detaching the device region: %s", err);
+        if (ps_client_attach(&pc, "", 0, params, grads, NULL, &n, err, sizeof err)) {
+            log_warn("detaching the device region: %s; it is kept until exit", err);
+            dreg = NULL; /* a shard may still map it: freeing it now is undefined (CUDA IPC) */
+        }
     }
     if (me == 0 && !stopping && !strcmp(cfg->param_dtype, "bf16")) {
         /* The model trained on bfloat16 copies; params.bin and the digest are the shards' float32

@@ -862,9 +862,12 @@ cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *h, void *p) {
     size_t span = (r.bytes + PAGE - 1) / PAGE * PAGE;
     if (r.fd < 0) { /* its pages move into a memfd, which other processes can map */
         int fd = memfd_create("cuda-emu-ipc", MFD_CLOEXEC);
-        if (fd < 0 || ftruncate(fd, (off_t)span))
+        if (fd < 0 || ftruncate(fd, (off_t)span)) {
+            int e = errno;
+            if (fd >= 0) close(fd);
             return fail(cudaErrorMemoryAllocation, "cudaIpcGetMemHandle: memfd of %zu bytes: %s", span,
-                        strerror(errno));
+                        strerror(e));
+        }
         device_access open;
         ssize_t n = pwrite(fd, p, r.bytes, 0);
         if (n != (ssize_t)r.bytes) fatal("cudaIpcGetMemHandle: copying into the memfd: %s", strerror(errno));
@@ -892,7 +895,10 @@ cudaError_t cudaIpcOpenMemHandle(void **p, cudaIpcMemHandle_t h, unsigned flags)
     int fd = open(path, O_RDWR | O_CLOEXEC);
     struct stat st;
     size_t span = (ih.bytes + PAGE - 1) / PAGE * PAGE;
-    if (fd < 0 || fstat(fd, &st) || (size_t)st.st_size < span) {
+    char self[64], name[64] = "";
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    if (fd < 0 || readlink(self, name, sizeof name - 1) < 0 || strncmp(name, "/memfd:cuda-emu-ipc", 19) ||
+        fstat(fd, &st) || (size_t)st.st_size < span) {
         if (fd >= 0) close(fd);
         return fail(cudaErrorInvalidResourceHandle,
                     "cudaIpcOpenMemHandle: %s: the exporting process or its "

@@ -219,6 +219,8 @@ static void test_ipc(void) {
     CHECK(!pipe(to_child) && !pipe(to_parent), "pipe: %s", strerror(errno));
     pid_t pid = fork();
     if (pid == 0) {
+        close(to_child[1]);
+        close(to_parent[0]);
         char c;
         void *p = NULL;
         int bad = read(to_child[0], &c, 1) != 1 ||
@@ -237,18 +239,19 @@ static void test_ipc(void) {
         c = bad ? 'x' : 'y';
         _exit(write(to_parent[1], &c, 1) == 1 && !bad ? 0 : 1);
     }
+    close(to_child[0]); /* a child that dies closes its end: the read below then ends */
+    close(to_parent[1]);
     char c = 0;
     CHECK(write(to_child[1], "g", 1) == 1 && read(to_parent[0], &c, 1) == 1 && c == 'y',
           "the child could not open, read or write the parent's allocation");
     int st = 0;
     waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child ended with status %d", st);
     OK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
     CHECK(h[0] == 4.0f && h[N - 1] == 4.0f, "after the child's kernel the parent sees %g, want 4", h[N - 1]);
     OK(cudaFree(d));
-    for (int i = 0; i < 2; i++) {
-        close(to_child[i]);
-        close(to_parent[i]);
-    }
+    close(to_child[1]);
+    close(to_parent[0]);
     if (!failures) printf("ok: CUDA IPC between two processes\n");
 }
 

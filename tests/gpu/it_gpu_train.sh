@@ -63,6 +63,18 @@ fi
 # shellcheck disable=SC2086
 run_job psdev_wire $A backend.type=$BE ps.device=$BE net.local_exchange=off
 cmp "$WORK/psdev/params.bin" "$WORK/psdev_wire/params.bin" || fail "$BE: the local exchange differs from the wire"
+# Mixed: shard 1 refuses the device region (it maps the host one), shard 0 maps the device region.
+# shellcheck disable=SC2086
+TESSERA_TEST_NO_DEVICE_REGION=1 run_job mixed --servers 2 --workers 1 job.epochs=1 data.train_limit=3000 \
+    net.push_bucket_mb=0.1 backend.type=$BE ps.device=$BE
+# shellcheck disable=SC2086
+run_job mixed_wire --servers 2 --workers 1 job.epochs=1 data.train_limit=3000 net.push_bucket_mb=0.1 \
+    backend.type=$BE ps.device=$BE net.local_exchange=off
+if [ "$BE" = cuda ]; then
+    grep -q "device_shards=1 " "$WORK/mixed.log" || fail "mixed: not one shard on the device region"
+fi
+cmp "$WORK/mixed/params.bin" "$WORK/mixed_wire/params.bin" || fail "$BE: device and host regions mixed differ from the wire"
+
 # SSP steps each push as it comes, from the same memory: with one worker, the wire's bits again.
 S="--servers 2 --workers 1 job.epochs=1 data.train_limit=3000 job.staleness=2 backend.type=$BE ps.device=$BE"
 # shellcheck disable=SC2086
