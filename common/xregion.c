@@ -56,22 +56,29 @@ int xregion_open(xregion_t *r, const char *path, size_t bytes, char *err, size_t
     memset(r, 0, sizeof *r);
     r->fd = -1;
     /* Only what xregion_create made: a peer must not have a shard map (and write) any file it names. The
-     * file is opened first and then checked, by the name its open descriptor has here, so that the peer
-     * cannot swap another in between (and a device or a pipe cannot block the open). */
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
+     * file is first only located (O_PATH: nothing of it runs, a device or a pipe neither opens nor
+     * blocks), then checked by the name its descriptor has here, so that the peer cannot swap another
+     * in between, and only then opened for reading and writing, through that descriptor. */
+    int at = open(path, O_PATH | O_CLOEXEC);
+    if (at < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -TS_EIO;
     }
     char self[64], target[128] = "";
-    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    snprintf(self, sizeof self, "/proc/self/fd/%d", at);
     ssize_t n = readlink(self, target, sizeof target - 1);
     struct stat st;
     int is_region = n > 0 && !strncmp(target, "/memfd:" XREGION_NAME, strlen("/memfd:" XREGION_NAME));
-    if (!is_region || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    if (!is_region || fstat(at, &st) || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s is not a Tessera exchange region", path);
-        close(fd);
+        close(at);
         return -TS_EINVAL;
+    }
+    int fd = open(self, O_RDWR | O_CLOEXEC);
+    close(at);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -TS_EIO;
     }
     int seals = fcntl(fd, F_GET_SEALS);
     if (seals < 0 || (seals & XREGION_SEALS) != XREGION_SEALS) {
