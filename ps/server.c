@@ -408,10 +408,15 @@ static float *region_of(const ps_server_t *s, int w) {
     return s->xd[w] ? s->xd[w] : s->xr[w].base;
 }
 
-/* Whether p (a gradient frame's data) is a view of worker w's device region rather than host memory. */
-static int in_device_region(const ps_server_t *s, int w, const void *p) {
-    const char *b = (const char *)s->xd[w];
-    return b && (const char *)p >= b && (const char *)p < b + xregion_bytes(s->cfg.spec->n_floats);
+/* Whether p (a gradient frame's data) is a view of some worker's device region rather than host memory
+ * (a frame the worker sent inline is host memory, attached or not). */
+static int in_device_region(const ps_server_t *s, const void *p) {
+    size_t bytes = xregion_bytes(s->cfg.spec->n_floats);
+    for (int w = 0; w < s->cfg.n_workers; w++) {
+        const char *b = (const char *)s->xd[w];
+        if (b && (const char *)p >= b && (const char *)p < b + bytes) return 1;
+    }
+    return 0;
 }
 
 /* Unmaps worker w's exchange region (unpinned first, with ps.device), or its device region. */
@@ -747,11 +752,10 @@ static int check_push_tensors(const ps_server_t *s, const Tessera__Header *h, in
     return 0;
 }
 
-/* One optimizer step of slice sl with the mean of ng gradients (gscale = 1 / ng; host memory, or on the
- * device where on_dev[j]: a worker's device region): here, or on the shard's device (ps.device), which
- * gives the same bits, with the parameters copied back. */
-static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, const int *on_dev, int ng,
-                       float gscale) {
+/* One optimizer step of slice sl with the mean of ng gradients (gscale = 1 / ng; host memory, or views
+ * of a worker's device region): here, or on the shard's device (ps.device), which gives the same bits;
+ * there p is brought up to date only when read (slice_host). */
+static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, int ng, float gscale) {
     long t = ++sl->steps;
     if (!s->dev) {
         optim_apply(&s->cfg.opt, sl->p, sl->s0, sl->s1, g, ng, gscale, sl->n, t);
@@ -760,7 +764,7 @@ static void step_slice(ps_server_t *s, slice_t *sl, const float *const *g, const
     backend_t *be = s->dev;
     const float *dg[ng];
     for (int j = 0; j < ng; j++) {
-        if (on_dev[j]) { /* read where the worker's device left it */
+        if (in_device_region(s, g[j])) { /* read where the worker's device left it */
             dg[j] = g[j];
             continue;
         }
@@ -789,15 +793,12 @@ static void state_to_host(ps_server_t *s) {
 static void apply_slice(ps_server_t *s, int i) {
     int W = s->cfg.n_workers;
     const float *g[W];
-    int on_dev[W];
     params_changing(s);
     double t0 = now_s();
     slice_t *sl = &s->slices[i];
-    for (int w = 0; w < W; w++) {
+    for (int w = 0; w < W; w++)
         g[w] = zmq_msg_data(&s->pending[w * s->n_slices + i]);
-        on_dev[w] = in_device_region(s, w, g[w]);
-    }
-    step_slice(s, sl, g, on_dev, W, 1.0f / (float)W);
+    step_slice(s, sl, g, W, 1.0f / (float)W);
     s->applied[i] = 1;
     s->n_applied++;
     s->apply_s += now_s() - t0;
@@ -1467,8 +1468,7 @@ static void handle_push_pull(ps_server_t *s, wire_msg_t *m) {
             slice_t *sl = &s->slices[i];
             zmq_msg_t *f = &s->pending[w * s->n_slices + i];
             const float *g = zmq_msg_data(f);
-            int on_dev = in_device_region(s, w, g);
-            step_slice(s, sl, &g, &on_dev, 1, 1.0f);
+            step_slice(s, sl, &g, 1, 1.0f);
             zmq_msg_close(f);
             zmq_msg_init(f);
         }
@@ -1523,7 +1523,12 @@ static int attach_device(ps_server_t *s, int w, const Tessera__Header *h, char *
         return 0;
     }
     const char *refuse = getenv("TESSERA_TEST_NO_DEVICE_REGION"); /* tests: shard k maps host regions only */
-    if (refuse && atoi(refuse) == s->cfg.shard) {
+    char *end = NULL;
+    long k = refuse && *refuse ? strtol(refuse, &end, 10) : -1;
+    if (refuse && *refuse && *end)
+        log_warn("shard %d: TESSERA_TEST_NO_DEVICE_REGION='%s' is not a shard number; ignored", s->cfg.shard,
+                 refuse);
+    else if (k == s->cfg.shard) {
         snprintf(why, whylen, "the worker's device region: TESSERA_TEST_NO_DEVICE_REGION=%d", s->cfg.shard);
         log_warn("shard %d: %s", s->cfg.shard, why);
         return 0;

@@ -10,6 +10,11 @@ static size_t offset_from(const model_spec_t *s, int t) {
     return s->n_floats;
 }
 
+/* Every shard maps the worker's device region (CUDA IPC): none needs the gradients copied to the host. */
+static int all_on_device(const overlap_t *o) {
+    return o->pc->n_local_dev == o->pc->n_shards;
+}
+
 static void send_part(overlap_t *o, int from) {
     if (!o->rc)
         o->rc =
@@ -53,7 +58,7 @@ static void grads_ready(void *ctx, int first) {
         }
         int at = (o->head + o->count++) % OVERLAP_MAX_BUCKETS;
         o->copying[at] = first;
-        if (o->pc->n_local_dev == o->pc->n_shards) {
+        if (all_on_device(o)) {
             /* Every shard reads the device's gradients itself (CUDA IPC): no bytes, only the mark that
              * the bucket's kernels, and those reading its parameters, are done before its part leaves. */
             o->ticket[at] = be->ops->to_host_async(be, o->grads_host + lo, o->m->grads + lo, 0);
@@ -172,7 +177,7 @@ void overlap_begin(overlap_t *o, int64_t clock) {
 int overlap_finish(overlap_t *o, char *err, size_t errlen) {
     model_t *m = o->m;
     send_copied(o, 1);
-    if (o->grads_host != m->grads && o->pc->n_local_dev == o->pc->n_shards) {
+    if (o->grads_host != m->grads && all_on_device(o)) {
         m->be->ops->sync(m->be); /* every shard reads the device's gradients itself, once they are done */
     } else if (o->grads_host != m->grads) { /* the rest: what the push itself carries */
         size_t n = offset_from(&m->spec, o->handed);

@@ -248,11 +248,10 @@ static int take_part_reply(ps_client_t *c, int k, const wire_msg_t *m, int j, ch
 /* What a reply of shard k is taken by: 0, or an error with a message. */
 typedef int (*take_fn)(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen);
 
-/* Waits for the reply of `kind` of every shard k with asked[k] (NULL: all), handing each to take. */
-static int take_attach(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen);
-
+/* Waits for the reply of `kind` of every shard k with asked[k] (NULL: all), handing each to take. An
+ * ERROR reply fails the call, or with `refusable` leaves that shard out (a warning). */
 static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, take_fn take, void *ctx,
-                          char *err, size_t errlen) {
+                          int refusable, char *err, size_t errlen) {
     int n = c->n_shards, left = 0;
     zmq_pollitem_t items[n];
     int done[n];
@@ -294,9 +293,8 @@ static int gather_replies(ps_client_t *c, const int *asked, Tessera__Kind want, 
             } else if (m.hdr->request_id != c->request_of[k]) {
                 wire_msg_free(&m); /* a stale reply to an abandoned request */
                 continue;
-            } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR && take == take_attach) {
-                /* a shard that cannot attach (an older one, or one holding a push) leaves it to the wire */
-                log_warn("shard %d refused the local exchange, which keeps to the wire: %s: %s", k,
+            } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR && refusable) {
+                log_warn("shard %d refused the request and is left out of it: %s: %s", k,
                          wire_error_name(m.hdr->error_code), m.hdr->error_message);
             } else if (m.hdr->kind == TESSERA__KIND__KIND_ERROR) {
                 snprintf(err, errlen, "shard %d: %s: %s", k, wire_error_name(m.hdr->error_code),
@@ -359,7 +357,8 @@ int ps_client_attach(ps_client_t *c, const char *path, size_t bytes, float *para
             return -TS_EIO;
         }
     }
-    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_attach, n_attached, err, errlen);
+    /* a shard that cannot attach (an older one, or one holding a push) leaves that shard to the wire */
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_attach, n_attached, 1, err, errlen);
 }
 
 int ps_client_push_part(ps_client_t *c, int64_t clock, const float *grads, float *params, int t_begin,
@@ -392,7 +391,7 @@ int ps_client_push_pull(ps_client_t *c, int64_t clock, const float *grads, const
         }
     c->final_hi = c->parts_from;
     c->parts_from = c->spec->n_tensors;
-    int rc = gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    int rc = gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, 0, err, errlen);
     for (int k = 0; !rc && k < c->n_shards; k++)
         if (c->parts_out[k]) {
             snprintf(err, errlen, "shard %d answered the push before %d of its parts", k, c->parts_out[k]);
@@ -410,7 +409,7 @@ int ps_client_sparse_pull(ps_client_t *c, sparse_batch_t *sb, int read_only, cha
             return -TS_EIO;
         }
     }
-    return gather_replies(c, NULL, TESSERA__KIND__KIND_SPARSE_ROWS, take_rows, sb, err, errlen);
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_SPARSE_ROWS, take_rows, sb, 0, err, errlen);
 }
 
 int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size_t errlen) {
@@ -420,7 +419,7 @@ int ps_client_pull(ps_client_t *c, int64_t clock, float *params, char *err, size
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, err, errlen);
+    return gather_replies(c, c->only, TESSERA__KIND__KIND_PARAMS, take_params, params, 0, err, errlen);
 }
 
 static int take_fence(ps_client_t *c, int k, const wire_msg_t *m, void *ctx, char *err, size_t errlen) {
@@ -440,7 +439,7 @@ int ps_client_cut_query(ps_client_t *c, int64_t grace, int64_t *cut, char *err, 
             snprintf(err, errlen, "cannot send to shard %d", k);
             return -TS_EIO;
         }
-    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_fence, cut, err, errlen);
+    return gather_replies(c, NULL, TESSERA__KIND__KIND_OK, take_fence, cut, 0, err, errlen);
 }
 
 /* ---- model-parallel linear layers: the products that need the weight, computed by its shards ---- */
@@ -515,7 +514,7 @@ int ps_client_layer_fwd(ps_client_t *c, int64_t clock, int t, const float *x, in
         }
     }
     layer_call_t lc = {.t = t, .batch = batch, .y = y};
-    return gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, err, errlen);
+    return gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, 0, err, errlen);
 }
 
 int ps_client_layer_bwd(ps_client_t *c, int64_t clock, int t, const float *x, const float *dy, int batch,
@@ -542,7 +541,7 @@ int ps_client_layer_bwd(ps_client_t *c, int64_t clock, int t, const float *x, co
     }
     layer_call_t lc = {.t = t, .batch = batch, .bwd = 1, .parts = dx ? parts : NULL};
     if (!rc)
-        rc = gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, err, errlen);
+        rc = gather_replies(c, asked, TESSERA__KIND__KIND_ACTIVATIONS, take_activations, &lc, 0, err, errlen);
     /* dx = sum over shards of dy_k W_k, in shard order: the same bits whatever order replies came in. */
     size_t n = (size_t)batch * ti->cols;
     int first = 1;

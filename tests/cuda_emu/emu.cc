@@ -173,15 +173,23 @@ void arena_init() {
     }
 }
 
-void *device_alloc(size_t bytes) {
+/* Fresh addresses for `bytes` in the arena (never reused), and a page of poisoned gap after them, or
+ * NULL when the arena's addresses are spent. */
+char *arena_reserve(size_t bytes) {
     arena_init();
-    size_t span = (bytes + PAGE - 1) / PAGE * PAGE + PAGE; /* and one page of poisoned gap */
-    if (bytes > DEVICE_BYTES - g_device_live || span > ARENA_BYTES - g_arena_used) return nullptr;
+    size_t span = (bytes + PAGE - 1) / PAGE * PAGE + PAGE;
+    if (span > ARENA_BYTES - g_arena_used) return nullptr;
     char *p = g_arena + g_arena_used;
     g_arena_used += span;
-    g_device_live += bytes;
     ASAN_UNPOISON_MEMORY_REGION(p, bytes);
     ASAN_POISON_MEMORY_REGION(p + bytes, span - bytes); /* the tail of the last page, and the gap */
+    return p;
+}
+
+void *device_alloc(size_t bytes) {
+    if (bytes > DEVICE_BYTES - g_device_live) return nullptr;
+    char *p = arena_reserve(bytes);
+    if (p) g_device_live += bytes;
     return p;
 }
 
@@ -905,19 +913,15 @@ cudaError_t cudaIpcOpenMemHandle(void **p, cudaIpcMemHandle_t h, unsigned flags)
                     "allocation is gone",
                     path);
     }
-    arena_init();
-    if (span + PAGE > ARENA_BYTES - g_arena_used) {
+    char *at = arena_reserve(ih.bytes);
+    if (!at) {
         close(fd);
         return fail(cudaErrorMemoryAllocation,
                     "cudaIpcOpenMemHandle: the device arena's addresses are spent");
     }
-    char *at = g_arena + g_arena_used;
-    g_arena_used += span + PAGE;
     void *m = mmap(at, span, arena_prot(), MAP_SHARED | MAP_FIXED, fd, 0);
     close(fd);
     if (m == MAP_FAILED) fatal("cudaIpcOpenMemHandle: mapping %s: %s", path, strerror(errno));
-    ASAN_UNPOISON_MEMORY_REGION(at, ih.bytes);
-    ASAN_POISON_MEMORY_REGION(at + ih.bytes, span + PAGE - ih.bytes);
     region r{ih.bytes, MEM_DEVICE, false, -1, true};
     g_mem[(uintptr_t)at] = r;
     *p = at;
